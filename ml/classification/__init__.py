@@ -1,0 +1,1 @@
+"""White-cell classification (see ml/classification/README in the docs of the issue)."""
