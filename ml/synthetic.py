@@ -8,11 +8,16 @@ from ml.boxes import Box
 
 def _disc(canvas: np.ndarray, cx: float, cy: float, r: float, color, rng: np.random.Generator, jitter: float = 0.1) -> None:
     h, w = canvas.shape[:2]
-    yy, xx = np.ogrid[:h, :w]
+    reach = r * (1 + jitter) + 1
+    x0, x1 = max(0, int(cx - reach)), min(w, int(cx + reach) + 1)
+    y0, y1 = max(0, int(cy - reach)), min(h, int(cy + reach) + 1)
+    if x0 >= x1 or y0 >= y1:
+        return
+    yy, xx = np.ogrid[y0:y1, x0:x1]
     angle = np.arctan2(yy - cy, xx - cx)
     radius = r * (1 + jitter * np.sin(3 * angle + rng.uniform(0, 6.28)))
     mask = (xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2
-    canvas[mask] = color
+    canvas[y0:y1, x0:x1][mask] = color
 
 
 def synthetic_smear(seed: int = 0, size: tuple[int, int] = (480, 640), n_wbc: int = 1) -> tuple[np.ndarray, list[Box]]:
