@@ -1,9 +1,13 @@
 """Settings for the test suite: the same stack, fast password hashing, files under a temporary folder."""
 import os
 import tempfile
+import uuid
 from pathlib import Path
 
-from webapp.config.env import env
+# Before the base settings read it: this run's own Celery queues, shared with the worker it starts.
+os.environ.setdefault("LEUKOLAB_QUEUE_PREFIX", f"test-{uuid.uuid4().hex[:8]}-")
+
+from webapp.config.env import env  # noqa: E402
 from webapp.config.settings.base import *  # noqa: F401,F403
 from webapp.config.settings.base import DATABASES
 
