@@ -3,13 +3,14 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from webapp.common.views import frontend_index
-from webapp.slides.apis import SlideImageFileApi
+from webapp.slides.apis import SlideImageDisplayApi, SlideImageFileApi
 
 api = [
     path("auth/", include("webapp.accounts.urls")),
     path("patients/", include("webapp.patients.urls")),
     path("slides/", include("webapp.slides.urls")),
     path("slide-images/<int:pk>/file/", SlideImageFileApi.as_view(), name="slide-image-file"),
+    path("slide-images/<int:pk>/display/", SlideImageDisplayApi.as_view(), name="slide-image-display"),
     path("cells/", include("webapp.cells.urls")),
     path("jobs/", include("webapp.jobs.urls")),
     path("model-versions/", include("webapp.registry.urls")),

@@ -23,9 +23,13 @@ class SlideImageOutputSerializer(serializers.Serializer):
     filename = serializers.CharField()
     width = serializers.IntegerField()
     height = serializers.IntegerField()
-    url = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField(help_text="what a browser shows: a JPEG preview for TIFF files and large scans")
+    original_url = serializers.SerializerMethodField()
 
     def get_url(self, image) -> str:
+        return f"/api/slide-images/{image.pk}/display/"
+
+    def get_original_url(self, image) -> str:
         return f"/api/slide-images/{image.pk}/file/"
 
 
@@ -144,13 +148,28 @@ class SlideSignOffApi(GenericAPIView):
         return Response(SlideOutputSerializer(slide_list(user=request.user).get(pk=pk)).data)
 
 
+def _image_response(file, content_type: str, filename: str) -> FileResponse:
+    response = FileResponse(file.open("rb"), content_type=content_type)
+    response["Content-Disposition"] = f'inline; filename="{filename}"'
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
 class SlideImageFileApi(GenericAPIView):
     permission_classes = [require("slides.view_slide")]
 
     @extend_schema(summary="The image file as uploaded", responses={(200, "image/*"): bytes})
     def get(self, request, pk: int):
         image = get_object_or_404(SlideImage.objects.filter(slide__in=slide_list(user=request.user)), pk=pk)
-        response = FileResponse(image.file.open("rb"), content_type=CONTENT_TYPES.get(image.format, "application/octet-stream"))
-        response["Content-Disposition"] = f'inline; filename="{image.filename}"'
-        response["Cache-Control"] = "private, max-age=3600"
-        return response
+        return _image_response(image.file, CONTENT_TYPES.get(image.format, "application/octet-stream"), image.filename)
+
+
+class SlideImageDisplayApi(GenericAPIView):
+    permission_classes = [require("slides.view_slide")]
+
+    @extend_schema(summary="The image for display: its JPEG preview when it has one, else the file", responses={(200, "image/*"): bytes})
+    def get(self, request, pk: int):
+        image = get_object_or_404(SlideImage.objects.filter(slide__in=slide_list(user=request.user)), pk=pk)
+        if image.preview:
+            return _image_response(image.preview, "image/jpeg", image.filename.rsplit(".", 1)[0] + ".jpg")
+        return _image_response(image.file, CONTENT_TYPES.get(image.format, "application/octet-stream"), image.filename)

@@ -51,6 +51,8 @@ class SlideImage(models.Model):
     size_bytes = models.PositiveBigIntegerField()
     sha256 = models.CharField(max_length=64)
     position = models.PositiveIntegerField(default=0)
+    preview = models.FileField(upload_to="previews/%Y/%m/", blank=True, max_length=300,
+                               help_text="a JPEG for browsers, for TIFF files and large scans")
 
     class Meta:
         ordering = ["slide", "position", "id"]

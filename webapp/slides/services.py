@@ -116,8 +116,28 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
         cells_replace_from_model(
             image=image, results=results, classifier_version=classifier_mv, localizer_version=localizer_mv
         )
+        slide_image_preview_ensure(image=image, array=array)
     Slide.objects.filter(pk=slide_id).update(status=Slide.Status.ANALYZED, analyzed_at=timezone.now(), error="")
     report(1.0, "analyzed")
+
+
+def slide_image_preview_ensure(*, image: SlideImage, array) -> None:
+    """Give TIFF files and large scans a browser-friendly JPEG, at most PREVIEW_MAX_SIDE pixels wide."""
+    import io
+
+    from django.conf import settings
+    from django.core.files.base import ContentFile
+    from PIL import Image
+
+    max_side = settings.LEUKOLAB_PREVIEW_MAX_SIDE
+    if image.preview or (image.format != "TIFF" and max(image.width, image.height) <= max_side):
+        return
+    preview = Image.fromarray(array)
+    preview.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    preview.save(buf, format="JPEG", quality=90)
+    image.preview.save(f"{image.pk}.jpg", ContentFile(buf.getvalue()), save=False)
+    image.save(update_fields=["preview"])
 
 
 def slide_mark_failed(*, slide_id: int | None, error: str) -> None:

@@ -121,3 +121,42 @@ def test_missing_fields(hema, patient_id, payload, text):
 def test_unknown_patient_is_404(hema, patient_id):
     r = hema.post("/api/slides/", {"patient": 999999, "images": [SimpleUploadedFile("a.png", image_bytes(_rgb(), "PNG"))]}, format="multipart")
     assert r.status_code == 404 and "No such patient" in r.json()["message"]
+
+
+def test_tiff_gets_a_browser_preview_after_analysis(hema, patient_id):
+    from webapp.jobs.models import Job
+    from webapp.jobs.services import job_execute
+
+    name, data, _ = smear_field(0)
+    from io import BytesIO
+
+    from PIL import Image
+
+    tif = BytesIO()
+    Image.open(BytesIO(data)).convert("RGB").save(tif, format="TIFF")
+    r = hema.post("/api/slides/", {"patient": patient_id, "images": [SimpleUploadedFile("scan.tif", tif.getvalue())]}, format="multipart")
+    assert r.status_code == 201
+    body = r.json()
+    job_execute(job_id=Job.objects.get(pk=body["job"]["id"]).pk)
+    image = body["images"][0]
+    shown = hema.get(image["url"])
+    assert shown.status_code == 200 and shown["Content-Type"] == "image/jpeg"
+    preview = Image.open(BytesIO(b"".join(shown.streaming_content)))
+    assert preview.format == "JPEG" and preview.size == (image["width"], image["height"])
+    original = hema.get(image["original_url"])
+    assert original["Content-Type"] == "image/tiff"
+
+
+def test_large_scan_preview_is_downscaled(hema, patient_id, settings):
+    from webapp.jobs.models import Job
+    from webapp.jobs.services import job_execute
+
+    settings.LEUKOLAB_PREVIEW_MAX_SIDE = 100
+    r = hema.post("/api/slides/", {"patient": patient_id, "images": [SimpleUploadedFile("big.png", image_bytes(_rgb(400, 300), "PNG"))]}, format="multipart")
+    job_execute(job_id=Job.objects.get(pk=r.json()["job"]["id"]).pk)
+    from io import BytesIO
+
+    from PIL import Image
+
+    shown = hema.get(r.json()["images"][0]["url"])
+    assert Image.open(BytesIO(b"".join(shown.streaming_content))).size == (100, 75)
