@@ -110,7 +110,7 @@ function slideRow(initial: Slide, signal: AbortSignal): HTMLElement {
 }
 
 function uploadForm(patientId: number): HTMLElement {
-  const errorSlot = h('div');
+  const errorSlot = h('div', { class: 'span' });
   const files = h('input', {
     type: 'file',
     id: 'slide-images',

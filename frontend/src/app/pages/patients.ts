@@ -82,7 +82,7 @@ function patientTable(patients: Patient[]): HTMLElement {
 }
 
 function newPatientForm(): HTMLElement {
-  const errorSlot = h('div');
+  const errorSlot = h('div', { class: 'span' });
   const identifier = h('input', { id: 'patient-identifier', name: 'identifier', required: true, placeholder: 'e.g. P-2026-0042' });
   const notes = h('textarea', { id: 'patient-notes', name: 'notes', rows: 2, placeholder: 'Optional' });
   const submit = h('button', { type: 'submit', class: 'btn btn-primary' }, 'Create patient');
