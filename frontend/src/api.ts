@@ -6,8 +6,10 @@ export type Role = 'hematologist' | 'annotator' | 'admin';
 export interface User {
   id: number;
   username: string;
-  role: Role;
-  lab: string;
+  /** null for a user without a role group (e.g. a bare superuser). */
+  role: Role | null;
+  lab: string | null;
+  /** Django permission names, e.g. "slides.add_slide". */
   permissions: string[];
 }
 
@@ -36,6 +38,8 @@ export interface Job {
   progress: number;
   message: string;
   error: string;
+  attempts?: number;
+  params?: Record<string, unknown>;
   created_at: string;
   started_at: string | null;
   finished_at: string | null;
@@ -52,12 +56,14 @@ export interface SlideImage {
 export interface Slide {
   id: number;
   patient: number;
+  patient_identifier?: string;
   status: SlideStatus;
   error: string;
   stain: string;
   microns_per_pixel: number | null;
-  uploaded_by: string;
+  uploaded_by: string | null;
   uploaded_at: string;
+  analyzed_at?: string | null;
   signed_off_by: string | null;
   signed_off_at: string | null;
   images: SlideImage[];
@@ -264,6 +270,7 @@ export const api = {
     return request<Slide>('POST', '/api/slides/', form);
   },
   analyzeSlide: (id: number) => request<Job>('POST', `/api/slides/${id}/analyze/`),
+  signOffSlide: (id: number) => request<Slide>('POST', `/api/slides/${id}/sign-off/`),
   cells: (slideId: number) => request<Cell[]>('GET', `/api/slides/${slideId}/cells/`),
   differential: (slideId: number) => request<Differential>('GET', `/api/slides/${slideId}/differential/`),
 

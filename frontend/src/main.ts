@@ -39,7 +39,7 @@ function renderUser(): void {
   });
   userSlot.replaceChildren(
     h('span', { id: 'current-user' }, user.username),
-    h('span', { class: 'role' }, user.role),
+    user.role ? h('span', { class: 'role' }, user.role) : '',
     user.lab ? h('span', { class: 'muted' }, user.lab) : '',
     logout,
   );

@@ -23,6 +23,7 @@ describe('parseApiError', () => {
   });
 
   it('knows when the session is gone', () => {
+    expect(parseApiError(403, '', '{"message": "Log in first.", "extra": {}}').isUnauthenticated).toBe(true);
     expect(parseApiError(403, '', '{"message": "Authentication credentials were not provided.", "extra": {}}').isUnauthenticated).toBe(true);
     expect(parseApiError(403, '', '{"message": "You do not have permission to perform this action.", "extra": {}}').isUnauthenticated).toBe(false);
   });

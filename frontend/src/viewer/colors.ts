@@ -16,6 +16,7 @@ const KNOWN: Record<string, string> = {
   erythroblast: '#ff7f0e',
   smudge: '#7f7f7f',
   artifact: '#7f7f7f',
+  unclassified: '#f0ad00',
 };
 
 const FALLBACK = ['#e6550d', '#31a354', '#756bb1', '#636363', '#3182bd', '#de2d26', '#a55194', '#8c6d31'];

@@ -87,7 +87,7 @@ function slideRow(initial: Slide, signal: AbortSignal): HTMLElement {
     const statusCell = h('td', { class: 'status-cell' }, statusBadge(slide.status));
     row.replaceChildren(
       h('td', {}, h('a', { href: `#/slides/${slide.id}` }, `Slide #${slide.id}`)),
-      h('td', {}, formatDateTime(slide.uploaded_at), h('div', { class: 'muted small' }, slide.uploaded_by)),
+      h('td', {}, formatDateTime(slide.uploaded_at), h('div', { class: 'muted small' }, slide.uploaded_by ?? '')),
       h('td', { class: 'filenames' }, slide.images.map((i) => i.filename).join(', ')),
       statusCell,
       h('td', { class: 'num' }, slide.status === 'analyzed' ? slide.cell_count : '–'),

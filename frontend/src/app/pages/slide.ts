@@ -13,7 +13,7 @@ import {
 } from '../format';
 import { followJob } from '../jobs';
 import type { RouteContext } from '../router';
-import { canAnalyze, currentUser } from '../session';
+import { canAnalyze, canSignOff, currentUser } from '../session';
 import { progressBar, statusBadge } from '../widgets';
 
 export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
@@ -77,16 +77,13 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
         { class: 'meta' },
         meta('Stain', slide.stain || '–'),
         meta('µm per pixel', slide.microns_per_pixel ?? '–'),
-        meta('Uploaded', `${formatDateTime(slide.uploaded_at)} by ${slide.uploaded_by}`),
+        meta('Uploaded', `${formatDateTime(slide.uploaded_at)}${slide.uploaded_by ? ` by ${slide.uploaded_by}` : ''}`),
         meta('Signed off', slide.signed_off_by ? `${slide.signed_off_by}, ${formatDateTime(slide.signed_off_at)}` : 'not yet'),
       ),
     );
-    api
-      .patient(slide.patient)
-      .then((p) => {
-        if (!ctx.signal.aborted) crumbs.replaceChildren(h('a', { href: `#/patients/${p.id}` }, `‹ Patient ${p.identifier}`));
-      })
-      .catch(() => undefined);
+    if (slide.patient_identifier) {
+      crumbs.replaceChildren(h('a', { href: `#/patients/${slide.patient}` }, `‹ Patient ${slide.patient_identifier}`));
+    }
   }
 
   let bar = progressBar();
@@ -118,13 +115,38 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
       });
       actions.append(rerun);
     }
+    if (canSignOff(currentUser()) && slide.status === 'analyzed' && !slide.signed_off_at) {
+      const signOff = h('button', { type: 'button', class: 'btn btn-primary', id: 'sign-off' }, 'Sign off');
+      signOff.addEventListener('click', async () => {
+        if (!window.confirm('Sign off this slide? The differential count will be recorded as reviewed by you.')) return;
+        signOff.disabled = true;
+        showError(errorSlot, null);
+        try {
+          await api.signOffSlide(slide.id);
+          await load();
+        } catch (err) {
+          showError(errorSlot, err);
+          signOff.disabled = false;
+        }
+      });
+      actions.append(signOff);
+    }
     statusSlot.replaceChildren(
       h('div', { class: 'status-line' }, h('span', {}, 'Status '), statusBadge(slide.status), actions),
       inProgress ? bar.el : '',
       slide.status === 'failed'
         ? errorBox(new Error(slide.error || slide.job?.error || 'The analysis failed.'))
         : '',
-      slide.status === 'analyzed' ? h('p', { class: 'muted' }, `${slide.cell_count} white blood cells found.`) : '',
+      slide.status === 'analyzed'
+        ? h(
+            'p',
+            { class: 'muted' },
+            `${slide.cell_count} white blood cell${slide.cell_count === 1 ? '' : 's'} found`,
+            slide.analyzed_at ? ` · analyzed ${formatDateTime(slide.analyzed_at)}` : '',
+            slide.signed_off_by ? ` · signed off by ${slide.signed_off_by}` : '',
+            '.',
+          )
+        : '',
     );
     if (inProgress) bar.update(slide.job, 'Waiting for a worker…');
   }
