@@ -84,6 +84,15 @@ export function createSlideViewer(container: HTMLDivElement, opts: SlideViewerOp
 
   const labelScale = (): number => 1 / stage.scaleX();
 
+  /** Labels sit above their box, or just inside it where the box touches the image's top edge. */
+  const placeLabels = (): void => {
+    const scale = stage.scaleX();
+    for (const g of groups.values()) {
+      g.label.scale({ x: 1 / scale, y: 1 / scale });
+      g.label.offsetY(g.rect.y() * scale >= g.label.height() ? g.label.height() : 0);
+    }
+  };
+
   const restyle = (): void => {
     for (const [id, g] of groups) {
       const isSelected = id === selected;
@@ -101,7 +110,9 @@ export function createSlideViewer(container: HTMLDivElement, opts: SlideViewerOp
     boxLayer.destroyChildren();
     groups.clear();
     const s = labelScale();
-    for (const b of boxes) {
+    const area = (b: ViewerBox): number => (b.box[2] - b.box[0]) * (b.box[3] - b.box[1]);
+    // Big boxes first, so a small box inside a big one stays on top and clickable.
+    for (const b of [...boxes].sort((a, c) => area(c) - area(a))) {
       const [x0, y0, x1, y1] = b.box;
       const rect = new Konva.Rect({
         x: x0,
@@ -122,7 +133,6 @@ export function createSlideViewer(container: HTMLDivElement, opts: SlideViewerOp
       const label = new Konva.Label({ x: x0, y: y0, scaleX: s, scaleY: s, listening: false });
       label.add(new Konva.Tag({ fill: b.color, opacity: 0.85, pointerDirection: 'none' }));
       label.add(new Konva.Text({ text: b.label, fontSize: 12, padding: 3, fill: '#fff' }));
-      label.offsetY(label.height());
       rect.on('click tap', (evt) => {
         evt.cancelBubble = true;
         select(b.id);
@@ -134,6 +144,7 @@ export function createSlideViewer(container: HTMLDivElement, opts: SlideViewerOp
       groups.set(b.id, { rect, label, color: b.color });
     }
     container.dataset.boxCount = String(boxes.length);
+    placeLabels();
     restyle();
   };
 
@@ -145,8 +156,7 @@ export function createSlideViewer(container: HTMLDivElement, opts: SlideViewerOp
   const applyScale = (scale: number, position: { x: number; y: number }): void => {
     stage.scale({ x: scale, y: scale });
     stage.position(position);
-    const s = labelScale();
-    for (const g of groups.values()) g.label.scale({ x: s, y: s });
+    placeLabels();
     stage.batchDraw();
   };
 
