@@ -82,3 +82,11 @@ export function isAcceptedImageName(name: string): boolean {
   const lower = name.toLowerCase();
   return ACCEPTED_IMAGE_TYPES.some((ext) => lower.endsWith(ext));
 }
+
+/** The n most probable classes, most probable first. */
+export function topProbabilities(probabilities: Record<string, number> | null | undefined, n: number): [string, number][] {
+  return Object.entries(probabilities ?? {})
+    .filter(([, p]) => Number.isFinite(p))
+    .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))
+    .slice(0, n);
+}

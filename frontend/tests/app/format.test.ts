@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { differentialLines, formatConfidence, formatPercent, isAcceptedImageName, isSlideInProgress, progressPercent } from '../../src/app/format';
+import { topProbabilities, differentialLines, formatConfidence, formatPercent, isAcceptedImageName, isSlideInProgress, progressPercent } from '../../src/app/format';
 
 describe('formatPercent', () => {
   it('keeps one decimal and drops it for whole numbers', () => {
@@ -61,5 +61,15 @@ describe('isAcceptedImageName', () => {
   it('accepts the smear image formats, case-insensitively', () => {
     for (const name of ['a.jpg', 'b.JPEG', 'c.png', 'd.bmp', 'e.tif', 'f.TIFF']) expect(isAcceptedImageName(name)).toBe(true);
     expect(isAcceptedImageName('notes.txt')).toBe(false);
+  });
+});
+
+describe('topProbabilities', () => {
+  it('keeps the n most probable classes, most probable first', () => {
+    expect(topProbabilities({ monocyte: 0.1, neutrophil: 0.7, lymphocyte: 0.2 }, 2)).toEqual([
+      ['neutrophil', 0.7],
+      ['lymphocyte', 0.2],
+    ]);
+    expect(topProbabilities({}, 3)).toEqual([]);
   });
 });

@@ -10,6 +10,7 @@ import {
   formatConfidence,
   formatDateTime,
   isSlideInProgress,
+  topProbabilities,
 } from '../format';
 import { followJob } from '../jobs';
 import type { RouteContext } from '../router';
@@ -175,6 +176,7 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
         onSelect: (cellId) => {
           const cell = cells.find((c) => c.id === cellId);
           highlightRow(cellTableEl, cellId);
+          showDetail(cell ?? null);
           if (cell) cellTableEl.querySelector(`tr[data-cell-id="${cell.id}"]`)?.scrollIntoView({ block: 'nearest' });
         },
       });
@@ -188,6 +190,7 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
       }
       viewer?.select(cell.id);
       highlightRow(cellTableEl, cell.id);
+      showDetail(cell);
       if (!fromViewer) viewerBox.scrollIntoView({ block: 'nearest', behavior: 'smooth' });
     };
 
@@ -199,6 +202,11 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
         tabs.append(tab);
       }
     }
+
+    const detail = h('section', { class: 'card', id: 'cell-detail' }, ...cellDetail(null, undefined));
+    const showDetail = (cell: Cell | null): void => {
+      detail.replaceChildren(...cellDetail(cell, cell ? images.get(cell.image) : undefined));
+    };
 
     const fitButton = h('button', { type: 'button', class: 'btn btn-small' }, 'Fit');
     fitButton.addEventListener('click', () => viewer?.fit());
@@ -214,7 +222,12 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
           viewerBox,
           legend(cells),
         ),
-        h('section', { class: 'card', id: 'differential' }, h('h2', {}, 'Differential count'), differentialTable(diff)),
+        h(
+          'div',
+          { class: 'side' },
+          h('section', { class: 'card', id: 'differential' }, h('h2', {}, 'Differential count'), differentialTable(diff)),
+          detail,
+        ),
       ),
       h('section', { class: 'card' }, h('h2', {}, `Cells (${cells.length})`), cells.length ? cellTableEl : h('p', { class: 'muted' }, 'No white blood cells were found.')),
     );
@@ -280,13 +293,62 @@ function differentialTable(diff: Differential): HTMLElement {
 /** A small crop of the cell, cut from the slide image with CSS (no extra request). */
 function cropThumb(cell: Cell, img: SlideImage | undefined, size = 48): HTMLElement {
   const el = h('div', { class: 'thumb' });
+  el.style.width = el.style.height = `${size}px`;
   if (!img) return el;
   const [x0, y0, x1, y1] = cell.box;
   const scale = size / Math.max(1, x1 - x0, y1 - y0);
+  const cx = ((x0 + x1) / 2) * scale;
+  const cy = ((y0 + y1) / 2) * scale;
   el.style.backgroundImage = `url("${img.url}")`;
   el.style.backgroundSize = `${img.width * scale}px ${img.height * scale}px`;
-  el.style.backgroundPosition = `${-x0 * scale}px ${-y0 * scale}px`;
+  el.style.backgroundPosition = `${size / 2 - cx}px ${size / 2 - cy}px`;
   return el;
+}
+
+/** The selected cell up close: its crop, heatmap and the classifier's top probabilities. */
+function cellDetail(cell: Cell | null, img: SlideImage | undefined): (Node | string)[] {
+  if (!cell) return [h('h2', {}, 'Cell'), h('p', { class: 'muted' }, 'Click a box or a row to look at a cell.')];
+  const probabilities = topProbabilities(cell.probabilities, 5);
+  return [
+    h('h2', {}, 'Cell'),
+    h(
+      'div',
+      { class: 'cell-detail-images' },
+      h('figure', {}, cropThumb(cell, img, 128), h('figcaption', {}, 'cell')),
+      cell.heatmap_url
+        ? h('figure', {}, h('img', { class: 'heatmap-large', src: cell.heatmap_url, alt: 'attention heatmap' }), h('figcaption', {}, 'heatmap'))
+        : null,
+    ),
+    h(
+      'dl',
+      { class: 'meta' },
+      meta('Class', formatClass(cell.class)),
+      meta('Confidence', formatConfidence(cell.confidence)),
+      meta('Model', cell.model_version ?? '–'),
+      meta('Source', cell.source === 'person' ? 'drawn by a person' : 'model'),
+      cell.reviewed_class ? meta('Reviewed', `${formatClass(cell.reviewed_class)} by ${cell.reviewed_by ?? '?'}`) : [],
+      cell.reviewed_class && cell.predicted_class ? meta('Predicted', formatClass(cell.predicted_class)) : [],
+    ),
+    probabilities.length
+      ? h(
+          'table',
+          { class: 'table probabilities' },
+          h(
+            'tbody',
+            {},
+            probabilities.map(([cls, p]) =>
+              h(
+                'tr',
+                {},
+                h('td', {}, formatClass(cls)),
+                h('td', { class: 'num' }, formatConfidence(p)),
+                h('td', { class: 'bar-cell' }, h('div', { class: 'bar', style: `width:${Math.round(p * 100)}%;background:${classColor(cls)}` })),
+              ),
+            ),
+          ),
+        )
+      : '',
+  ];
 }
 
 function cellTable(cells: Cell[], images: Map<number, SlideImage>, onPick: (cell: Cell) => void): HTMLElement {
