@@ -259,7 +259,8 @@ export const api = {
   slides: (opts: { patient?: number; page?: number } = {}) =>
     request<Page<Slide>>('GET', `/api/slides/${query({ patient: opts.patient, page: opts.page })}`),
   slide: (id: number) => request<Slide>('GET', `/api/slides/${id}/`),
-  uploadSlide: (upload: SlideUpload) => {
+  /** Multipart upload; `onProgress` gets the fraction of bytes sent (fetch can't report that, so XHR). */
+  uploadSlide: async (upload: SlideUpload, onProgress?: (fraction: number) => void): Promise<Slide> => {
     const form = new FormData();
     form.append('patient', String(upload.patient));
     for (const file of upload.images) form.append('images', file, file.name);
@@ -267,7 +268,30 @@ export const api = {
     if (upload.micronsPerPixel !== undefined && upload.micronsPerPixel !== null) {
       form.append('microns_per_pixel', String(upload.micronsPerPixel));
     }
-    return request<Slide>('POST', '/api/slides/', form);
+    if (!onProgress) return request<Slide>('POST', '/api/slides/', form);
+    const token = await ensureCsrfToken();
+    return new Promise<Slide>((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open('POST', '/api/slides/');
+      xhr.setRequestHeader('Accept', 'application/json');
+      xhr.setRequestHeader('X-CSRFToken', token);
+      xhr.upload.onprogress = (evt) => {
+        if (evt.lengthComputable && evt.total > 0) onProgress(evt.loaded / evt.total);
+      };
+      xhr.onload = () => {
+        if (xhr.status >= 200 && xhr.status < 300) {
+          try {
+            resolve(JSON.parse(xhr.responseText) as Slide);
+          } catch {
+            reject(new ApiError(xhr.status, 'The server answered with something that is not JSON.'));
+          }
+        } else {
+          reject(parseApiError(xhr.status, xhr.statusText, xhr.responseText));
+        }
+      };
+      xhr.onerror = () => reject(new ApiError(0, 'Cannot reach the server (the upload was interrupted).'));
+      xhr.send(form);
+    });
   },
   analyzeSlide: (id: number) => request<Job>('POST', `/api/slides/${id}/analyze/`),
   signOffSlide: (id: number) => request<Slide>('POST', `/api/slides/${id}/sign-off/`),

@@ -121,6 +121,14 @@ def test_hematologist_uploads_a_smear_and_sees_boxes_and_differential(
         page.click("#new-patient-form button[type=submit]")
         page.wait_for_selector("h1:has-text('Patient E2E-001')")
 
+        # A file that is not an image is refused by the API, and the user reads why.
+        not_an_image = tmp_path / "notes.png"
+        not_an_image.write_text("these are notes, not a smear")
+        page.set_input_files("#slide-images", str(not_an_image))
+        page.click("#upload-form button[type=submit]")
+        assert page.locator("#upload-form .alert-error").inner_text().strip()
+        assert page.locator("#slide-table").count() == 0 and page.get_by_text("No slides yet.").is_visible()
+
         page.set_input_files("#slide-images", str(smear))
         page.click("#upload-form button[type=submit]")
         page.wait_for_url(re.compile(r"#/slides/\d+$"))

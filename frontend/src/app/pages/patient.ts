@@ -170,12 +170,17 @@ function uploadForm(patientId: number): HTMLElement {
     submit.disabled = true;
     submit.textContent = 'Uploading…';
     try {
-      const slide = await api.uploadSlide({
-        patient: patientId,
-        images: chosen,
-        stain: stain.value.trim() || undefined,
-        micronsPerPixel: mpp.value ? Number(mpp.value) : null,
-      });
+      const slide = await api.uploadSlide(
+        {
+          patient: patientId,
+          images: chosen,
+          stain: stain.value.trim() || undefined,
+          micronsPerPixel: mpp.value ? Number(mpp.value) : null,
+        },
+        (fraction) => {
+          submit.textContent = fraction < 1 ? `Uploading… ${Math.round(fraction * 100)} %` : 'Checking the images…';
+        },
+      );
       navigate(`/slides/${slide.id}`);
     } catch (err) {
       showError(errorSlot, err);
