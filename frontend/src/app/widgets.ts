@@ -28,8 +28,10 @@ export function progressBar(): ProgressBar {
       fill.style.width = `${pct}%`;
       track.setAttribute('aria-valuenow', String(pct));
       el.classList.toggle('progress-indeterminate', !job || job.status === 'queued');
-      const text = job?.message || fallback || (job?.status === 'queued' ? 'Waiting for a worker…' : '');
-      label.textContent = job && job.status === 'running' ? `${pct} % ${text ? '· ' + text : ''}` : text;
+      const text =
+        job?.message ||
+        (job?.status === 'queued' ? 'Waiting for a worker…' : job?.status === 'running' ? 'Analyzing…' : fallback);
+      label.textContent = job?.status === 'running' ? `${pct} % · ${text}` : text;
     },
   };
 }
