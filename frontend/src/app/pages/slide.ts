@@ -177,7 +177,8 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
           const cell = cells.find((c) => c.id === cellId);
           highlightRow(cellTableEl, cellId);
           showDetail(cell ?? null);
-          if (cell) cellTableEl.querySelector(`tr[data-cell-id="${cell.id}"]`)?.scrollIntoView({ block: 'nearest' });
+          const row = cell ? cellTableEl.querySelector<HTMLElement>(`tr[data-cell-id="${cell.id}"]`) : null;
+          if (row) scrollWithin(cellTableEl, row);
         },
       });
       for (const tab of tabs.children) tab.classList.toggle('active', tab.getAttribute('data-image-id') === String(img.id));
@@ -416,6 +417,14 @@ function cellTable(cells: Cell[], images: Map<number, SlideImage>, onPick: (cell
       ),
     ),
   );
+}
+
+/** Bring a row into view inside its scrolling table only; the page itself stays where the user is. */
+function scrollWithin(scroller: HTMLElement, row: HTMLElement): void {
+  const top = row.offsetTop - (scroller.querySelector('thead')?.offsetHeight ?? 0);
+  if (top < scroller.scrollTop || row.offsetTop + row.offsetHeight > scroller.scrollTop + scroller.clientHeight) {
+    scroller.scrollTop = Math.max(0, top);
+  }
 }
 
 function highlightRow(table: HTMLElement, cellId: number | null): void {
