@@ -1,0 +1,66 @@
+"""Shared helpers for the suite: where the real datasets are, reading VOC boxes, image bytes."""
+from __future__ import annotations
+
+import io
+import os
+import socket
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = Path(os.environ.get("LEUKOLAB_DATASETS", REPO.parent / "shared" / "datasets"))
+BCCD = DATASETS / "bccd"
+
+
+def bccd_available() -> bool:
+    return (BCCD / "JPEGImages").is_dir() and (BCCD / "Annotations").is_dir()
+
+
+def voc_boxes(xml_path: Path, label: str = "WBC") -> list[list[float]]:
+    root = ET.parse(xml_path).getroot()
+    out = []
+    for obj in root.iter("object"):
+        if obj.findtext("name") == label:
+            bb = obj.find("bndbox")
+            out.append([float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")])
+    return out
+
+
+def iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def smear_field(index: int = 0) -> tuple[str, bytes, list[list[float]]]:
+    """A real BCCD field (name, JPEG bytes, WBC boxes) when the data is there, otherwise a generated one."""
+    if bccd_available():
+        xmls = sorted((BCCD / "Annotations").glob("*.xml"))
+        for xml in xmls[index:]:
+            boxes = voc_boxes(xml)
+            jpg = BCCD / "JPEGImages" / (xml.stem + ".jpg")
+            if len(boxes) == 1 and jpg.exists():
+                return jpg.name, jpg.read_bytes(), boxes
+    from ml.synthetic import synthetic_smear
+
+    image, boxes = synthetic_smear(seed=index)
+    return f"generated-{index}.png", image_bytes(image, "PNG"), [b.as_list() for b in boxes]
+
+
+def image_bytes(array: np.ndarray, fmt: str = "PNG", **kwargs) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def reachable(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

@@ -1,0 +1,123 @@
+"""Uploads are checked for real image content and limits; a bad upload leaves nothing behind."""
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from tests.helpers import image_bytes, smear_field
+from webapp.slides.models import Slide, SlideImage
+
+
+def _media_files() -> list[Path]:
+    root = Path(settings.MEDIA_ROOT) / "slides"
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width x height`` pixels: a decompression bomb's calling card."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def hema(api_as):
+    return api_as("hematologist", username="uploader")
+
+
+@pytest.fixture
+def patient_id(hema):
+    return hema.post("/api/patients/", {"identifier": "UP-1"}, format="json").json()["id"]
+
+
+def _rgb(w=64, h=48):
+    return np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("fmt,ext", [("JPEG", "jpg"), ("PNG", "png"), ("BMP", "bmp"), ("TIFF", "tif")])
+def test_each_accepted_format_uploads(hema, patient_id, fmt, ext):
+    r = hema.post("/api/slides/", {"patient": patient_id, "images": [SimpleUploadedFile(f"a.{ext}", image_bytes(_rgb(), fmt))]}, format="multipart")
+    assert r.status_code == 201, r.content
+    body = r.json()
+    assert body["status"] == "queued" and body["images"][0]["width"] == 64 and body["job"]["status"] == "queued"
+
+
+def test_several_images_make_one_slide(hema, patient_id):
+    files = [SimpleUploadedFile(f"f{i}.png", image_bytes(_rgb(), "PNG")) for i in range(3)]
+    r = hema.post("/api/slides/", {"patient": patient_id, "images": files}, format="multipart")
+    assert r.status_code == 201
+    assert [i["filename"] for i in r.json()["images"]] == ["f0.png", "f1.png", "f2.png"]
+
+
+BAD = {
+    "text renamed to jpg": (lambda: SimpleUploadedFile("smear.jpg", b"just some text, not an image"), 400, "not a readable"),
+    "truncated jpeg": (lambda: SimpleUploadedFile("cut.jpg", image_bytes(_rgb(256, 256), "JPEG")[:600]), 400, "not a readable"),
+    "gif": (lambda: SimpleUploadedFile("anim.gif", image_bytes(_rgb(), "GIF")), 400, "GIF images are not accepted"),
+    "empty": (lambda: SimpleUploadedFile("empty.png", b""), 400, "empty"),
+    "pixel bomb header": (lambda: SimpleUploadedFile("bomb.png", _png_header_only(100_000, 100_000)), 400, "over the limit"),
+    "tiny": (lambda: SimpleUploadedFile("tiny.png", image_bytes(_rgb(8, 8), "PNG")), 400, "too small"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD), ids=list(BAD))
+def test_bad_upload_gets_a_clear_4xx_and_leaves_nothing(hema, patient_id, case):
+    make, status, text = BAD[case]
+    good = SimpleUploadedFile("good.png", image_bytes(_rgb(), "PNG"))
+    r = hema.post("/api/slides/", {"patient": patient_id, "images": [good, make()]}, format="multipart")
+    assert r.status_code == status, r.content
+    assert text in r.json()["message"]
+    assert Slide.objects.count() == 0 and SlideImage.objects.count() == 0
+    assert _media_files() == []
+
+
+def test_size_limit(hema, patient_id, settings):
+    settings.LEUKOLAB_MAX_UPLOAD_BYTES = 1000
+    r = hema.post("/api/slides/", {"patient": patient_id, "images": [SimpleUploadedFile("big.bmp", image_bytes(_rgb(), "BMP"))]}, format="multipart")
+    assert r.status_code == 413 and "limit" in r.json()["message"]
+    assert Slide.objects.count() == 0
+
+
+def test_pixel_limit_is_configurable(hema, patient_id, settings):
+    settings.LEUKOLAB_MAX_IMAGE_PIXELS = 50 * 50
+    r = hema.post("/api/slides/", {"patient": patient_id, "images": [SimpleUploadedFile("a.png", image_bytes(_rgb(64, 48), "PNG"))]}, format="multipart")
+    assert r.status_code == 400 and "64x48 pixels is over the limit" in r.json()["message"]
+
+
+def test_stored_names_are_ours_not_the_uploaders(hema, patient_id):
+    name, data, _ = smear_field(0)
+    evil = SimpleUploadedFile("../../../etc/passwd;rm -rf.png", data)
+    r = hema.post("/api/slides/", {"patient": patient_id, "images": [evil]}, format="multipart")
+    assert r.status_code == 201, r.content
+    image = SlideImage.objects.get()
+    assert ".." not in image.file.name and "passwd" not in image.file.name
+    assert image.file.name.startswith(f"slides/{image.slide.uuid}/")
+    assert "/" not in image.filename and ".." not in image.filename
+    stored = Path(image.file.path).resolve()
+    assert str(stored).startswith(str(Path(settings.MEDIA_ROOT).resolve()))
+    # the bytes served back are the bytes uploaded
+    served = hema.get(f"/api/slide-images/{image.pk}/file/")
+    assert served.status_code == 200 and b"".join(served.streaming_content) == data
+
+
+@pytest.mark.parametrize(
+    "payload,text",
+    [
+        ({}, "patient"),
+        ({"patient": 999999}, "images"),
+        ({"patient": "abc"}, "patient"),
+    ],
+)
+def test_missing_fields(hema, patient_id, payload, text):
+    r = hema.post("/api/slides/", payload, format="multipart")
+    assert r.status_code == 400 and text in r.json()["message"]
+
+
+def test_unknown_patient_is_404(hema, patient_id):
+    r = hema.post("/api/slides/", {"patient": 999999, "images": [SimpleUploadedFile("a.png", image_bytes(_rgb(), "PNG"))]}, format="multipart")
+    assert r.status_code == 404 and "No such patient" in r.json()["message"]

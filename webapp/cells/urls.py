@@ -1,0 +1,8 @@
+from django.urls import path
+
+from webapp.cells.apis import CellDetailApi, CellHeatmapApi
+
+urlpatterns = [
+    path("<int:pk>/", CellDetailApi.as_view(), name="cell-detail"),
+    path("<int:pk>/heatmap/", CellHeatmapApi.as_view(), name="cell-heatmap"),
+]

@@ -1,0 +1,25 @@
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from webapp.common.views import frontend_index
+from webapp.slides.apis import SlideImageFileApi
+
+api = [
+    path("auth/", include("webapp.accounts.urls")),
+    path("patients/", include("webapp.patients.urls")),
+    path("slides/", include("webapp.slides.urls")),
+    path("slide-images/<int:pk>/file/", SlideImageFileApi.as_view(), name="slide-image-file"),
+    path("cells/", include("webapp.cells.urls")),
+    path("jobs/", include("webapp.jobs.urls")),
+    path("model-versions/", include("webapp.registry.urls")),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
+]
+
+urlpatterns = [
+    path("api/", include(api)),
+    path("admin/", admin.site.urls),
+    re_path(r"^(?!api/|admin/|static/).*$", frontend_index, name="frontend"),
+]

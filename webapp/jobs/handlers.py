@@ -1,0 +1,26 @@
+"""What each kind of job runs: a service function taking the job's params and a progress callback."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+Handler = Callable[..., None]
+_HANDLERS: dict[str, Callable[[], Handler]] = {}
+
+
+def register(kind: str, loader: Callable[[], Handler]) -> None:
+    _HANDLERS[kind] = loader
+
+
+def get_handler(kind: str) -> Handler:
+    if kind not in _HANDLERS:
+        raise KeyError(f"no handler for job kind {kind!r}; known: {', '.join(sorted(_HANDLERS))}")
+    return _HANDLERS[kind]()
+
+
+def _slide_analyze():
+    from webapp.slides.services import slide_analyze
+
+    return slide_analyze
+
+
+register("slide_analyze", _slide_analyze)

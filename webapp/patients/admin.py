@@ -1,0 +1,10 @@
+from django.contrib import admin
+
+from webapp.patients.models import Patient
+
+
+@admin.register(Patient)
+class PatientAdmin(admin.ModelAdmin):
+    list_display = ("identifier", "lab", "created_at")
+    list_filter = ("lab",)
+    search_fields = ("identifier",)

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from django.contrib.auth.models import User
+
+from webapp.accounts.selectors import user_lab
+from webapp.common.exceptions import ApplicationError
+from webapp.patients.models import Patient
+
+
+def patient_create(*, user: User, identifier: str, notes: str = "") -> Patient:
+    lab = user_lab(user)
+    if lab is None:
+        raise ApplicationError("Your account belongs to no lab; ask an admin to add you to one.", status_code=403)
+    identifier = identifier.strip()
+    if Patient.objects.filter(lab=lab, identifier=identifier).exists():
+        raise ApplicationError(f"A patient with identifier {identifier!r} already exists in your lab.")
+    patient = Patient(lab=lab, identifier=identifier, notes=notes, created_by=user)
+    patient.full_clean()
+    patient.save()
+    return patient
+
+
+def patient_update(*, patient: Patient, notes: str) -> Patient:
+    patient.notes = notes
+    patient.full_clean()
+    patient.save(update_fields=["notes"])
+    return patient

@@ -1,0 +1,9 @@
+from django.contrib import admin
+
+from webapp.registry.models import ModelVersion
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ("kind", "architecture", "version", "status", "created_at")
+    list_filter = ("kind", "status")

@@ -1,0 +1,48 @@
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.generics import GenericAPIView
+from rest_framework.response import Response
+
+from webapp.common.permissions import require
+from webapp.registry.selectors import model_version_list
+from webapp.registry.services import model_version_promote
+
+
+class ModelVersionOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    kind = serializers.CharField()
+    architecture = serializers.CharField()
+    version = serializers.CharField()
+    status = serializers.CharField()
+    parameters = serializers.JSONField()
+    metrics = serializers.JSONField()
+    created_at = serializers.DateTimeField()
+    activated_at = serializers.DateTimeField(allow_null=True)
+
+
+class ModelVersionListApi(GenericAPIView):
+    permission_classes = [require("registry.view_modelversion")]
+    serializer_class = ModelVersionOutputSerializer
+
+    @extend_schema(
+        summary="Model versions",
+        parameters=[OpenApiParameter("kind", str, enum=["localizer", "classifier"])],
+        responses=ModelVersionOutputSerializer(many=True),
+    )
+    def get(self, request):
+        kind = request.query_params.get("kind")
+        if kind not in (None, "", "localizer", "classifier"):
+            kind = "__none__"
+        page = self.paginate_queryset(model_version_list(kind=kind or None))
+        return self.get_paginated_response(ModelVersionOutputSerializer(page, many=True).data)
+
+
+class ModelVersionPromoteApi(GenericAPIView):
+    permission_classes = [require("registry.change_modelversion")]
+    serializer_class = ModelVersionOutputSerializer
+
+    @extend_schema(summary="Make a version the active one of its kind", request=None, responses=ModelVersionOutputSerializer)
+    def post(self, request, pk: int):
+        mv = model_version_promote(model_version=get_object_or_404(model_version_list(), pk=pk))
+        return Response(ModelVersionOutputSerializer(mv).data)

@@ -1,0 +1,71 @@
+"""Make sure an active localizer and (data permitting) an active classifier exist."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from webapp.registry.models import ModelVersion
+from webapp.registry.selectors import model_version_active
+from webapp.registry.services import model_version_ensure_classical, model_version_register
+
+
+def _checkpoint_in(run: Path) -> Path:
+    if run.is_file():
+        return run
+    for name in ("model.pt", "best.pt", "checkpoint.pt"):
+        if (run / name).is_file():
+            return run / name
+    found = sorted(run.glob("*.pt"))
+    if not found:
+        raise CommandError(f"no checkpoint (*.pt) in {run}")
+    return found[0]
+
+
+class Command(BaseCommand):
+    help = "Register the classical localizer and, when no classifier is active, train and register a default one."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--budget-s", type=float, default=480.0, help="training time budget for the default classifier")
+        parser.add_argument("--data", help="class-per-folder training images (default: LEUKOLAB_TRAIN_DATA or the PBC dataset)")
+        parser.add_argument("--skip-classifier", action="store_true")
+
+    def handle(self, *args, budget_s: float, data: str | None, skip_classifier: bool, **options):
+        localizer = model_version_ensure_classical()
+        self.stdout.write(f"localizer: {localizer.architecture} {localizer.version} (active)")
+        active = model_version_active(kind=ModelVersion.Kind.CLASSIFIER)
+        if active is not None:
+            self.stdout.write(f"classifier: {active.architecture} {active.version} (active)")
+            return
+        if skip_classifier:
+            self.stdout.write("classifier: none active (skipped)")
+            return
+        from ml.classification import load_classifier, train_default
+
+        data_dir = Path(data or settings.LEUKOLAB_TRAIN_DATA or settings.LEUKOLAB_DATASETS / "pbc")
+        if not data_dir.is_dir():
+            self.stdout.write(f"no training data at {data_dir}: the default classifier learns from generated cells")
+            data_dir = None
+        out = settings.LEUKOLAB_MODEL_DIR / f"default-classifier-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.stdout.write(f"training the default classifier into {out} (budget {budget_s:.0f} s) ...")
+        started = time.monotonic()
+        run = Path(train_default(data_dir, out, time_budget_s=budget_s, progress=self._progress))
+        checkpoint = _checkpoint_in(run)
+        classifier = load_classifier(checkpoint)
+        mv = model_version_register(
+            kind=ModelVersion.Kind.CLASSIFIER,
+            architecture=classifier.architecture,
+            version=classifier.version,
+            artifact_path=checkpoint,
+            parameters={"classes": list(classifier.classes), "trained_by": "ensure_models", "data": str(data_dir or "generated")},
+            metrics=dict(classifier.metrics or {}),
+            activate=True,
+        )
+        self.stdout.write(f"\nclassifier: {mv.architecture} {mv.version} registered and active ({time.monotonic() - started:.0f} s)")
+
+    def _progress(self, fraction: float, message: str = "") -> None:
+        bar = "#" * int(30 * fraction)
+        self.stdout.write(f"\r  [{bar:<30s}] {100 * fraction:5.1f}% {message[:60]:<60s}", ending="")
+        self.stdout.flush()

@@ -1,0 +1,40 @@
+"""Loaded models of the active versions, kept per process and reloaded when the active version changes."""
+from __future__ import annotations
+
+import threading
+
+from webapp.registry.models import ModelVersion
+from webapp.registry.selectors import model_version_active, model_version_local_path
+
+_lock = threading.Lock()
+_loaded: dict[int, object] = {}
+
+
+def _load(mv: ModelVersion):
+    with _lock:
+        if mv.pk not in _loaded:
+            if mv.kind == ModelVersion.Kind.LOCALIZER:
+                from ml.localization import load_localizer
+
+                path = model_version_local_path(model_version=mv)
+                _loaded[mv.pk] = load_localizer(str(path) if path else mv.architecture)
+            else:
+                from ml.classification import load_classifier
+
+                path = model_version_local_path(model_version=mv)
+                if path is None:
+                    raise ValueError(f"classifier version {mv} has no artifact file")
+                _loaded[mv.pk] = load_classifier(path)
+        return _loaded[mv.pk]
+
+
+def active_localizer() -> tuple[ModelVersion, object]:
+    from webapp.registry.services import model_version_ensure_classical
+
+    mv = model_version_active(kind=ModelVersion.Kind.LOCALIZER) or model_version_ensure_classical()
+    return mv, _load(mv)
+
+
+def active_classifier() -> tuple[ModelVersion | None, object | None]:
+    mv = model_version_active(kind=ModelVersion.Kind.CLASSIFIER)
+    return (mv, _load(mv)) if mv is not None else (None, None)

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from django.conf import settings
+from django.db.models import QuerySet
+
+from webapp.registry.models import ModelVersion
+
+
+def model_version_list(*, kind: str | None = None) -> QuerySet[ModelVersion]:
+    qs = ModelVersion.objects.all()
+    return qs.filter(kind=kind) if kind else qs
+
+
+def model_version_active(*, kind: str) -> ModelVersion | None:
+    return ModelVersion.objects.filter(kind=kind, status=ModelVersion.Status.ACTIVE).first()
+
+
+def model_version_local_path(*, model_version: ModelVersion) -> Path | None:
+    """A local file for the artifact (copied from remote storage into the model cache when needed)."""
+    if not model_version.artifact:
+        return None
+    try:
+        return Path(model_version.artifact.path)
+    except NotImplementedError:  # remote storage
+        target = settings.LEUKOLAB_MODEL_CACHE / str(model_version.pk) / Path(model_version.artifact.name).name
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(".part")
+            with model_version.artifact.open("rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            tmp.rename(target)
+        return target

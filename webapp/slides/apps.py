@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SlidesConfig(AppConfig):
+    name = "webapp.slides"
+    label = "slides"

@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from django.contrib.auth.models import User
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+from django.utils import timezone
+
+from webapp.common.exceptions import ApplicationError
+from webapp.jobs.models import Job
+from webapp.jobs.services import PermanentJobError, job_enqueue
+from webapp.patients.models import Patient
+from webapp.slides.models import Slide, SlideImage
+from webapp.slides.selectors import slide_analyze_key
+from webapp.slides.validation import image_upload_check
+
+logger = logging.getLogger("leukolab.slides")
+
+
+def slide_upload(
+    *,
+    user: User,
+    patient: Patient,
+    files: Sequence[UploadedFile],
+    stain: str = "",
+    microns_per_pixel: float | None = None,
+    max_files: int = 50,
+) -> tuple[Slide, Job]:
+    """Create a slide from one or more smear images and queue its analysis.
+
+    Every file is checked before anything is stored; a bad file leaves no slide, no row and no file behind.
+    """
+    if not files:
+        raise ApplicationError("Attach at least one image in the 'images' field.")
+    if len(files) > max_files:
+        raise ApplicationError(f"At most {max_files} images per upload; got {len(files)}.")
+    checked = [image_upload_check(f) for f in files]
+    stored: list[SlideImage] = []
+    try:
+        with transaction.atomic():
+            slide = Slide(patient=patient, stain=stain.strip(), microns_per_pixel=microns_per_pixel, uploaded_by=user)
+            slide.full_clean()
+            slide.save()
+            for position, item in enumerate(checked):
+                image = SlideImage(
+                    slide=slide, filename=item.filename, format=item.format, width=item.width,
+                    height=item.height, size_bytes=item.size_bytes, sha256=item.sha256, position=position,
+                )
+                image.file.save(item.filename, item.upload, save=False)
+                stored.append(image)
+                image.save()
+            job = slide_analyze_request(slide=slide, user=user)
+    except Exception:
+        for image in stored:  # the rows rolled back; remove the files written before the failure
+            image.file.delete(save=False)
+        raise
+    return slide, job
+
+
+def slide_analyze_request(*, slide: Slide, user: User | None) -> Job:
+    """Queue the analysis of a slide (idempotent: a queued or running analysis is returned)."""
+    if slide.signed_off_at is not None:
+        raise ApplicationError("This slide is signed off; its analysis can no longer change.", status_code=409)
+    job = job_enqueue(
+        kind="slide_analyze",
+        key=slide_analyze_key(slide.pk),
+        params={"slide_id": slide.pk},
+        lab=slide.patient.lab,
+        created_by=user,
+    )
+    if job.status == Job.Status.QUEUED:
+        Slide.objects.filter(pk=slide.pk).update(status=Slide.Status.QUEUED, error="")
+    return job
+
+
+def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callable[[float, str], None] | None = None) -> None:
+    """Find and classify the white cells of every image of the slide with the active model versions."""
+    from ml.analyze import analyze_image
+    from ml.imageio import load_image
+
+    from django.conf import settings
+
+    from webapp.cells.services import cells_replace_from_model
+    from webapp.registry.runtime import active_classifier, active_localizer
+
+    slide = Slide.objects.filter(pk=slide_id).first()
+    if slide is None:
+        raise PermanentJobError(f"slide {slide_id} no longer exists")
+    Slide.objects.filter(pk=slide_id).update(status=Slide.Status.ANALYZING, error="")
+    report = progress or (lambda f, m="": None)
+    report(0.0, "loading models")
+    localizer_mv, localizer = active_localizer()
+    classifier_mv, classifier = active_classifier()
+    images = list(slide.images.all())
+    for i, image in enumerate(images):
+        label = f"image {i + 1} of {len(images)}"
+        report(i / len(images), f"{label}: reading")
+        try:
+            with image.file.open("rb") as fh:
+                array = load_image(fh)
+        except FileNotFoundError as exc:
+            raise PermanentJobError(f"{image.filename}: the stored file is missing") from exc
+
+        def on_progress(fraction: float, _i=i, _label=label) -> None:
+            report((_i + 0.95 * fraction) / len(images), f"{_label}: finding and classifying cells")
+
+        results = analyze_image(
+            array,
+            localizer=localizer,
+            classifier=classifier,
+            heatmaps=bool(classifier is not None and settings.LEUKOLAB_HEATMAPS),
+            progress=on_progress,
+        )
+        cells_replace_from_model(
+            image=image, results=results, classifier_version=classifier_mv, localizer_version=localizer_mv
+        )
+    Slide.objects.filter(pk=slide_id).update(status=Slide.Status.ANALYZED, analyzed_at=timezone.now(), error="")
+    report(1.0, "analyzed")
+
+
+def slide_mark_failed(*, slide_id: int | None, error: str) -> None:
+    if slide_id is not None:
+        Slide.objects.filter(pk=slide_id).update(status=Slide.Status.FAILED, error=error[:2000])
+
+
+def slide_sign_off(*, slide: Slide, user: User) -> Slide:
+    if slide.status != Slide.Status.ANALYZED:
+        raise ApplicationError(f"Only an analyzed slide can be signed off; this one is {slide.status}.", status_code=409)
+    if slide.signed_off_at is not None:
+        raise ApplicationError("This slide is already signed off.", status_code=409)
+    slide.signed_off_by = user
+    slide.signed_off_at = timezone.now()
+    slide.save(update_fields=["signed_off_by", "signed_off_at"])
+    return slide

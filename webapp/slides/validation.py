@@ -1,0 +1,85 @@
+"""Upload checks: real image content of an allowed format, a size limit and a pixel limit."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.utils.text import get_valid_filename
+from PIL import Image, UnidentifiedImageError
+
+from webapp.common.exceptions import ApplicationError
+
+ALLOWED_FORMATS = {"JPEG", "PNG", "BMP", "TIFF"}
+_FULL_DECODE_MAX_PIXELS = 64_000_000  # decode small images fully so truncated files are caught
+
+
+@dataclass
+class CheckedImage:
+    upload: UploadedFile
+    filename: str
+    format: str
+    width: int
+    height: int
+    size_bytes: int
+    sha256: str
+
+
+def clean_filename(name: str) -> str:
+    base = (name or "image").replace("\\", "/").rsplit("/", 1)[-1]
+    try:
+        cleaned = get_valid_filename(base)
+    except Exception:  # noqa: BLE001 - get_valid_filename rejects names like ".."
+        cleaned = "image"
+    return cleaned[:200] or "image"
+
+
+def image_upload_check(upload: UploadedFile) -> CheckedImage:
+    name = clean_filename(upload.name)
+    max_bytes = settings.LEUKOLAB_MAX_UPLOAD_BYTES
+    if upload.size == 0:
+        raise ApplicationError(f"{name}: the file is empty.", extra={"file": name})
+    if upload.size > max_bytes:
+        raise ApplicationError(
+            f"{name}: the file is {upload.size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.",
+            extra={"file": name},
+            status_code=413,
+        )
+    max_pixels = settings.LEUKOLAB_MAX_IMAGE_PIXELS
+    try:
+        upload.seek(0)
+        with Image.open(upload) as im:
+            fmt, (width, height) = im.format, im.size
+            if fmt not in ALLOWED_FORMATS:
+                raise ApplicationError(
+                    f"{name}: {fmt or 'this'} images are not accepted; upload JPEG, PNG, BMP or TIFF.",
+                    extra={"file": name, "format": fmt},
+                )
+            if width * height > max_pixels:
+                raise ApplicationError(
+                    f"{name}: {width}x{height} pixels is over the limit of {max_pixels:,} pixels.",
+                    extra={"file": name, "width": width, "height": height},
+                )
+            if width < 16 or height < 16:
+                raise ApplicationError(f"{name}: {width}x{height} pixels is too small for a smear image.", extra={"file": name})
+            if width * height <= _FULL_DECODE_MAX_PIXELS:
+                im.load()
+            else:
+                im.verify()
+    except ApplicationError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ApplicationError(
+            f"{name}: the image is over the limit of {max_pixels:,} pixels.", extra={"file": name}
+        ) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ApplicationError(
+            f"{name}: not a readable JPEG, PNG, BMP or TIFF image ({exc}).", extra={"file": name}
+        ) from exc
+    upload.seek(0)
+    digest = hashlib.sha256()
+    for chunk in upload.chunks():
+        digest.update(chunk)
+    upload.seek(0)
+    return CheckedImage(upload, name, fmt, width, height, upload.size, digest.hexdigest())

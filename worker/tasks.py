@@ -1,0 +1,20 @@
+"""Celery tasks: each takes a job id, shares its service's name and runs it through ``job_execute``."""
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from webapp.jobs.services import job_execute
+
+_TRANSIENT = (OperationalError, InterfaceError, ConnectionError)
+
+
+@shared_task(
+    name="slide_analyze",
+    bind=True,
+    autoretry_for=_TRANSIENT,
+    retry_backoff=5,
+    retry_backoff_max=120,
+    max_retries=3,
+)
+def slide_analyze(self, job_id: int) -> None:
+    last_try = self.request.retries >= self.max_retries
+    job_execute(job_id=job_id, retry_on=() if last_try else _TRANSIENT)
