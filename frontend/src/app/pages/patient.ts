@@ -1,4 +1,4 @@
-import { api, type Patient, type Slide } from '../../api';
+import { api, type Job, type Patient, type Slide } from '../../api';
 import { h } from '../dom';
 import { showError } from '../errors';
 import { ACCEPTED_IMAGE_TYPES, formatDateTime, isAcceptedImageName, isSlideInProgress } from '../format';
@@ -98,7 +98,14 @@ function slideRow(initial: Slide, signal: AbortSignal): HTMLElement {
       const bar = progressBar();
       bar.update(slide.job);
       statusCell.append(bar.el);
-      followJob(slide.job.id, { signal, onUpdate: (job) => bar.update(job) })
+      const onUpdate = (job: Job): void => {
+        bar.update(job);
+        const badge = statusCell.querySelector('.badge');
+        if (badge && job.status === 'running' && badge.getAttribute('data-status') === 'queued') {
+          badge.replaceWith(statusBadge('analyzing'));
+        }
+      };
+      followJob(slide.job.id, { signal, onUpdate })
         .then(async (job) => {
           if (job && !signal.aborted) render(await api.slide(slide.id));
         })
