@@ -1,0 +1,308 @@
+// The typed API client: the only module that calls fetch.
+// Every payload the frontend reads or sends has a type here.
+
+export type Role = 'hematologist' | 'annotator' | 'admin';
+
+export interface User {
+  id: number;
+  username: string;
+  /** null for a user without a role group (e.g. a bare superuser). */
+  role: Role | null;
+  lab: string | null;
+  /** Django permission names, e.g. "slides.add_slide". */
+  permissions: string[];
+}
+
+export interface Page<T> {
+  count: number;
+  next: string | null;
+  previous: string | null;
+  results: T[];
+}
+
+export interface Patient {
+  id: number;
+  identifier: string;
+  notes: string;
+  created_at: string;
+  slide_count: number;
+}
+
+export type SlideStatus = 'queued' | 'analyzing' | 'analyzed' | 'failed';
+export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed';
+
+export interface Job {
+  id: number;
+  kind: string;
+  status: JobStatus;
+  progress: number;
+  message: string;
+  error: string;
+  attempts?: number;
+  params?: Record<string, unknown>;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+}
+
+export interface SlideImage {
+  id: number;
+  filename: string;
+  width: number;
+  height: number;
+  url: string;
+}
+
+export interface Slide {
+  id: number;
+  patient: number;
+  patient_identifier?: string;
+  status: SlideStatus;
+  error: string;
+  stain: string;
+  microns_per_pixel: number | null;
+  uploaded_by: string | null;
+  uploaded_at: string;
+  analyzed_at?: string | null;
+  signed_off_by: string | null;
+  signed_off_at: string | null;
+  images: SlideImage[];
+  cell_count: number;
+  job: Job | null;
+}
+
+/** [x0, y0, x1, y1] in pixels of the cell's image. */
+export type Box = [number, number, number, number];
+
+export interface Cell {
+  id: number;
+  image: number;
+  box: Box;
+  source: 'model' | 'person';
+  predicted_class: string | null;
+  probabilities: Record<string, number>;
+  confidence: number | null;
+  model_version: string | null;
+  reviewed_class: string | null;
+  reviewed_by: string | null;
+  reviewed_at: string | null;
+  class: string | null;
+  heatmap_url: string | null;
+}
+
+export interface DifferentialRow {
+  class: string;
+  count: number;
+  percent: number;
+}
+
+export interface Differential {
+  total: number;
+  rows: DifferentialRow[];
+}
+
+export interface ModelVersion {
+  id: number;
+  kind: 'localizer' | 'classifier';
+  architecture: string;
+  version: string;
+  status: 'candidate' | 'active' | 'retired';
+  metrics: Record<string, unknown>;
+  created_at: string;
+}
+
+export interface SlideUpload {
+  patient: number;
+  images: File[];
+  stain?: string;
+  micronsPerPixel?: number | null;
+}
+
+/** An error answered by the API (`{"message", "extra"}`) or by the network. */
+export class ApiError extends Error {
+  readonly status: number;
+  readonly extra: Record<string, unknown>;
+
+  constructor(status: number, message: string, extra: Record<string, unknown> = {}) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.extra = extra;
+  }
+
+  /** The session is missing or expired. */
+  get isUnauthenticated(): boolean {
+    return this.status === 401 || (this.status === 403 && /credentials|authenticat|log ?in/i.test(this.message));
+  }
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Turn an error response body into an ApiError; tolerates non-JSON bodies and DRF's `{"detail"}`. */
+export function parseApiError(status: number, statusText: string, body: string): ApiError {
+  let data: unknown = undefined;
+  try {
+    data = body ? JSON.parse(body) : undefined;
+  } catch {
+    data = undefined;
+  }
+  if (isRecord(data)) {
+    const extra = isRecord(data.extra) ? data.extra : {};
+    if (typeof data.message === 'string' && data.message) return new ApiError(status, data.message, extra);
+    if (typeof data.detail === 'string' && data.detail) return new ApiError(status, data.detail, extra);
+  }
+  const fallback = statusText ? `${status} ${statusText}` : `Request failed (${status})`;
+  return new ApiError(status, fallback);
+}
+
+/** Human-readable lines for an error's `extra`, e.g. field errors: "identifier: This field is required." */
+export function describeExtra(extra: Record<string, unknown>): string[] {
+  const lines: string[] = [];
+  const walk = (prefix: string, value: unknown): void => {
+    if (value === null || value === undefined || value === '') return;
+    if (Array.isArray(value)) {
+      if (value.every((v) => typeof v !== 'object' || v === null)) {
+        const text = value.filter((v) => v !== null && v !== '').join(' ');
+        if (text) lines.push(prefix ? `${prefix}: ${text}` : text);
+      } else {
+        value.forEach((v, i) => walk(prefix ? `${prefix}[${i}]` : `[${i}]`, v));
+      }
+    } else if (isRecord(value)) {
+      for (const [key, v] of Object.entries(value)) {
+        // "fields" and "non_field_errors" wrap the real messages; don't repeat them as a prefix.
+        const wrapper = key === 'fields' || key === 'non_field_errors' || key === 'detail';
+        walk(wrapper ? prefix : prefix ? `${prefix}.${key}` : key, v);
+      }
+    } else {
+      lines.push(prefix ? `${prefix}: ${String(value)}` : String(value));
+    }
+  };
+  walk('', extra);
+  return lines;
+}
+
+function readCookie(name: string): string | null {
+  for (const part of document.cookie.split(';')) {
+    const [key, ...rest] = part.trim().split('=');
+    if (key === name) return decodeURIComponent(rest.join('='));
+  }
+  return null;
+}
+
+type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+async function ensureCsrfToken(): Promise<string> {
+  let token = readCookie('csrftoken');
+  if (!token) {
+    await send('GET', '/api/auth/csrf/');
+    token = readCookie('csrftoken');
+  }
+  return token ?? '';
+}
+
+async function send(method: Method, path: string, body?: unknown): Promise<Response> {
+  const headers: Record<string, string> = { Accept: 'application/json' };
+  let payload: BodyInit | undefined;
+  if (body instanceof FormData) {
+    payload = body;
+  } else if (body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    payload = JSON.stringify(body);
+  }
+  if (method !== 'GET') headers['X-CSRFToken'] = await ensureCsrfToken();
+
+  let response: Response;
+  try {
+    response = await fetch(path, { method, headers, body: payload, credentials: 'same-origin' });
+  } catch (err) {
+    throw new ApiError(0, `Cannot reach the server (${err instanceof Error ? err.message : String(err)}).`);
+  }
+  if (!response.ok) {
+    throw parseApiError(response.status, response.statusText, await response.text());
+  }
+  return response;
+}
+
+async function request<T>(method: Method, path: string, body?: unknown): Promise<T> {
+  const response = await send(method, path, body);
+  if (response.status === 204) return undefined as T;
+  const text = await response.text();
+  return (text ? JSON.parse(text) : undefined) as T;
+}
+
+function query(params: Record<string, string | number | undefined | null>): string {
+  const search = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    if (value !== undefined && value !== null && value !== '') search.set(key, String(value));
+  }
+  const text = search.toString();
+  return text ? `?${text}` : '';
+}
+
+export const api = {
+  csrf: () => request<void>('GET', '/api/auth/csrf/'),
+  login: async (username: string, password: string) => {
+    await ensureCsrfToken();
+    return request<User>('POST', '/api/auth/login/', { username, password });
+  },
+  logout: () => request<void>('POST', '/api/auth/logout/'),
+  me: () => request<User>('GET', '/api/auth/me/'),
+
+  patients: (opts: { search?: string; page?: number } = {}) =>
+    request<Page<Patient>>('GET', `/api/patients/${query({ search: opts.search, page: opts.page })}`),
+  patient: (id: number) => request<Patient>('GET', `/api/patients/${id}/`),
+  createPatient: (data: { identifier: string; notes?: string }) =>
+    request<Patient>('POST', '/api/patients/', data),
+
+  slides: (opts: { patient?: number; page?: number } = {}) =>
+    request<Page<Slide>>('GET', `/api/slides/${query({ patient: opts.patient, page: opts.page })}`),
+  slide: (id: number) => request<Slide>('GET', `/api/slides/${id}/`),
+  /** Multipart upload; `onProgress` gets the fraction of bytes sent (fetch can't report that, so XHR). */
+  uploadSlide: async (upload: SlideUpload, onProgress?: (fraction: number) => void): Promise<Slide> => {
+    const form = new FormData();
+    form.append('patient', String(upload.patient));
+    for (const file of upload.images) form.append('images', file, file.name);
+    if (upload.stain) form.append('stain', upload.stain);
+    if (upload.micronsPerPixel !== undefined && upload.micronsPerPixel !== null) {
+      form.append('microns_per_pixel', String(upload.micronsPerPixel));
+    }
+    if (!onProgress) return request<Slide>('POST', '/api/slides/', form);
+    const token = await ensureCsrfToken();
+    return new Promise<Slide>((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open('POST', '/api/slides/');
+      xhr.setRequestHeader('Accept', 'application/json');
+      xhr.setRequestHeader('X-CSRFToken', token);
+      xhr.upload.onprogress = (evt) => {
+        if (evt.lengthComputable && evt.total > 0) onProgress(evt.loaded / evt.total);
+      };
+      xhr.onload = () => {
+        if (xhr.status >= 200 && xhr.status < 300) {
+          try {
+            resolve(JSON.parse(xhr.responseText) as Slide);
+          } catch {
+            reject(new ApiError(xhr.status, 'The server answered with something that is not JSON.'));
+          }
+        } else {
+          reject(parseApiError(xhr.status, xhr.statusText, xhr.responseText));
+        }
+      };
+      xhr.onerror = () => reject(new ApiError(0, 'Cannot reach the server (the upload was interrupted).'));
+      xhr.send(form);
+    });
+  },
+  analyzeSlide: (id: number) => request<Job>('POST', `/api/slides/${id}/analyze/`),
+  signOffSlide: (id: number) => request<Slide>('POST', `/api/slides/${id}/sign-off/`),
+  cells: (slideId: number) => request<Cell[]>('GET', `/api/slides/${slideId}/cells/`),
+  differential: (slideId: number) => request<Differential>('GET', `/api/slides/${slideId}/differential/`),
+
+  job: (id: number) => request<Job>('GET', `/api/jobs/${id}/`),
+  jobs: (opts: { status?: JobStatus; page?: number } = {}) =>
+    request<Page<Job>>('GET', `/api/jobs/${query({ status: opts.status, page: opts.page })}`),
+
+  modelVersions: () => request<Page<ModelVersion>>('GET', '/api/model-versions/'),
+};
+
+export type Api = typeof api;

@@ -1,0 +1,92 @@
+// Pure display helpers: no DOM, no API calls (unit-tested in tests/app/format.test.ts).
+import type { Differential, Job, Slide } from '../api';
+
+/** A percentage for display: 33.333 -> "33.3 %"; keeps one decimal, drops it for whole numbers. */
+export function formatPercent(percent: number): string {
+  if (!Number.isFinite(percent)) return '–';
+  const rounded = Math.round(percent * 10) / 10;
+  return `${Number.isInteger(rounded) ? rounded.toFixed(0) : rounded.toFixed(1)} %`;
+}
+
+/** A model confidence (0..1) for display: 0.934 -> "93 %"; null -> "–". */
+export function formatConfidence(confidence: number | null | undefined): string {
+  if (confidence === null || confidence === undefined || !Number.isFinite(confidence)) return '–';
+  return `${Math.round(confidence * 100)} %`;
+}
+
+export interface DifferentialLine {
+  class: string;
+  count: number;
+  /** 0..100 */
+  percent: number;
+  label: string;
+}
+
+/**
+ * Rows of a differential count ready to show, most frequent first.
+ * The API's percent is 0..100; if a backend ever sends fractions (all rows <= 1 and summing to 1)
+ * they are scaled, and a missing percent is derived from count / total.
+ */
+export function differentialLines(diff: Differential): DifferentialLine[] {
+  const rows = diff.rows ?? [];
+  const sum = rows.reduce((acc, r) => acc + (Number.isFinite(r.percent) ? r.percent : 0), 0);
+  const looksFractional = rows.length > 0 && rows.every((r) => r.percent <= 1) && Math.abs(sum - 1) < 0.01;
+  return rows
+    .map((r) => {
+      let percent = Number.isFinite(r.percent) ? r.percent : diff.total > 0 ? (100 * r.count) / diff.total : 0;
+      if (looksFractional) percent *= 100;
+      return { class: r.class, count: r.count, percent, label: formatPercent(percent) };
+    })
+    .sort((a, b) => b.count - a.count || a.class.localeCompare(b.class));
+}
+
+/** Box size as "w × h px". */
+export function formatBox(box: [number, number, number, number]): string {
+  const [x0, y0, x1, y1] = box;
+  return `${Math.round(x1 - x0)} × ${Math.round(y1 - y0)} px at (${Math.round(x0)}, ${Math.round(y0)})`;
+}
+
+/** Job progress (0..1) clamped to 0..100 for a progress bar. */
+export function progressPercent(job: Pick<Job, 'progress'> | null | undefined): number {
+  if (!job || !Number.isFinite(job.progress)) return 0;
+  return Math.max(0, Math.min(100, Math.round(job.progress * 100)));
+}
+
+/** True while the slide's analysis is still queued or running. */
+export function isSlideInProgress(slide: Pick<Slide, 'status' | 'job'>): boolean {
+  if (slide.status === 'queued' || slide.status === 'analyzing') return true;
+  return slide.job !== null && (slide.job.status === 'queued' || slide.job.status === 'running');
+}
+
+export function isJobFinished(job: Pick<Job, 'status'>): boolean {
+  return job.status === 'succeeded' || job.status === 'failed';
+}
+
+/** A timestamp in the user's locale, or "–". */
+export function formatDateTime(value: string | null | undefined): string {
+  if (!value) return '–';
+  const date = new Date(value);
+  return Number.isNaN(date.getTime()) ? value : date.toLocaleString();
+}
+
+/** Human label for a class name: "band_neutrophil" -> "band neutrophil"; null -> "unclassified". */
+export function formatClass(name: string | null | undefined): string {
+  if (!name) return 'unclassified';
+  return name.replace(/[_-]+/g, ' ');
+}
+
+export const ACCEPTED_IMAGE_TYPES = ['.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff'];
+
+/** Whether a file name has an accepted smear-image extension. */
+export function isAcceptedImageName(name: string): boolean {
+  const lower = name.toLowerCase();
+  return ACCEPTED_IMAGE_TYPES.some((ext) => lower.endsWith(ext));
+}
+
+/** The n most probable classes, most probable first. */
+export function topProbabilities(probabilities: Record<string, number> | null | undefined, n: number): [string, number][] {
+  return Object.entries(probabilities ?? {})
+    .filter(([, p]) => Number.isFinite(p))
+    .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))
+    .slice(0, n);
+}

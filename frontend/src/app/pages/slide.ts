@@ -1,0 +1,433 @@
+import { api, type Cell, type Differential, type Job, type Slide, type SlideImage } from '../../api';
+import { createSlideViewer, type SlideViewer, type ViewerBox } from '../../viewer/slideViewer';
+import { classColor } from '../../viewer/colors';
+import { h } from '../dom';
+import { errorBox, showError } from '../errors';
+import {
+  differentialLines,
+  formatBox,
+  formatClass,
+  formatConfidence,
+  formatDateTime,
+  isSlideInProgress,
+  topProbabilities,
+} from '../format';
+import { followJob } from '../jobs';
+import type { RouteContext } from '../router';
+import { canAnalyze, canSignOff, currentUser } from '../session';
+import { progressBar, statusBadge } from '../widgets';
+
+export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
+  const id = Number(ctx.params.id);
+  const crumbs = h('p', { class: 'crumbs' }, h('a', { href: '#/patients' }, '‹ Patients'));
+  const head = h('div', { class: 'page-head' }, h('h1', {}, `Slide #${id}`));
+  const errorSlot = h('div');
+  const statusSlot = h('section', { class: 'card status-card' }, h('p', { class: 'muted' }, 'Loading slide…'));
+  const resultsSlot = h('div', { class: 'results' });
+  root.append(crumbs, head, errorSlot, statusSlot, resultsSlot);
+
+  let viewer: SlideViewer | null = null;
+  let followingJob: number | null = null;
+  const cleanup = (): void => {
+    viewer?.destroy();
+    viewer = null;
+  };
+
+  async function load(): Promise<void> {
+    try {
+      const slide = await api.slide(id);
+      if (ctx.signal.aborted) return;
+      renderHead(slide);
+      renderStatus(slide);
+      if (slide.status === 'analyzed') await renderResults(slide);
+      else {
+        cleanup();
+        resultsSlot.replaceChildren(
+          slide.images.length ? h('section', { class: 'card' }, h('h2', {}, 'Images'), imageList(slide.images)) : '',
+        );
+      }
+      if (isSlideInProgress(slide) && slide.job) follow(slide.job);
+    } catch (err) {
+      if (!ctx.signal.aborted) {
+        statusSlot.replaceChildren();
+        showError(errorSlot, err);
+      }
+    }
+  }
+
+  function follow(job: Job): void {
+    if (followingJob === job.id) return;
+    followingJob = job.id;
+    followJob(job.id, { signal: ctx.signal, onUpdate: (j) => updateProgress(j) })
+      .then((done) => {
+        followingJob = null;
+        if (done && !ctx.signal.aborted) void load();
+      })
+      .catch((err) => {
+        followingJob = null;
+        showError(errorSlot, err);
+      });
+  }
+
+  function renderHead(slide: Slide): void {
+    crumbs.replaceChildren(h('a', { href: `#/patients/${slide.patient}` }, '‹ Patient'));
+    head.replaceChildren(
+      h('h1', {}, `Slide #${slide.id}`),
+      h(
+        'dl',
+        { class: 'meta' },
+        meta('Stain', slide.stain || '–'),
+        meta('µm per pixel', slide.microns_per_pixel ?? '–'),
+        meta('Uploaded', `${formatDateTime(slide.uploaded_at)}${slide.uploaded_by ? ` by ${slide.uploaded_by}` : ''}`),
+        meta('Signed off', slide.signed_off_by ? `${slide.signed_off_by}, ${formatDateTime(slide.signed_off_at)}` : 'not yet'),
+      ),
+    );
+    if (slide.patient_identifier) {
+      crumbs.replaceChildren(h('a', { href: `#/patients/${slide.patient}` }, `‹ Patient ${slide.patient_identifier}`));
+    }
+  }
+
+  let bar = progressBar();
+  function updateProgress(job: Job): void {
+    bar.update(job);
+    const badge = statusSlot.querySelector('.badge');
+    // The slide's own status follows the job: queued until a worker picks it up, then analyzing.
+    if (badge && job.status === 'running' && badge.getAttribute('data-status') === 'queued') {
+      badge.replaceWith(statusBadge('analyzing'));
+    }
+  }
+
+  function renderStatus(slide: Slide): void {
+    bar = progressBar();
+    const inProgress = isSlideInProgress(slide);
+    const actions = h('div', { class: 'actions' });
+    if (canAnalyze(currentUser()) && !inProgress) {
+      const rerun = h('button', { type: 'button', class: 'btn' }, slide.status === 'failed' ? 'Retry analysis' : 'Re-run analysis');
+      rerun.addEventListener('click', async () => {
+        rerun.disabled = true;
+        showError(errorSlot, null);
+        try {
+          await api.analyzeSlide(slide.id);
+          await load();
+        } catch (err) {
+          showError(errorSlot, err);
+          rerun.disabled = false;
+        }
+      });
+      actions.append(rerun);
+    }
+    if (canSignOff(currentUser()) && slide.status === 'analyzed' && !slide.signed_off_at) {
+      const signOff = h('button', { type: 'button', class: 'btn btn-primary', id: 'sign-off' }, 'Sign off');
+      signOff.addEventListener('click', async () => {
+        if (!window.confirm('Sign off this slide? The differential count will be recorded as reviewed by you.')) return;
+        signOff.disabled = true;
+        showError(errorSlot, null);
+        try {
+          await api.signOffSlide(slide.id);
+          await load();
+        } catch (err) {
+          showError(errorSlot, err);
+          signOff.disabled = false;
+        }
+      });
+      actions.append(signOff);
+    }
+    statusSlot.replaceChildren(
+      h('div', { class: 'status-line' }, h('span', {}, 'Status '), statusBadge(slide.status), actions),
+      inProgress ? bar.el : '',
+      slide.status === 'failed'
+        ? errorBox(new Error(slide.error || slide.job?.error || 'The analysis failed.'))
+        : '',
+      slide.status === 'analyzed'
+        ? h(
+            'p',
+            { class: 'muted' },
+            `${slide.cell_count} white blood cell${slide.cell_count === 1 ? '' : 's'} found`,
+            slide.analyzed_at ? ` · analyzed ${formatDateTime(slide.analyzed_at)}` : '',
+            slide.signed_off_by ? ` · signed off by ${slide.signed_off_by}` : '',
+            '.',
+          )
+        : '',
+    );
+    if (inProgress) bar.update(slide.job, 'Waiting for a worker…');
+  }
+
+  async function renderResults(slide: Slide): Promise<void> {
+    const [cells, diff] = await Promise.all([api.cells(slide.id), api.differential(slide.id)]);
+    if (ctx.signal.aborted) return;
+    cleanup();
+    resultsSlot.replaceChildren();
+
+    const images = new Map(slide.images.map((img) => [img.id, img]));
+    let currentImage = slide.images[0];
+    const viewerBox = h('div', { class: 'viewer', id: 'slide-viewer' });
+    const tabs = h('div', { class: 'tabs', role: 'tablist' });
+    const cellTableEl = cellTable(cells, images, (cell) => selectCell(cell, false));
+
+    const showImage = (img: SlideImage): void => {
+      currentImage = img;
+      cleanup();
+      viewerBox.replaceChildren();
+      viewer = createSlideViewer(viewerBox, {
+        imageUrl: img.url,
+        width: img.width,
+        height: img.height,
+        boxes: cells.filter((c) => c.image === img.id).map(toViewerBox),
+        onSelect: (cellId) => {
+          const cell = cells.find((c) => c.id === cellId);
+          highlightRow(cellTableEl, cellId);
+          showDetail(cell ?? null);
+          const row = cell ? cellTableEl.querySelector<HTMLElement>(`tr[data-cell-id="${cell.id}"]`) : null;
+          if (row) scrollWithin(cellTableEl, row);
+        },
+      });
+      for (const tab of tabs.children) tab.classList.toggle('active', tab.getAttribute('data-image-id') === String(img.id));
+    };
+
+    const selectCell = (cell: Cell, fromViewer: boolean): void => {
+      if (cell.image !== currentImage?.id) {
+        const img = images.get(cell.image);
+        if (img) showImage(img);
+      }
+      viewer?.select(cell.id);
+      highlightRow(cellTableEl, cell.id);
+      showDetail(cell);
+      if (!fromViewer) viewerBox.scrollIntoView({ block: 'nearest', behavior: 'smooth' });
+    };
+
+    if (slide.images.length > 1) {
+      for (const img of slide.images) {
+        const count = cells.filter((c) => c.image === img.id).length;
+        const tab = h('button', { type: 'button', class: 'tab', role: 'tab', 'data-image-id': img.id }, `${img.filename} (${count})`);
+        tab.addEventListener('click', () => showImage(img));
+        tabs.append(tab);
+      }
+    }
+
+    const detail = h('section', { class: 'card', id: 'cell-detail' }, ...cellDetail(null, undefined));
+    const showDetail = (cell: Cell | null): void => {
+      detail.replaceChildren(...cellDetail(cell, cell ? images.get(cell.image) : undefined));
+    };
+
+    const fitButton = h('button', { type: 'button', class: 'btn btn-small' }, 'Fit');
+    fitButton.addEventListener('click', () => viewer?.fit());
+
+    resultsSlot.append(
+      h(
+        'div',
+        { class: 'result-grid' },
+        h(
+          'section',
+          { class: 'card viewer-card' },
+          h('div', { class: 'viewer-head' }, h('h2', {}, 'Image'), tabs, h('span', { class: 'muted small' }, 'Scroll to zoom, drag to pan, double-click to fit.'), fitButton),
+          viewerBox,
+          legend(cells),
+        ),
+        h(
+          'div',
+          { class: 'side' },
+          h('section', { class: 'card', id: 'differential' }, h('h2', {}, 'Differential count'), differentialTable(diff)),
+          detail,
+        ),
+      ),
+      h('section', { class: 'card' }, h('h2', {}, `Cells (${cells.length})`), cells.length ? cellTableEl : h('p', { class: 'muted' }, 'No white blood cells were found.')),
+    );
+    if (currentImage) showImage(currentImage);
+  }
+
+  void load();
+  return cleanup;
+}
+
+function meta(term: string, value: string | number): HTMLElement[] {
+  return [h('dt', {}, term), h('dd', {}, value)];
+}
+
+function cellLabel(cell: Cell): string {
+  const name = formatClass(cell.class);
+  if (cell.reviewed_class) return `${name} ✓`;
+  return cell.confidence === null ? name : `${name} ${formatConfidence(cell.confidence)}`;
+}
+
+function toViewerBox(cell: Cell): ViewerBox {
+  return { id: cell.id, box: cell.box, label: cellLabel(cell), color: classColor(cell.class) };
+}
+
+function imageList(images: SlideImage[]): HTMLElement {
+  return h('ul', { class: 'file-list' }, images.map((img) => h('li', {}, `${img.filename} — ${img.width} × ${img.height} px`)));
+}
+
+function legend(cells: Cell[]): HTMLElement {
+  const classes = [...new Set(cells.map((c) => c.class))].sort((a, b) => formatClass(a).localeCompare(formatClass(b)));
+  return h(
+    'div',
+    { class: 'legend' },
+    classes.map((c) => h('span', { class: 'legend-item' }, h('span', { class: 'swatch', style: `background:${classColor(c)}` }), formatClass(c))),
+  );
+}
+
+function differentialTable(diff: Differential): HTMLElement {
+  const lines = differentialLines(diff);
+  if (!lines.length) return h('p', { class: 'muted' }, 'No classified cells.');
+  return h(
+    'table',
+    { class: 'table differential', id: 'differential-table' },
+    h('thead', {}, h('tr', {}, h('th', {}, 'Class'), h('th', { class: 'num' }, 'Count'), h('th', { class: 'num' }, '%'), h('th', {}, ''))),
+    h(
+      'tbody',
+      {},
+      lines.map((line) =>
+        h(
+          'tr',
+          {},
+          h('td', {}, h('span', { class: 'swatch', style: `background:${classColor(line.class)}` }), formatClass(line.class)),
+          h('td', { class: 'num' }, line.count),
+          h('td', { class: 'num' }, line.label),
+          h('td', { class: 'bar-cell' }, h('div', { class: 'bar', style: `width:${Math.min(100, line.percent)}%;background:${classColor(line.class)}` })),
+        ),
+      ),
+    ),
+    h('tfoot', {}, h('tr', {}, h('th', {}, 'Total'), h('th', { class: 'num' }, diff.total), h('th', {}, ''), h('th', {}, ''))),
+  );
+}
+
+/** A small crop of the cell, cut from the slide image with CSS (no extra request). */
+function cropThumb(cell: Cell, img: SlideImage | undefined, size = 48): HTMLElement {
+  const el = h('div', { class: 'thumb' });
+  el.style.width = el.style.height = `${size}px`;
+  if (!img) return el;
+  const [x0, y0, x1, y1] = cell.box;
+  const scale = size / Math.max(1, x1 - x0, y1 - y0);
+  const cx = ((x0 + x1) / 2) * scale;
+  const cy = ((y0 + y1) / 2) * scale;
+  el.style.backgroundImage = `url("${img.url}")`;
+  el.style.backgroundSize = `${img.width * scale}px ${img.height * scale}px`;
+  el.style.backgroundPosition = `${size / 2 - cx}px ${size / 2 - cy}px`;
+  return el;
+}
+
+/** The selected cell up close: its crop, heatmap and the classifier's top probabilities. */
+function cellDetail(cell: Cell | null, img: SlideImage | undefined): (Node | string)[] {
+  if (!cell) return [h('h2', {}, 'Cell'), h('p', { class: 'muted' }, 'Click a box or a row to look at a cell.')];
+  const probabilities = topProbabilities(cell.probabilities, 5);
+  return [
+    h('h2', {}, 'Cell'),
+    h(
+      'div',
+      { class: 'cell-detail-images' },
+      h('figure', {}, cropThumb(cell, img, 128), h('figcaption', {}, 'cell')),
+      cell.heatmap_url
+        ? h('figure', {}, h('img', { class: 'heatmap-large', src: cell.heatmap_url, alt: 'attention heatmap' }), h('figcaption', {}, 'heatmap'))
+        : null,
+    ),
+    h(
+      'dl',
+      { class: 'meta' },
+      meta('Class', formatClass(cell.class)),
+      meta('Confidence', formatConfidence(cell.confidence)),
+      meta('Model', cell.model_version ?? '–'),
+      meta('Source', cell.source === 'person' ? 'drawn by a person' : 'model'),
+      cell.reviewed_class ? meta('Reviewed', `${formatClass(cell.reviewed_class)} by ${cell.reviewed_by ?? '?'}`) : [],
+      cell.reviewed_class && cell.predicted_class ? meta('Predicted', formatClass(cell.predicted_class)) : [],
+    ),
+    probabilities.length
+      ? h(
+          'table',
+          { class: 'table probabilities' },
+          h(
+            'tbody',
+            {},
+            probabilities.map(([cls, p]) =>
+              h(
+                'tr',
+                {},
+                h('td', {}, formatClass(cls)),
+                h('td', { class: 'num' }, formatConfidence(p)),
+                h('td', { class: 'bar-cell' }, h('div', { class: 'bar', style: `width:${Math.round(p * 100)}%;background:${classColor(cls)}` })),
+              ),
+            ),
+          ),
+        )
+      : '',
+  ];
+}
+
+function cellTable(cells: Cell[], images: Map<number, SlideImage>, onPick: (cell: Cell) => void): HTMLElement {
+  const multi = images.size > 1;
+  return h(
+    'div',
+    { class: 'table-scroll' },
+    h(
+      'table',
+      { class: 'table cells', id: 'cell-table' },
+      h(
+        'thead',
+        {},
+        h(
+          'tr',
+          {},
+          h('th', {}, 'Cell'),
+          h('th', {}, '#'),
+          multi ? h('th', {}, 'Image') : null,
+          h('th', {}, 'Box'),
+          h('th', {}, 'Class'),
+          h('th', { class: 'num' }, 'Confidence'),
+          h('th', {}, 'Model'),
+          h('th', {}, 'Heatmap'),
+        ),
+      ),
+      h(
+        'tbody',
+        {},
+        cells.map((cell, i) => {
+          const row = h(
+            'tr',
+            { 'data-cell-id': cell.id, tabindex: 0 },
+            h('td', {}, cropThumb(cell, images.get(cell.image))),
+            h('td', {}, i + 1),
+            multi ? h('td', {}, images.get(cell.image)?.filename ?? cell.image) : null,
+            h('td', { class: 'small' }, formatBox(cell.box)),
+            h(
+              'td',
+              {},
+              h('span', { class: 'swatch', style: `background:${classColor(cell.class)}` }),
+              formatClass(cell.class),
+              cell.reviewed_class ? h('div', { class: 'muted small' }, `reviewed by ${cell.reviewed_by ?? '?'}`) : null,
+              cell.source === 'person' ? h('div', { class: 'muted small' }, 'added by a person') : null,
+            ),
+            h('td', { class: 'num' }, formatConfidence(cell.confidence)),
+            h('td', { class: 'small' }, cell.model_version ?? '–'),
+            h(
+              'td',
+              {},
+              cell.heatmap_url
+                ? h('a', { href: cell.heatmap_url, target: '_blank', rel: 'noopener' }, h('img', { class: 'heatmap', src: cell.heatmap_url, alt: 'heatmap', loading: 'lazy' }))
+                : h('span', { class: 'muted' }, '–'),
+            ),
+          );
+          row.addEventListener('click', (evt) => {
+            if ((evt.target as HTMLElement).closest('a')) return;
+            onPick(cell);
+          });
+          row.addEventListener('keydown', (evt) => {
+            if (evt.key === 'Enter') onPick(cell);
+          });
+          return row;
+        }),
+      ),
+    ),
+  );
+}
+
+/** Bring a row into view inside its scrolling table only; the page itself stays where the user is. */
+function scrollWithin(scroller: HTMLElement, row: HTMLElement): void {
+  const top = row.offsetTop - (scroller.querySelector('thead')?.offsetHeight ?? 0);
+  if (top < scroller.scrollTop || row.offsetTop + row.offsetHeight > scroller.scrollTop + scroller.clientHeight) {
+    scroller.scrollTop = Math.max(0, top);
+  }
+}
+
+function highlightRow(table: HTMLElement, cellId: number | null): void {
+  for (const row of table.querySelectorAll('tr.selected')) row.classList.remove('selected');
+  if (cellId !== null) table.querySelector(`tr[data-cell-id="${cellId}"]`)?.classList.add('selected');
+}

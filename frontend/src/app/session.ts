@@ -1,0 +1,26 @@
+// Who is logged in, and what they may do: the API's permission list decides, the role is the fallback.
+// The backend enforces the same rules; this only hides actions a user can't take.
+import type { Role, User } from '../api';
+
+let current: User | null = null;
+
+export function currentUser(): User | null {
+  return current;
+}
+
+export function setCurrentUser(user: User | null): void {
+  current = user;
+}
+
+const WRITERS: Role[] = ['hematologist', 'admin'];
+
+function may(user: User | null, permission: string): boolean {
+  if (!user) return false;
+  if (user.permissions && user.permissions.length) return user.permissions.includes(permission);
+  return user.role !== null && WRITERS.includes(user.role);
+}
+
+export const canCreatePatient = (user: User | null): boolean => may(user, 'patients.add_patient');
+export const canUpload = (user: User | null): boolean => may(user, 'slides.add_slide');
+export const canAnalyze = (user: User | null): boolean => may(user, 'slides.analyze_slide');
+export const canSignOff = (user: User | null): boolean => may(user, 'slides.signoff_slide');

@@ -1,0 +1,205 @@
+// Draws one smear image with cell boxes on a Konva stage. No app state: data in, callbacks out.
+// Wheel zooms around the pointer, dragging pans, double-click fits the image again.
+import Konva from 'konva';
+import type { Box } from '../api';
+
+export interface ViewerBox {
+  id: number;
+  box: Box;
+  label: string;
+  color: string;
+}
+
+export interface SlideViewerOptions {
+  imageUrl: string;
+  /** Natural size of the image in pixels (the boxes' coordinate system). */
+  width: number;
+  height: number;
+  boxes: ViewerBox[];
+  /** Most of the viewport height the stage may take. */
+  maxHeightFraction?: number;
+  onSelect?: (id: number | null) => void;
+}
+
+export interface SlideViewer {
+  setBoxes(boxes: ViewerBox[]): void;
+  select(id: number | null): void;
+  fit(): void;
+  destroy(): void;
+}
+
+const MIN_SCALE = 0.02;
+const MAX_SCALE = 20;
+
+export function createSlideViewer(container: HTMLDivElement, opts: SlideViewerOptions): SlideViewer {
+  const imgW = Math.max(1, opts.width);
+  const imgH = Math.max(1, opts.height);
+  const maxFraction = opts.maxHeightFraction ?? 0.7;
+
+  container.classList.add('slide-viewer');
+  container.dataset.imageState = 'loading';
+
+  const stageSize = (): { width: number; height: number } => {
+    const width = Math.max(200, container.clientWidth);
+    const maxHeight = Math.max(240, Math.round(window.innerHeight * maxFraction));
+    const height = Math.min(maxHeight, Math.round((width * imgH) / imgW));
+    return { width, height };
+  };
+
+  const stage = new Konva.Stage({ container, ...stageSize(), draggable: true });
+  const imageLayer = new Konva.Layer({ listening: false });
+  const boxLayer = new Konva.Layer();
+  stage.add(imageLayer, boxLayer);
+
+  // Placeholder until the image arrives (or if the browser cannot decode it, e.g. TIFF).
+  const placeholder = new Konva.Rect({ x: 0, y: 0, width: imgW, height: imgH, fill: '#e9ecef' });
+  const placeholderText = new Konva.Text({
+    x: 0,
+    y: imgH / 2 - 12,
+    width: imgW,
+    align: 'center',
+    text: 'Loading image…',
+    fontSize: 24,
+    fill: '#555',
+  });
+  imageLayer.add(placeholder, placeholderText);
+
+  const image = new window.Image();
+  image.onload = () => {
+    imageLayer.destroyChildren();
+    imageLayer.add(new Konva.Image({ image, x: 0, y: 0, width: imgW, height: imgH }));
+    imageLayer.batchDraw();
+    container.dataset.imageState = 'loaded';
+  };
+  image.onerror = () => {
+    placeholderText.text('This image cannot be shown in the browser; the boxes are still drawn.');
+    imageLayer.batchDraw();
+    container.dataset.imageState = 'error';
+  };
+  image.src = opts.imageUrl;
+
+  let boxes: ViewerBox[] = [];
+  let selected: number | null = null;
+  const groups = new Map<number, { rect: Konva.Rect; label: Konva.Label; color: string }>();
+
+  const labelScale = (): number => 1 / stage.scaleX();
+
+  /** Labels sit above their box, or just inside it where the box touches the image's top edge. */
+  const placeLabels = (): void => {
+    const scale = stage.scaleX();
+    for (const g of groups.values()) {
+      g.label.scale({ x: 1 / scale, y: 1 / scale });
+      g.label.offsetY(g.rect.y() * scale >= g.label.height() ? g.label.height() : 0);
+    }
+  };
+
+  const restyle = (): void => {
+    for (const [id, g] of groups) {
+      const isSelected = id === selected;
+      g.rect.strokeWidth(isSelected ? 4 : 2);
+      g.rect.stroke(isSelected ? '#ffffff' : g.color);
+      g.rect.shadowEnabled(isSelected);
+      g.label.visible(isSelected || boxes.length <= 300);
+      if (isSelected) g.label.moveToTop();
+    }
+    boxLayer.batchDraw();
+  };
+
+  const setBoxes = (next: ViewerBox[]): void => {
+    boxes = next;
+    boxLayer.destroyChildren();
+    groups.clear();
+    const s = labelScale();
+    const area = (b: ViewerBox): number => (b.box[2] - b.box[0]) * (b.box[3] - b.box[1]);
+    // Big boxes first, so a small box inside a big one stays on top and clickable.
+    for (const b of [...boxes].sort((a, c) => area(c) - area(a))) {
+      const [x0, y0, x1, y1] = b.box;
+      const rect = new Konva.Rect({
+        x: x0,
+        y: y0,
+        width: Math.max(1, x1 - x0),
+        height: Math.max(1, y1 - y0),
+        stroke: b.color,
+        strokeWidth: 2,
+        strokeScaleEnabled: false,
+        shadowColor: '#000',
+        shadowBlur: 6,
+        shadowEnabled: false,
+        hitStrokeWidth: 8,
+        fillEnabled: true,
+        fill: 'rgba(0,0,0,0)',
+        name: 'cell-box',
+      });
+      const label = new Konva.Label({ x: x0, y: y0, scaleX: s, scaleY: s, listening: false });
+      label.add(new Konva.Tag({ fill: b.color, opacity: 0.85, pointerDirection: 'none' }));
+      label.add(new Konva.Text({ text: b.label, fontSize: 12, padding: 3, fill: '#fff' }));
+      rect.on('click tap', (evt) => {
+        evt.cancelBubble = true;
+        select(b.id);
+        opts.onSelect?.(b.id);
+      });
+      rect.on('mouseenter', () => (container.style.cursor = 'pointer'));
+      rect.on('mouseleave', () => (container.style.cursor = ''));
+      boxLayer.add(rect, label);
+      groups.set(b.id, { rect, label, color: b.color });
+    }
+    container.dataset.boxCount = String(boxes.length);
+    placeLabels();
+    restyle();
+  };
+
+  const select = (id: number | null): void => {
+    selected = id;
+    restyle();
+  };
+
+  const applyScale = (scale: number, position: { x: number; y: number }): void => {
+    stage.scale({ x: scale, y: scale });
+    stage.position(position);
+    placeLabels();
+    stage.batchDraw();
+  };
+
+  const fit = (): void => {
+    const { width, height } = stageSize();
+    stage.size({ width, height });
+    const scale = Math.min(width / imgW, height / imgH);
+    applyScale(scale, { x: (width - imgW * scale) / 2, y: (height - imgH * scale) / 2 });
+  };
+
+  stage.on('wheel', (evt) => {
+    evt.evt.preventDefault();
+    const pointer = stage.getPointerPosition();
+    if (!pointer) return;
+    const old = stage.scaleX();
+    const factor = evt.evt.deltaY > 0 ? 1 / 1.15 : 1.15;
+    const scale = Math.min(MAX_SCALE, Math.max(MIN_SCALE, old * factor));
+    const anchor = { x: (pointer.x - stage.x()) / old, y: (pointer.y - stage.y()) / old };
+    applyScale(scale, { x: pointer.x - anchor.x * scale, y: pointer.y - anchor.y * scale });
+  });
+  stage.on('dblclick dbltap', fit);
+  stage.on('click tap', (evt) => {
+    if (evt.target === stage || evt.target.getLayer() === imageLayer) {
+      select(null);
+      opts.onSelect?.(null);
+    }
+  });
+
+  const observer = new ResizeObserver(() => fit());
+  observer.observe(container);
+
+  setBoxes(opts.boxes);
+  fit();
+
+  return {
+    setBoxes,
+    select,
+    fit,
+    destroy: () => {
+      observer.disconnect();
+      image.onload = null;
+      image.onerror = null;
+      stage.destroy();
+    },
+  };
+}

@@ -1,0 +1,75 @@
+import { describe, expect, it } from 'vitest';
+import { topProbabilities, differentialLines, formatConfidence, formatPercent, isAcceptedImageName, isSlideInProgress, progressPercent } from '../../src/app/format';
+
+describe('formatPercent', () => {
+  it('keeps one decimal and drops it for whole numbers', () => {
+    expect(formatPercent(33.3333)).toBe('33.3 %');
+    expect(formatPercent(50)).toBe('50 %');
+    expect(formatPercent(0)).toBe('0 %');
+    expect(formatPercent(99.96)).toBe('100 %');
+  });
+});
+
+describe('formatConfidence', () => {
+  it('shows a probability as a whole percent, and a dash when unknown', () => {
+    expect(formatConfidence(0.934)).toBe('93 %');
+    expect(formatConfidence(null)).toBe('–');
+  });
+});
+
+describe('differentialLines', () => {
+  it('sorts by count and formats the percent', () => {
+    const lines = differentialLines({
+      total: 6,
+      rows: [
+        { class: 'lymphocyte', count: 2, percent: 33.333 },
+        { class: 'neutrophil', count: 3, percent: 50 },
+        { class: 'monocyte', count: 1, percent: 16.667 },
+      ],
+    });
+    expect(lines.map((l) => [l.class, l.count, l.label])).toEqual([
+      ['neutrophil', 3, '50 %'],
+      ['lymphocyte', 2, '33.3 %'],
+      ['monocyte', 1, '16.7 %'],
+    ]);
+  });
+
+  it('scales fractions to percent', () => {
+    const lines = differentialLines({ total: 4, rows: [{ class: 'a', count: 3, percent: 0.75 }, { class: 'b', count: 1, percent: 0.25 }] });
+    expect(lines.map((l) => l.label)).toEqual(['75 %', '25 %']);
+  });
+
+  it('is empty when no cell was found', () => {
+    expect(differentialLines({ total: 0, rows: [] })).toEqual([]);
+  });
+});
+
+describe('job progress', () => {
+  it('clamps progress to 0..100', () => {
+    expect(progressPercent({ progress: 0.456 })).toBe(46);
+    expect(progressPercent({ progress: 1.2 })).toBe(100);
+    expect(progressPercent(null)).toBe(0);
+  });
+
+  it('treats queued and analyzing slides as in progress', () => {
+    expect(isSlideInProgress({ status: 'queued', job: null })).toBe(true);
+    expect(isSlideInProgress({ status: 'analyzed', job: null })).toBe(false);
+  });
+});
+
+describe('isAcceptedImageName', () => {
+  it('accepts the smear image formats, case-insensitively', () => {
+    for (const name of ['a.jpg', 'b.JPEG', 'c.png', 'd.bmp', 'e.tif', 'f.TIFF']) expect(isAcceptedImageName(name)).toBe(true);
+    expect(isAcceptedImageName('notes.txt')).toBe(false);
+  });
+});
+
+describe('topProbabilities', () => {
+  it('keeps the n most probable classes, most probable first', () => {
+    expect(topProbabilities({ monocyte: 0.1, neutrophil: 0.7, lymphocyte: 0.2 }, 2)).toEqual([
+      ['neutrophil', 0.7],
+      ['lymphocyte', 0.2],
+    ]);
+    expect(topProbabilities({}, 3)).toEqual([]);
+  });
+});

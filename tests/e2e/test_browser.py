@@ -1,0 +1,179 @@
+"""The minimal UI in a real browser: a hematologist logs in, creates a patient, uploads a smear,
+watches it get analyzed and sees the cell boxes and the differential count.
+
+Drives Debian's Chromium (never a downloaded browser) through the `playwright` package against
+pytest-django's live server, which serves the built frontend (`frontend/dist`) like production does.
+Skips when Chromium, playwright or the built frontend is missing.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, smear_field
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = os.environ.get("LEUKOLAB_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DIST_INDEX = REPO / "frontend" / "dist" / "index.html"
+PASSWORD = "pw-for-tests-123"  # what tests/conftest.py's make_user gives every user
+ANALYSIS_TIMEOUT_MS = 180_000
+
+
+@pytest.fixture
+def browser():
+    """Chromium through playwright's sync API. Its event loop makes Django refuse ORM calls in this
+    thread while the browser is open, so tests list their data fixtures before `browser`."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (see requirements.txt)")
+    if not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)):
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    if not DIST_INDEX.is_file():
+        pytest.skip("frontend/dist is not built (cd frontend && npm ci && npm run build)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def screenshots(tmp_path) -> Path:
+    """Where screenshots go: $LEUKOLAB_E2E_SCREENSHOTS if set (to look at them), else the test's tmp dir."""
+    folder = Path(os.environ.get("LEUKOLAB_E2E_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _open_page(browser):
+    page = browser.new_page(viewport={"width": 1360, "height": 900})
+    page.set_default_timeout(20_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return page, errors
+
+
+def _log_in(page, live_server, username: str) -> None:
+    page.goto(live_server.url + "/")
+    page.fill("#username", username)
+    page.fill("#password", PASSWORD)
+    page.click("form.login-card button[type=submit]")
+    page.wait_for_selector("#current-user")
+
+
+def _wait_idle_jobs() -> None:
+    """Let in-process analysis threads finish before the database is flushed."""
+    from django.conf import settings
+
+    if getattr(settings, "LEUKOLAB_TASKS", "") == "inline":
+        from webapp.jobs import inline
+
+        inline.wait_idle(timeout=120)
+
+
+@pytest.fixture
+def hematologist(make_user):
+    return make_user("hematologist", username="hema")
+
+
+@pytest.fixture
+def annotator_and_patient(make_user, hematologist):
+    from webapp.patients.services import patient_create
+
+    make_user("annotator", username="anno")
+    return patient_create(user=hematologist, identifier="E2E-002")
+
+
+def test_hematologist_uploads_a_smear_and_sees_boxes_and_differential(
+    hematologist, live_server, tmp_path, screenshots, browser
+):
+    name, data, _true_boxes = smear_field(0)
+    smear = tmp_path / name
+    smear.write_bytes(data)
+
+    page, errors = _open_page(browser)
+    try:
+        # A wrong password is shown as the API's message.
+        page.goto(live_server.url + "/")
+        page.fill("#username", "hema")
+        page.fill("#password", "not-the-password")
+        page.click("form.login-card button[type=submit]")
+        assert "Wrong username or password" in page.locator(".alert-error").inner_text()
+
+        page.fill("#password", PASSWORD)
+        page.click("form.login-card button[type=submit]")
+        page.wait_for_selector("#current-user")
+
+        page.fill("#patient-identifier", "E2E-001")
+        page.fill("#patient-notes", "Created by the browser test")
+        page.click("#new-patient-form button[type=submit]")
+        page.wait_for_selector("h1:has-text('Patient E2E-001')")
+
+        # A file that is not an image is refused by the API, and the user reads why.
+        not_an_image = tmp_path / "notes.png"
+        not_an_image.write_text("these are notes, not a smear")
+        page.set_input_files("#slide-images", str(not_an_image))
+        page.click("#upload-form button[type=submit]")
+        assert page.locator("#upload-form .alert-error").inner_text().strip()
+        assert page.locator("#slide-table").count() == 0 and page.get_by_text("No slides yet.").is_visible()
+
+        page.set_input_files("#slide-images", str(smear))
+        page.click("#upload-form button[type=submit]")
+        page.wait_for_url(re.compile(r"#/slides/\d+$"))
+        page.wait_for_selector(".status-card [data-status]")
+        page.screenshot(path=str(screenshots / "e2e-1-uploaded.png"))
+
+        page.wait_for_selector(".status-card [data-status=analyzed]", timeout=ANALYSIS_TIMEOUT_MS)
+        viewer = page.wait_for_selector("#slide-viewer[data-image-state=loaded]")
+        boxes = int(viewer.get_attribute("data-box-count"))
+        assert boxes >= 1, "the analysis found no white blood cell in a smear that has one"
+        assert page.locator("#cell-table tbody tr").count() == boxes
+        assert page.locator("#slide-viewer canvas").count() >= 1
+
+        differential = page.locator("#differential-table")
+        assert differential.is_visible()
+        assert differential.locator("tbody tr").count() >= 1
+        assert differential.locator("tfoot").inner_text().split()[-1] == str(boxes)
+        assert "%" in differential.locator("tbody").inner_text()
+
+        page.locator("#cell-table tbody tr").first.click()
+        page.screenshot(path=str(screenshots / "e2e-2-analyzed.png"), full_page=True)
+
+        # The slide is listed on its patient's page as analyzed.
+        page.click(".crumbs a")
+        page.wait_for_selector("#slide-table [data-status=analyzed]")
+        page.screenshot(path=str(screenshots / "e2e-3-patient.png"))
+        assert errors == [], f"JavaScript errors on the page: {errors}"
+    finally:
+        page.close()
+        _wait_idle_jobs()
+
+
+def test_annotator_is_not_offered_patient_creation_or_upload(annotator_and_patient, live_server, browser):
+    patient = annotator_and_patient
+    page, errors = _open_page(browser)
+    try:
+        _log_in(page, live_server, "anno")
+        page.wait_for_selector("#patient-table")
+        assert page.locator("#new-patient-form").count() == 0
+
+        page.click("#patient-table a:has-text('E2E-002')")
+        page.wait_for_selector("h1:has-text('Patient E2E-002')")
+        page.wait_for_selector("text=No slides yet.")
+        assert page.locator("#upload-form").count() == 0
+        assert page.url.endswith(f"#/patients/{patient.pk}")
+        assert errors == [], f"JavaScript errors on the page: {errors}"
+    finally:
+        page.close()
