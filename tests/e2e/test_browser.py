@@ -97,7 +97,7 @@ def annotator_and_patient(make_user, hematologist):
 
 
 def test_hematologist_uploads_a_smear_and_sees_boxes_and_differential(
-    hematologist, live_server, tmp_path, screenshots, browser
+    hematologist, live_server, job_runner, tmp_path, screenshots, browser
 ):
     name, data, _true_boxes = smear_field(0)
     smear = tmp_path / name
