@@ -2,25 +2,45 @@
 
 Public API (used by ``ml.analyze`` and the worker)::
 
-    localizer = load_localizer("classical")      # or a deep-detector run directory / checkpoint
+    localizer = load_localizer("classical")      # or a deep-detector run directory / model.pt / "deep:PATH"
     boxes = localizer.detect(rgb_array)          # list[ml.boxes.Box], pixels of the original image
+
+Two methods a user can choose between and compare:
+
+* ``classical`` (:mod:`ml.localization.classical`): OpenCV nucleus segmentation with a box
+  calibration fitted on annotated fields; parameters in ``classical.yaml`` (``tune`` rewrites them).
+* ``deep`` (:mod:`ml.localization.deep`): a centre-heatmap detector (WBC, RBC, platelets) trained
+  from boxes with ``python -m ml.localization train``.
+
+Both tile large images internally (bounded memory, ``progress`` callback from 0 to 1). Annotation
+import/export (Pascal VOC, COCO, YOLO) lives in :mod:`ml.localization.formats`; metrics in
+:mod:`ml.localization.metrics`. Data and the fixed BCCD split: :mod:`ml.localization.data`.
+The command line: ``python -m ml.localization {train,tune,evaluate,predict,convert} --help``.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from ml.localization.classical import ClassicalLocalizer
+from ml.localization.classical import ClassicalConfig, ClassicalLocalizer
 
 
 def load_localizer(spec: str | os.PathLike = "classical"):
-    """Build a localizer from ``"classical"`` or the path of a trained deep-detector run."""
-    if str(spec) == "classical":
+    """Build a localizer from ``"classical"``, ``"classical:CONFIG.yaml"``, or a trained deep-detector
+    run (its directory, its ``model.pt``, or ``"deep:PATH"``)."""
+    text = str(spec)
+    if text == "classical":
         return ClassicalLocalizer()
-    path = Path(spec)
+    if text.startswith("classical:"):
+        return ClassicalLocalizer(ClassicalConfig.load(text.removeprefix("classical:")))
+    path = Path(text.removeprefix("deep:"))
     if not path.exists():
-        raise ValueError(f"unknown localizer {spec!r}: use 'classical' or the path of a trained run")
-    raise ValueError(f"{path} is not a localizer run this version can read")
+        raise ValueError(f"unknown localizer {text!r}: use 'classical' or the path of a trained run")
+    if path.is_dir() and not (path / "model.pt").exists():
+        raise ValueError(f"{path} is not a localizer run this version can read (no model.pt)")
+    from ml.localization.deep import DeepLocalizer
+
+    return DeepLocalizer(path)
 
 
-__all__ = ["ClassicalLocalizer", "load_localizer"]
+__all__ = ["ClassicalConfig", "ClassicalLocalizer", "load_localizer"]

@@ -12,10 +12,11 @@ Steps (parameters in :class:`ClassicalConfig`, defaults in ``classical.yaml``, s
    nucleus (neutrophils have 2-5).
 4. *Splitting.* Groups much larger than one cell are split by a distance-transform watershed.
 5. *Filters.* Area (nucleus pixels) and solidity bounds reject platelets, debris and stain blobs.
-6. *Cytoplasm and box.* Optionally the box grows to the connected non-background, non-red
-   region around the nucleus (the cytoplasm); the nucleus or cell box is then mapped to the cell
-   box by a linear calibration (``box_scale``, ``box_offset``) fitted on annotated training
-   fields, i.e. it learns where annotators draw the edge.
+6. *Cytoplasm and box.* Optionally rays cast from the nucleus centre find where the cell
+   meets the background (the cytoplasm edge; leaks into touching red cells are clipped); the
+   nucleus and cytoplasm boxes are then mapped to the cell
+   box by a linear calibration (``box_coef_w``, ``box_coef_h``, ``centre_offset``) fitted on
+   annotated training fields, i.e. it learns where annotators draw the edge.
 
 Images are processed at ``work_scale`` of their size (faster, and the morphology sizes are
 given at that scale, in pixels of a 640x480 BCCD field at ``work_scale``); large images are tiled.
@@ -39,22 +40,26 @@ CHANNELS = ("blue_ratio", "neg_b", "sat", "b_minus_r")
 
 @dataclass
 class ClassicalConfig:
-    channel: str = "blue_ratio"
+    channel: str = "neg_b"
     work_scale: float = 0.5
     blur: int = 5  # Gaussian kernel (odd, pixels at work scale)
     threshold_offset: float = 0.0  # added to the Otsu threshold
-    threshold_floor: float = 0.0  # the threshold never goes below this (channel units 0..255)
+    threshold_floor: float = 138.0  # never below this (channel units): a field without WBC has no nucleus mode
     open_radius: int = 1
     group_radius: int = 6
     min_area: float = 250.0  # nucleus pixels at work scale
     max_area: float = 20000.0
     min_solidity: float = 0.0
     split_area: float = 6000.0  # a group larger than this is split by watershed
-    use_cytoplasm: bool = False
-    cytoplasm_radius: int = 30  # how far (work-scale pixels) the cytoplasm may extend beyond the nucleus
-    cytoplasm_contrast: float = 4.0  # cytoplasm is at least this much darker (Lab L) than the background
-    box_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # (x, y): cell size = scale*size + offset
-    box_offset: list[float] = field(default_factory=lambda: [0.0, 0.0])  # original-image pixels
+    use_cytoplasm: bool = True
+    cytoplasm_radius: int = 15  # how far (work-scale pixels) the cytoplasm may extend beyond the nucleus
+    cytoplasm_contrast: float = 10.0  # cytoplasm is at least this much darker (Lab L) than the background
+    cytoplasm_clip: float = 1.25  # rays longer than this times their median are clipped
+    # cell box width/height = coef . (nucleus w, nucleus h, cytoplasm w, cytoplasm h, sqrt(nucleus area), 1),
+    # in original-image pixels; centre = mean of nucleus and cytoplasm centres + centre_offset
+    box_coef_w: list[float] = field(default_factory=lambda: [0.0, 0.0, 1.0, 0.0, 0.0, 30.0])
+    box_coef_h: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 1.0, 0.0, 30.0])
+    centre_offset: list[float] = field(default_factory=lambda: [0.0, 0.0])
     score_area: float = 1500.0  # nucleus area (work-scale pixels) that scores ~0.63
     score_threshold: float = 0.0
     tile: int = 2048
@@ -207,15 +212,12 @@ class ClassicalLocalizer:
         return [(markers == k, (markers == k) & nuc) for k in range(1, n)]
 
     def _cell_mask(self, small: np.ndarray) -> np.ndarray:
-        """Pixels that may be WBC cytoplasm: darker than the background (Otsu on Lab L) and not red
-        like an RBC (Otsu on Lab a*)."""
-        lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB)
-        light = cv2.GaussianBlur(lab[..., 0], (5, 5), 0)
-        a = cv2.GaussianBlur(lab[..., 1], (5, 5), 0)
+        """Pixels darker than the background (Lab L, background level from Otsu): cells, including
+        the pale WBC cytoplasm. Touching red cells are handled by the ray clipping in ``_grow``."""
+        light = cv2.GaussianBlur(cv2.cvtColor(small, cv2.COLOR_RGB2LAB)[..., 0], (5, 5), 0)
         t_light, _ = cv2.threshold(light, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-        t_a, _ = cv2.threshold(a, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
         bg_light = float(np.median(light[light > t_light])) if (light > t_light).any() else 255.0
-        return ((light < bg_light - self.config.cytoplasm_contrast) & (a < t_a)).astype(np.uint8)
+        return (light < bg_light - self.config.cytoplasm_contrast).astype(np.uint8)
 
     def _grow(self, cell_mask: np.ndarray, nb: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
         """Cast rays from the nucleus centre to where the cytoplasm ends; outliers (leaks into
@@ -234,18 +236,28 @@ class ClassicalLocalizer:
         on = (cell_mask[ys, xs] > 0) | inside_nuc
         off = ~on
         first_off = np.where(off.any(axis=1), off.argmax(axis=1), len(t)).astype(np.float32)
-        r = np.minimum(first_off, 1.25 * np.median(first_off))
+        r = np.minimum(first_off, self.config.cytoplasm_clip * np.median(first_off))
         px, py = cx + dx[:, 0] * r, cy + dy[:, 0] * r
         return (float(px.min()), float(py.min()), float(px.max()), float(py.max()))
 
     # -- boxes -------------------------------------------------------------------------
+    def box_features(self, cand: Candidate) -> tuple[np.ndarray, float, float]:
+        """Calibration features in original pixels, and the uncalibrated centre."""
+        s = self.config.work_scale
+        n = [v / s for v in cand.nucleus]
+        c = [v / s for v in cand.cell]
+        f = np.array([n[2] - n[0], n[3] - n[1], c[2] - c[0], c[3] - c[1], np.sqrt(cand.area) / s, 1.0])
+        cx = (n[0] + n[2] + c[0] + c[2]) / 4
+        cy = (n[1] + n[3] + c[1] + c[3]) / 4
+        return f, cx, cy
+
     def calibrate(self, cand: Candidate) -> Box:
         """Map a candidate (work-scale pixels) to a cell box in original pixels."""
         cfg = self.config
-        x0, y0, x1, y1 = (v / cfg.work_scale for v in cand.cell)
-        cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
-        w = max(1.0, cfg.box_scale[0] * w + cfg.box_offset[0])
-        h = max(1.0, cfg.box_scale[1] * h + cfg.box_offset[1])
+        f, cx, cy = self.box_features(cand)
+        cx, cy = cx + cfg.centre_offset[0], cy + cfg.centre_offset[1]
+        w = max(1.0, float(np.dot(cfg.box_coef_w, f)))
+        h = max(1.0, float(np.dot(cfg.box_coef_h, f)))
         return Box(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, "WBC", cand.score)
 
     def detect(self, image: np.ndarray, *, progress: Callable[[float], None] | None = None,

@@ -18,37 +18,39 @@ from ml.localization.classical import CHANNELS, ClassicalConfig, ClassicalLocali
 from ml.localization.metrics import detection_metrics
 
 
-def _pairs(loc: ClassicalLocalizer, cands: Sequence, gts: Sequence[Sequence[Box]], sizes):
-    """(candidate box in original pixels, ground-truth box) for GT boxes not cut by the image edge."""
-    s = loc.config.work_scale
-    out = []
+def fit_calibration(loc: ClassicalLocalizer, cands, gts, sizes) -> ClassicalConfig:
+    """Least-squares fit of the cell box size (and a centre offset) from the candidate features.
+
+    Each ground-truth WBC not cut by the image edge is paired with the largest candidate whose
+    nucleus centre lies inside it. Returns the config with the fitted calibration.
+    """
+    feats, targets_w, targets_h, dxs, dys = [], [], [], [], []
     for cs, g, (w, h) in zip(cands, gts, sizes):
         for gt in g:
             if gt.x0 <= 1 or gt.y0 <= 1 or gt.x1 >= w - 1 or gt.y1 >= h - 1:
                 continue
-            inside = [c for c in cs if gt.x0 <= (c.cell[0] + c.cell[2]) / 2 / s <= gt.x1
-                      and gt.y0 <= (c.cell[1] + c.cell[3]) / 2 / s <= gt.y1]
+            inside = []
+            for c in cs:
+                f, cx, cy = loc.box_features(c)
+                if gt.x0 <= cx <= gt.x1 and gt.y0 <= cy <= gt.y1:
+                    inside.append((c.area, f, cx, cy))
             if inside:
-                c = max(inside, key=lambda c: c.area)
-                out.append(([v / s for v in c.cell], gt.as_list()))
-    return out
-
-
-def fit_calibration(loc: ClassicalLocalizer, cands, gts, sizes) -> ClassicalConfig:
-    """Least-squares ``size_gt = scale * size + offset`` per axis; returns the updated config."""
-    pairs = _pairs(loc, cands, gts, sizes)
-    if len(pairs) < 3:
+                _, f, cx, cy = max(inside, key=lambda t: t[0])
+                feats.append(f)
+                targets_w.append(gt.width)
+                targets_h.append(gt.height)
+                dxs.append((gt.x0 + gt.x1) / 2 - cx)
+                dys.append((gt.y0 + gt.y1) / 2 - cy)
+    if len(feats) < 3:
         return loc.config
-    c = np.array([p[0] for p in pairs])
-    g = np.array([p[1] for p in pairs])
-    scale, offset = [], []
-    for ax in (0, 1):
-        x = c[:, ax + 2] - c[:, ax]
-        y = g[:, ax + 2] - g[:, ax]
-        a, b = np.polyfit(x, y, 1)
-        scale.append(float(a))
-        offset.append(float(b))
-    return replace(loc.config, box_scale=scale, box_offset=offset)
+    X = np.array(feats)
+    if len(feats) < 30:  # too few cells for six coefficients: size from the cytoplasm box alone
+        X = X * np.array([0, 0, 1, 1, 0, 1])
+    ridge = 1e-3 * np.eye(X.shape[1])  # the nucleus and cytoplasm features are collinear without cytoplasm
+    coef_w = np.linalg.solve(X.T @ X + ridge, X.T @ np.array(targets_w))
+    coef_h = np.linalg.solve(X.T @ X + ridge, X.T @ np.array(targets_h))
+    return replace(loc.config, box_coef_w=[float(v) for v in coef_w], box_coef_h=[float(v) for v in coef_h],
+                   centre_offset=[float(np.median(dxs)), float(np.median(dys))])
 
 
 def evaluate_config(cfg: ClassicalConfig, images: Sequence[np.ndarray], gts, *, fit: bool = True,
@@ -96,12 +98,15 @@ def tune_classical(images: Sequence[np.ndarray], gts, *, start: ClassicalConfig 
             channel=pick("channel", CHANNELS[:2], base.channel) if not local else base.channel,
             blur=pick("blur", [1, 3, 5, 7], base.blur),
             threshold_offset=pick("threshold_offset", [-10, -6, -3, 0, 3, 6, 10], base.threshold_offset),
+            threshold_floor=pick("threshold_floor", [0.0, 130.0, 134.0, 138.0, 142.0], base.threshold_floor),
             open_radius=pick("open_radius", [0, 1, 2], base.open_radius),
             group_radius=pick("group_radius", [3, 5, 7, 9, 12], base.group_radius),
             min_area=pick("min_area", [100, 150, 250, 400, 600], base.min_area),
             split_area=pick("split_area", [4000, 6000, 9000, 1e9], base.split_area),
             use_cytoplasm=pick("use_cytoplasm", [False, True], base.use_cytoplasm),
-            cytoplasm_radius=pick("cytoplasm_radius", [10, 20, 30, 40], base.cytoplasm_radius),
+            cytoplasm_radius=pick("cytoplasm_radius", [10, 15, 20, 30], base.cytoplasm_radius),
+            cytoplasm_contrast=pick("cytoplasm_contrast", [4, 7, 10, 14, 18], base.cytoplasm_contrast),
+            cytoplasm_clip=pick("cytoplasm_clip", [1.1, 1.25, 1.4, 1.7], base.cytoplasm_clip),
             score_area=pick("score_area", [500, 1000, 1500, 2500], base.score_area),
         )
         cfg, m = evaluate_config(cand, images, gts)
