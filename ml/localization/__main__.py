@@ -51,7 +51,7 @@ def cmd_train(args) -> int:
         raise ValueError(f"{args.data}: no training fields")
     cfg = TrainConfig(backbone=args.backbone, pretrained=args.pretrained, epochs=args.epochs,
                       img_size=args.img_size, scale=args.scale, batch_size=args.batch_size, lr=args.lr,
-                      num_threads=args.threads, seed=args.seed)
+                      num_threads=args.threads, seed=args.seed, ema=args.ema)
     torch.set_num_threads(args.threads)
     summary = train_detector(fit, val, args.out, cfg, progress=not args.quiet)
     if val:
@@ -173,13 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     common(t)
     t.add_argument("--method", choices=["deep"], default="deep")
     t.add_argument("--out", required=True, help="run directory to write")
-    t.add_argument("--epochs", type=int, default=120)
-    t.add_argument("--img-size", type=int, default=256, help="square training crop, input pixels")
+    t.add_argument("--epochs", type=int, default=80)
+    t.add_argument("--img-size", type=int, default=256, help="square training crop, input pixels (default 256)")
     t.add_argument("--scale", type=float, default=0.4, help="input pixels per image pixel (default 0.4)")
     t.add_argument("--batch-size", type=int, default=16)
     t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--backbone", default="tiny", help="'tiny', 'small' or timm:<model> (default tiny)")
     t.add_argument("--pretrained", action="store_true", help="timm backbones: start from pretrained weights")
+    t.add_argument("--ema", type=float, default=0.0, help="weight averaging decay, e.g. 0.998 (default off)")
     t.add_argument("--val-every", type=int, default=10, help="every Nth field validates (0: none)")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=cmd_train)

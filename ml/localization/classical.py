@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from ml.boxes import Box
-from ml.localization.tiling import detect_tiled
+from ml.localization.tiling import detect_tiled, nms
 
 CONFIG_PATH = Path(__file__).with_name("classical.yaml")
 CHANNELS = ("blue_ratio", "neg_b", "sat", "b_minus_r")
@@ -51,6 +51,7 @@ class ClassicalConfig:
     max_area: float = 20000.0
     min_solidity: float = 0.0
     split_area: float = 6000.0  # a group larger than this is split by watershed
+    split_peak: float = 0.5  # watershed markers: distance maxima above this fraction of the largest
     use_cytoplasm: bool = True
     cytoplasm_radius: int = 15  # how far (work-scale pixels) the cytoplasm may extend beyond the nucleus
     cytoplasm_contrast: float = 10.0  # cytoplasm is at least this much darker (Lab L) than the background
@@ -60,6 +61,7 @@ class ClassicalConfig:
     box_coef_w: list[float] = field(default_factory=lambda: [0.0, 0.0, 1.0, 0.0, 0.0, 30.0])
     box_coef_h: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 1.0, 0.0, 30.0])
     centre_offset: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    nms_iou: float = 0.5  # of two boxes overlapping more than this, the lower-scoring one is dropped
     score_area: float = 1500.0  # nucleus area (work-scale pixels) that scores ~0.63
     score_threshold: float = 0.0
     tile: int = 2048
@@ -196,20 +198,27 @@ class ClassicalLocalizer:
                 out.append(Candidate(nb, cb, a, score))
         return out
 
-    @staticmethod
-    def _split(comp: np.ndarray, nuc: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Split a group at the valleys of its distance transform (marker-based watershed)."""
+    def _split(self, comp: np.ndarray, nuc: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Split a group at the valleys of its distance transform (marker-based watershed).
+
+        Markers are the distance-transform maxima higher than ``split_peak`` times the largest
+        one and at least that far apart, so two touching nuclei give two markers while the lobes
+        of one neutrophil (thin, low maxima) do not."""
         dist = cv2.distanceTransform(comp.astype(np.uint8), cv2.DIST_L2, 5)
-        peaks = (dist >= 0.6 * dist.max()).astype(np.uint8)
-        n, markers = cv2.connectedComponents(peaks)
+        top = float(dist.max())
+        if top <= 0:
+            return [(comp, nuc)]
+        size = max(3, int(top) | 1)
+        peaks = ((dist >= self.config.split_peak * top) & (dist >= cv2.dilate(dist, _disk(size // 2)))).astype(np.uint8)
+        n, markers = cv2.connectedComponents(cv2.dilate(peaks, _disk(2)))
         if n <= 2:
             return [(comp, nuc)]
-        markers = markers.astype(np.int32)
-        markers[(comp == 0)] = n  # background marker
-        rgb = cv2.cvtColor((255 - np.clip(dist * 255 / max(dist.max(), 1), 0, 255)).astype(np.uint8),
-                           cv2.COLOR_GRAY2BGR)
-        cv2.watershed(rgb, markers)
-        return [(markers == k, (markers == k) & nuc) for k in range(1, n)]
+        markers = markers.astype(np.int32) + 1
+        markers[comp == 0] = 1  # background marker
+        markers[(comp > 0) & (markers == 1)] = 0  # unknown: to be flooded
+        grey = (255 - np.clip(dist * 255 / top, 0, 255)).astype(np.uint8)
+        cv2.watershed(cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR), markers)
+        return [(markers == k, (markers == k) & nuc) for k in range(2, n + 1)]
 
     def _cell_mask(self, small: np.ndarray) -> np.ndarray:
         """Pixels darker than the background (Lab L, background level from Otsu): cells, including
@@ -260,6 +269,11 @@ class ClassicalLocalizer:
         h = max(1.0, float(np.dot(cfg.box_coef_h, f)))
         return Box(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, "WBC", cand.score)
 
+    def boxes_from(self, cands: list[Candidate], width: int, height: int) -> list[Box]:
+        """Calibrated, clipped boxes of candidates, overlapping ones suppressed."""
+        boxes = [b for b in (self.calibrate(c).clip(width, height) for c in cands) if b.area > 0]
+        return nms(boxes, self.config.nms_iou) if self.config.nms_iou < 1.0 else boxes
+
     def detect(self, image: np.ndarray, *, progress: Callable[[float], None] | None = None,
                min_score: float | None = None) -> list[Box]:
         """WBC boxes in original pixels (large images tiled, sharing one threshold)."""
@@ -270,7 +284,6 @@ class ClassicalLocalizer:
 
         def one(tile: np.ndarray) -> list[Box]:
             th, tw = tile.shape[:2]
-            boxes = [self.calibrate(c).clip(tw, th) for c in self.candidates(tile, thr)]
-            return [b for b in boxes if b.score >= min_score and b.area > 0]
+            return [b for b in self.boxes_from(self.candidates(tile, thr), tw, th) if b.score >= min_score]
 
         return detect_tiled(image, one, tile=self.config.tile, overlap=self.config.overlap, progress=progress)

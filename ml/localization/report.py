@@ -28,6 +28,8 @@ def evaluate_localizer(localizer, samples: Sequence[Sample], *, label: str = "WB
     preds, seconds = [], []
     op = float(getattr(localizer, "score_threshold", None) or getattr(getattr(localizer, "config", None),
                                                                        "score_threshold", 0.0) or 0.0)
+    if samples:  # warm-up (first-call allocations), not timed
+        localizer.detect(load_image(samples[0].image_path))
     for s in tqdm(samples, desc="evaluate", disable=not progress):
         img = load_image(s.image_path)
         t0 = time.perf_counter()

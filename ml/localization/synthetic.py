@@ -13,9 +13,9 @@ from ml.boxes import Box
 
 def draw_wbc(img: np.ndarray, cx: float, cy: float, r: float, rng: np.random.Generator) -> Box:
     cv2.circle(img, (int(cx), int(cy)), int(r), (205, 185, 215), -1, lineType=cv2.LINE_AA)
-    for _ in range(int(rng.integers(2, 5))):
+    for _ in range(int(rng.integers(3, 5))):
         ox, oy = rng.uniform(-0.35, 0.35, 2) * r
-        axes = (int(r * rng.uniform(0.25, 0.35)), int(r * rng.uniform(0.18, 0.28)))
+        axes = (int(r * rng.uniform(0.32, 0.42)), int(r * rng.uniform(0.24, 0.32)))
         cv2.ellipse(img, (int(cx + ox), int(cy + oy)), axes, float(rng.uniform(0, 180)), 0, 360,
                     (100, 60, 165), -1, lineType=cv2.LINE_AA)
     return Box(float(int(cx) - int(r)), float(int(cy) - int(r)), float(int(cx) + int(r) + 1),

@@ -40,7 +40,8 @@ def test_targets_decode_back_to_the_boxes():
 def test_short_training_on_real_fields_lowers_the_loss_and_yields_a_working_run(smear_samples, tmp_path):
     torch.manual_seed(0)
     fit, val = smear_samples[:8], smear_samples[8:10]
-    cfg = TrainConfig(width=32, img_size=192, batch_size=4, max_steps=40, val_every=100, lr=4e-3, num_threads=2)
+    cfg = TrainConfig(width=32, img_size=160, scale=0.4, batch_size=4, max_steps=30, val_every=100, lr=4e-3,
+                      num_threads=2)
     summary = train_detector(fit, val, tmp_path / "run", cfg, progress=False)
     assert summary["final_loss"] < 0.7 * summary["first_loss"]
     for name in ("config.json", "model.pt", "history.json", "loss.png"):
