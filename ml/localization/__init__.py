@@ -4,6 +4,10 @@ Public API (used by ``ml.analyze`` and the worker)::
 
     localizer = load_localizer("classical")      # or a deep-detector run directory / model.pt / "deep:PATH"
     boxes = localizer.detect(rgb_array)          # list[ml.boxes.Box], pixels of the original image
+    everything = localizer.detect(rgb_array, labels=None)   # deep: also "RBC" and "Platelets" boxes
+
+``detect`` returns white cells only unless ``labels=None`` is passed, so callers that classify
+every box (``ml.analyze``) need no change when the deep detector is chosen.
 
 Two methods a user can choose between and compare:
 

@@ -117,7 +117,7 @@ def cmd_predict(args) -> int:
             img = load_image(path)
         except Exception as exc:  # PIL raises several types for unreadable files
             raise ValueError(f"{path}: cannot read image ({exc})") from None
-        boxes = loc.detect(img, min_score=args.min_score) if args.min_score is not None else loc.detect(img)
+        boxes = loc.detect(img, min_score=args.min_score, labels=("WBC",) if args.wbc_only else None)
         out.append({"image": str(path), "width": img.shape[1], "height": img.shape[0], "method": loc.method,
                     "boxes": [{"label": b.label, "score": round(b.score, 4),
                                "box": [round(v, 1) for v in b.as_list()]} for b in boxes]})
@@ -205,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     method(r)
     r.add_argument("images", nargs="+")
     r.add_argument("--min-score", type=float, help="report boxes down to this score (default: trained threshold)")
+    r.add_argument("--wbc-only", action="store_true", help="only white cells (default: every class found)")
     r.add_argument("--threads", type=int, default=2)
     r.set_defaults(func=cmd_predict)
 

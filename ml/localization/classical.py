@@ -275,10 +275,13 @@ class ClassicalLocalizer:
         return nms(boxes, self.config.nms_iou) if self.config.nms_iou < 1.0 else boxes
 
     def detect(self, image: np.ndarray, *, progress: Callable[[float], None] | None = None,
-               min_score: float | None = None) -> list[Box]:
-        """WBC boxes in original pixels (large images tiled, sharing one threshold)."""
+               min_score: float | None = None, labels: tuple[str, ...] | None = ("WBC",)) -> list[Box]:
+        """WBC boxes in original pixels (large images tiled, sharing one threshold). The classical
+        method finds white cells only; ``labels`` is accepted for symmetry with the deep detector."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.shape} {image.dtype}")
+        if labels is not None and "WBC" not in labels:
+            return []
         thr = self.threshold_for(image)
         min_score = self.config.score_threshold if min_score is None else min_score
 

@@ -273,13 +273,21 @@ class DeepLocalizer:
                                                 min_score=min_score)[0]]
 
     def detect(self, image: np.ndarray, *, progress: Callable[[float], None] | None = None,
-               min_score: float | None = None) -> list[Box]:
-        """Boxes of every class the model knows, scores in [0, 1]; ``min_score`` overrides the trained threshold."""
+               min_score: float | None = None, labels: tuple[str, ...] | None = ("WBC",)) -> list[Box]:
+        """Boxes in original pixels, scores in [0, 1].
+
+        By default only white cells (what ``ml.analyze`` classifies); ``labels=None`` returns every
+        class the model knows (RBC and platelet counts). ``min_score`` overrides the trained threshold.
+        """
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.shape} {image.dtype}")
         thr = self.score_threshold if min_score is None else min_score
-        return detect_tiled(image, lambda t: self._detect_tile(t, thr), tile=self.tile, overlap=self.overlap,
-                            progress=progress)
+
+        def one(tile: np.ndarray) -> list[Box]:
+            found = self._detect_tile(tile, thr)
+            return found if labels is None else [b for b in found if b.label in labels]
+
+        return detect_tiled(image, one, tile=self.tile, overlap=self.overlap, progress=progress)
 
 
 def read_run_metrics(run_dir: str | os.PathLike) -> dict:

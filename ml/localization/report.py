@@ -29,11 +29,11 @@ def evaluate_localizer(localizer, samples: Sequence[Sample], *, label: str = "WB
     op = float(getattr(localizer, "score_threshold", None) or getattr(getattr(localizer, "config", None),
                                                                        "score_threshold", 0.0) or 0.0)
     if samples:  # warm-up (first-call allocations), not timed
-        localizer.detect(load_image(samples[0].image_path))
+        localizer.detect(load_image(samples[0].image_path), labels=None)
     for s in tqdm(samples, desc="evaluate", disable=not progress):
         img = load_image(s.image_path)
         t0 = time.perf_counter()
-        boxes = localizer.detect(img, min_score=min(0.01, op))
+        boxes = localizer.detect(img, min_score=min(0.01, op), labels=None)
         seconds.append(time.perf_counter() - t0)
         preds.append(boxes)
     gts = [s.annotation.of_label(label) for s in samples]

@@ -55,6 +55,6 @@ def synthetic_field(width: int = 640, height: int = 480, *, n_wbc: int = 1, n_rb
         boxes = [b for b in boxes if b.label != "RBC" or
                  (abs((b.x0 + b.x1) / 2 - cx) > r + 10 or abs((b.y0 + b.y1) / 2 - cy) > r + 10)]
         boxes.append(draw_wbc(img, cx, cy, r, rng).clip(width, height))
-    noise = rng.normal(0, 3, img.shape)
+    noise = 3 * rng.standard_normal(img.shape, dtype=np.float32)
     img = np.clip(cv2.GaussianBlur(img, (3, 3), 0) + noise, 0, 255).astype(np.uint8)
     return img, boxes
