@@ -129,6 +129,9 @@ class Candidate:
 
 class ClassicalLocalizer:
     method = "classical"
+    architecture = "classical"
+    version = "classical-2"
+    metrics: dict = {}
 
     def __init__(self, config: ClassicalConfig | str | os.PathLike | None = None):
         if config is None:

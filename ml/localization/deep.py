@@ -256,6 +256,9 @@ class DeepLocalizer:
         self.mean, self.std = meta["mean"], meta["std"]
         self.score_threshold = float(meta.get("score_threshold", 0.3) if score_threshold is None
                                      else score_threshold)
+        self.architecture = f"centernet-{meta['arch']['backbone'].replace(':', '-')}"
+        self.version = f"{path.parent.name}-{int(path.stat().st_mtime)}"
+        self.metrics = dict(meta.get("metrics", {}))
         self.tile = int(meta.get("tile", 2048))
         self.overlap = int(meta.get("overlap", 512))
         self.model = build_model({**meta["arch"], "_loading": True})

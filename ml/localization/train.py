@@ -47,6 +47,7 @@ class TrainConfig:
     seed: int = 0
     num_threads: int = 2
     max_steps: int | None = None  # stop early (tests)
+    time_budget_s: float | None = None  # stop after this many seconds of training (best checkpoint kept)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.25, 0.25, 0.25)
     tile: int = 2048
@@ -189,7 +190,7 @@ def train_detector(train: Sequence[Sample], val: Sequence[Sample], out_dir: str 
     random.seed(cfg.seed)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    (out / "config.json").write_text(json.dumps({"method": "deep", **asdict(cfg)}, indent=2))
+    (out / "config.json").write_text(json.dumps({"method": "deep", **asdict(cfg)}, indent=2, default=repr))
     arch = {"backbone": cfg.backbone, "width": cfg.width, "classes": list(cfg.classes),
             "pretrained": cfg.pretrained}
     model = build_model(arch)
@@ -244,8 +245,12 @@ def train_detector(train: Sequence[Sample], val: Sequence[Sample], out_dir: str 
             sums["reg"] += parts["reg"]
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-            if step >= total_steps:
+            if step >= total_steps or (cfg.time_budget_s and time.time() - t0 > cfg.time_budget_s):
+                total_steps = step
                 break
+        if epoch == 1 and cfg.time_budget_s:  # fit the schedule (cosine decay) into the budget
+            fits = int(cfg.time_budget_s / max(time.time() - t0, 1e-3))
+            total_steps = max(step, min(total_steps, fits * steps_per_epoch))
         rec = {"epoch": epoch, "step": step, "seconds": round(time.time() - t0, 1),
                **{k: v / max(n, 1) for k, v in sums.items()}}
         last = step >= total_steps
@@ -262,6 +267,9 @@ def train_detector(train: Sequence[Sample], val: Sequence[Sample], out_dir: str 
             if progress:
                 bar.write(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items()}))
         history.append(rec)
+        callback = cfg.extra.get("progress")
+        if callable(callback):
+            callback(min(1.0, step / max(total_steps, 1)), f"epoch {epoch} loss {rec['loss']:.3f}")
         (out / "history.json").write_text(json.dumps(history, indent=1))
         if last:
             break
@@ -282,6 +290,8 @@ def train_detector(train: Sequence[Sample], val: Sequence[Sample], out_dir: str 
                "final_loss": history[-1]["loss"] if history else None,
                "first_loss": history[0]["loss"] if history else None}
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    meta["metrics"] = summary
+    save_artifact(out / "model.pt", model, meta)
     _plot_history(history, out / "loss.png")
     return summary
 
@@ -309,3 +319,20 @@ def _plot_history(history: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def train_default(data_dir: str | Path | None, out: str | Path, *, time_budget_s: float | None = None,
+                  progress=None, epochs: int | None = None) -> Path:
+    """Train the default deep localizer on an annotated folder (BCCD when ``data_dir`` is None).
+
+    Every 10th field validates; ``time_budget_s`` bounds training. ``progress(fraction, message)``
+    is called once per epoch. Returns the run directory (``model.pt`` inside).
+    """
+    from ml.localization.data import bccd_root, load_split, train_val_split
+
+    samples = load_split(data_dir or bccd_root(), "all")
+    fit, val = train_val_split(samples)
+    cfg = TrainConfig(time_budget_s=time_budget_s, **({"epochs": epochs} if epochs else {}))
+    cfg.extra["progress"] = progress
+    train_detector(fit, val, out, cfg, progress=False)
+    return Path(out)

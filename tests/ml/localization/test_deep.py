@@ -74,3 +74,16 @@ def test_deep_without_a_checkpoint_is_a_clear_error(capsys, smear_samples):
     assert main(["predict", "--method", "deep", str(smear_samples[0].image_path)]) == 2
     assert "--checkpoint" in capsys.readouterr().err
     assert main(["predict", "--method", "deep", "--checkpoint", "/nonexistent/run", "x.jpg"]) == 2
+
+
+def test_train_default_respects_a_time_budget(smear_samples, tmp_path):
+    from ml.localization import train_default
+
+    root = smear_samples[0].image_path.parent.parent
+    seen = []
+    run = train_default(root, tmp_path / "default", time_budget_s=3.0, epochs=50,
+                        progress=lambda f, msg="": seen.append(f))
+    loc = load_localizer(run)
+    assert loc.architecture == "centernet-tiny" and "train_seconds" in loc.metrics
+    assert loc.metrics["train_seconds"] < 30
+    assert seen and seen[-1] == pytest.approx(1.0)
