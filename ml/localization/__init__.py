@@ -29,9 +29,10 @@ from pathlib import Path
 from ml.localization.classical import ClassicalConfig, ClassicalLocalizer
 
 
-def load_localizer(spec: str | os.PathLike = "classical"):
+def load_localizer(spec: str | os.PathLike = "classical", **options):
     """Build a localizer from ``"classical"``, ``"classical:CONFIG.yaml"``, or a trained deep-detector
-    run (its directory, its ``model.pt``, or ``"deep:PATH"``)."""
+    run (its directory, its ``model.pt``, or ``"deep:PATH"``). ``options`` go to the deep localizer
+    (``score_threshold``, ``rescale`` for another magnification)."""
     text = str(spec)
     if text == "classical":
         return ClassicalLocalizer()
@@ -44,7 +45,7 @@ def load_localizer(spec: str | os.PathLike = "classical"):
         raise ValueError(f"{path} is not a localizer run this version can read (no model.pt)")
     from ml.localization.deep import DeepLocalizer
 
-    return DeepLocalizer(path)
+    return DeepLocalizer(path, **options)
 
 
 def train_default(data_dir, out, *, time_budget_s=None, progress=None, epochs=None):

@@ -27,7 +27,7 @@ def _localizer(args):
         return load_localizer(f"classical:{args.config}" if args.config else "classical")
     if not args.checkpoint:
         raise ValueError("--method deep needs --checkpoint RUN_DIR (a directory written by 'train')")
-    return load_localizer(args.checkpoint)
+    return load_localizer(args.checkpoint, rescale=args.rescale)
 
 
 def _samples(args):
@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--method", choices=["classical", "deep"], default="classical")
         sp.add_argument("--checkpoint", help="deep: run directory (or model.pt) written by 'train'")
         sp.add_argument("--config", help="classical: parameter file (default: the packaged classical.yaml)")
+        sp.add_argument("--rescale", type=float, default=1.0,
+                        help="deep: multiply the trained input scale (about 2 when cells look half as large "
+                             "as in the training images)")
 
     t = sub.add_parser("train", help="train the deep detector")
     common(t)

@@ -242,7 +242,9 @@ class DeepLocalizer:
     method = "deep"
 
     def __init__(self, checkpoint: str | os.PathLike, *, score_threshold: float | None = None,
-                 num_threads: int | None = None):
+                 num_threads: int | None = None, rescale: float = 1.0):
+        """``rescale`` multiplies the trained input scale: use about 2 when cells appear half as large
+        as in the training images (lower magnification or camera resolution), 0.5 when twice as large."""
         path = resolve_checkpoint(checkpoint)
         try:
             blob = torch.load(path, map_location="cpu", weights_only=False)
@@ -252,7 +254,9 @@ class DeepLocalizer:
         self.path = path
         self.meta = meta
         self.classes: list[str] = list(meta["arch"]["classes"])
-        self.scale = float(meta["scale"])
+        if rescale <= 0:
+            raise ValueError(f"rescale must be positive, got {rescale}")
+        self.scale = float(meta["scale"]) * rescale
         self.mean, self.std = meta["mean"], meta["std"]
         self.score_threshold = float(meta.get("score_threshold", 0.3) if score_threshold is None
                                      else score_threshold)
