@@ -1,0 +1,135 @@
+"""Benchmark of the two WBC localizers on a fixed split of BCCD.
+
+Split (fixed, documented in ml/localization/data.py): the 304 annotation files of
+``../shared/datasets/bccd`` sorted by name; every 5th (positions 4, 9, 14, ...) is a test field
+(60 fields), the other 244 are training fields. The deep detector validates on every 10th
+training field (24) and trains on the remaining 220; the classical method tunes on all 244.
+Only the 60 test fields are scored. Metrics are for WBC: mean IoU (each ground-truth WBC matched
+to its best prediction at the operating threshold, averaged), precision/recall at IoU 0.5, COCO
+AP50 and AP50:95, and the median milliseconds per 640x480 field on the CPU with 2 torch threads.
+
+    python bench/localization.py                          # tune classical + train deep, then evaluate
+    python bench/localization.py --deep-run runs/deep     # evaluate an existing deep run instead
+    python bench/localization.py --tune-trials 60         # also search the classical parameters again
+
+Writes ``runs/bench/localization.json`` and per-method plots under ``runs/bench/``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help="BCCD folder (default $LEUKOLAB_DATASETS/bccd or ../shared/datasets/bccd)")
+    p.add_argument("--out", default=str(REPO / "runs" / "bench"))
+    p.add_argument("--tune-trials", type=int, default=0,
+                   help="classical parameter-search trials from the packaged config (default 0: only refit "
+                        "its box calibration on the training fields, which reproduces the packaged classical.yaml)")
+    p.add_argument("--deep-run", help="evaluate this trained run instead of training one")
+    p.add_argument("--epochs", type=int, default=80)
+    p.add_argument("--backbone", default="tiny")
+    p.add_argument("--scale", type=float, default=0.4)
+    p.add_argument("--img-size", type=int, default=256)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+
+    import torch
+
+    from ml.imageio import load_image
+    from ml.localization.classical import ClassicalConfig, ClassicalLocalizer
+    from ml.localization.data import bccd_root, load_split, train_val_split
+    from ml.localization.deep import DeepLocalizer
+    from ml.localization.report import evaluate_localizer, write_report
+    from ml.localization.train import TrainConfig, train_detector
+    from ml.localization.tune import tune_classical
+
+    torch.set_num_threads(args.threads)
+    data = args.data or bccd_root()
+    train, test = load_split(data, "train"), load_split(data, "test")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = {}
+
+    # classical: tune on the training fields (box calibration is fitted in every trial)
+    from ml.localization.tune import evaluate_config
+
+    cfg = ClassicalConfig.load()
+    t0 = time.time()
+    images = [load_image(s.image_path) for s in train]
+    wbc = [s.annotation.of_label("WBC") for s in train]
+    if args.tune_trials > 0:
+        cfg, _, _ = tune_classical(images, wbc, start=cfg, trials=args.tune_trials)
+    else:
+        cfg, _ = evaluate_config(cfg, images, wbc)  # refit the box calibration
+    cfg.save(out / "classical.yaml")
+    classical_train = time.time() - t0
+    m, preds = evaluate_localizer(ClassicalLocalizer(cfg), test, progress=True)
+    m["train_seconds"] = classical_train
+    write_report(out / "classical", m, test, preds)
+    rows["classical"] = m
+
+    # deep: train on the training fields (validation part chooses checkpoint and threshold)
+    if args.deep_run:
+        run = Path(args.deep_run)
+        summary = json.loads((run / "train_summary.json").read_text()) if (run / "train_summary.json").exists() else {}
+    else:
+        run = out / "deep"
+        fit, val = train_val_split(train)
+        tcfg = TrainConfig(backbone=args.backbone, scale=args.scale, img_size=args.img_size, epochs=args.epochs,
+                           num_threads=args.threads)
+        summary = train_detector(fit, val, run, tcfg)
+    m, preds = evaluate_localizer(DeepLocalizer(run), test, progress=True)
+    m["train_seconds"] = summary.get("train_seconds", float("nan"))
+    m["run"] = str(run)
+    write_report(out / "deep", m, test, preds)
+    rows["deep"] = m
+
+    # how far box regression goes: the classical box from the bare nucleus, then calibrated, then
+    # with the cytoplasm edge, each calibration fitted on the training fields only
+    from dataclasses import replace
+
+    train_images = [load_image(s.image_path) for s in train]
+    train_gts = [s.annotation.of_label("WBC") for s in train]
+    test_images = [load_image(s.image_path) for s in test]
+    test_gts = [s.annotation.of_label("WBC") for s in test]
+    bare = replace(cfg, use_cytoplasm=False, box_coef_w=[1, 0, 0, 0, 0, 0], box_coef_h=[0, 1, 0, 0, 0, 0],
+                   centre_offset=[0, 0])
+    edge = {"nucleus box": evaluate_config(bare, test_images, test_gts, fit=False)[1]}
+    fitted, _ = evaluate_config(bare, train_images, train_gts)
+    edge["nucleus box, calibrated"] = evaluate_config(fitted, test_images, test_gts, fit=False)[1]
+    fitted, _ = evaluate_config(replace(cfg, use_cytoplasm=True), train_images, train_gts)
+    edge["nucleus + cytoplasm, calibrated"] = evaluate_config(fitted, test_images, test_gts, fit=False)[1]
+    edge["deep (box regression)"] = rows["deep"]
+    rows["box_edge"] = {k: {"mean_iou": v["mean_iou"], "ap75": v["ap75"]} for k, v in edge.items()}
+    (out / "localization.json").write_text(json.dumps(rows, indent=2))
+    print(f"\nBCCD WBC localization, {len(test)} test fields ({len(train)} for training), "
+          f"CPU, {args.threads} torch threads")
+    head = f"{'method':<10} {'meanIoU':>8} {'recall50':>9} {'prec50':>7} {'AP50':>6} {'AP50:95':>8} " \
+           f"{'ms/img':>7} {'train s':>8}"
+    print(head)
+    print("-" * len(head))
+    for name in ("classical", "deep"):
+        r = rows[name]
+        print(f"{name:<10} {r['mean_iou']:>8.3f} {r['recall50']:>9.3f} {r['precision50']:>7.3f} {r['ap50']:>6.3f} "
+              f"{r['ap50_95']:>8.3f} {r['ms_per_image']:>7.1f} {r['train_seconds']:>8.0f}")
+    print("\nhow far box regression goes (test fields):")
+    for k, v in rows["box_edge"].items():
+        print(f"  {k:<34} mean IoU {v['mean_iou']:.3f}   AP75 {v['ap75']:.3f}")
+    d = rows["deep"]
+    if "RBC_ap50" in d or "Platelets_ap50" in d:
+        print(f"deep also detects: RBC AP50 {d.get('RBC_ap50', float('nan')):.3f} (incomplete RBC labels), "
+              f"Platelets AP50 {d.get('Platelets_ap50', float('nan')):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

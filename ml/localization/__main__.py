@@ -1,0 +1,237 @@
+"""Command line for WBC localization.
+
+    python -m ml.localization train --method deep --data DIR --out RUN_DIR [--epochs N --img-size PX ...]
+    python -m ml.localization tune --data DIR [--out classical.yaml] [--trials N]
+    python -m ml.localization evaluate --method classical|deep [--checkpoint RUN_DIR] --data DIR [--json]
+    python -m ml.localization predict --method classical|deep [--checkpoint RUN_DIR] IMAGE...
+    python -m ml.localization convert SRC DST --to voc|coco|yolo
+
+DIR is an annotated folder (Pascal VOC ``Annotations/`` + ``JPEGImages/``, COCO json, or YOLO
+``images/`` + ``labels/`` + ``classes.txt``). ``--split train|test|all`` picks a part of the
+fixed split (see :mod:`ml.localization.data`); the default is all fields.
+User errors print one line on stderr and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _localizer(args):
+    from ml.localization import load_localizer
+
+    if args.method == "classical":
+        return load_localizer(f"classical:{args.config}" if args.config else "classical")
+    if not args.checkpoint:
+        raise ValueError("--method deep needs --checkpoint RUN_DIR (a directory written by 'train')")
+    return load_localizer(args.checkpoint, rescale=args.rescale)
+
+
+def _samples(args):
+    from ml.localization.data import load_split
+
+    return load_split(args.data, args.split)
+
+
+def cmd_train(args) -> int:
+    if args.method != "deep":
+        raise ValueError("only '--method deep' is trained; fit the classical method with 'tune'")
+    import torch
+
+    from ml.localization.data import train_val_split
+    from ml.localization.report import evaluate_localizer, write_report
+    from ml.localization.train import TrainConfig, train_detector
+
+    samples = _samples(args)
+    fit, val = train_val_split(samples) if args.val_every > 0 else (samples, [])
+    if not fit:
+        raise ValueError(f"{args.data}: no training fields")
+    cfg = TrainConfig(backbone=args.backbone, pretrained=args.pretrained, epochs=args.epochs,
+                      img_size=args.img_size, scale=args.scale, batch_size=args.batch_size, lr=args.lr,
+                      num_threads=args.threads, seed=args.seed, ema=args.ema)
+    torch.set_num_threads(args.threads)
+    summary = train_detector(fit, val, args.out, cfg, progress=not args.quiet)
+    if val:
+        from ml.localization.deep import DeepLocalizer
+
+        metrics, preds = evaluate_localizer(DeepLocalizer(args.out), val)
+        metrics.update({"split": "validation", **summary})
+        write_report(args.out, metrics, val, preds)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from ml.imageio import load_image
+    from ml.localization.classical import ClassicalConfig
+    from ml.localization.tune import tune_classical
+
+    samples = _samples(args)
+    start = ClassicalConfig.load(args.config) if args.config else ClassicalConfig()
+    images = [load_image(s.image_path) for s in samples]
+    gts = [s.annotation.of_label("WBC") for s in samples]
+    cfg, metrics, history = tune_classical(images, gts, start=start, trials=args.trials, seed=args.seed,
+                                           progress=not args.quiet)
+    cfg.save(args.out)
+    if args.history:
+        Path(args.history).write_text(json.dumps(history, indent=1, default=float))
+    print(json.dumps({"config": str(args.out), **metrics}, indent=2))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import torch
+
+    from ml.localization.report import evaluate_localizer, write_report
+
+    torch.set_num_threads(args.threads)
+    loc = _localizer(args)
+    samples = _samples(args)
+    metrics, preds = evaluate_localizer(loc, samples, progress=not (args.json or args.quiet))
+    metrics["method"] = loc.method
+    if args.out:
+        write_report(args.out, metrics, samples, preds)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        for k, v in metrics.items():
+            print(f"{k:>18}: {v:.4f}" if isinstance(v, float) else f"{k:>18}: {v}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import torch
+
+    from ml.imageio import load_image
+
+    torch.set_num_threads(args.threads)
+    loc = _localizer(args)
+    out = []
+    for path in args.images:
+        if not Path(path).exists():
+            raise ValueError(f"{path}: no such image")
+        try:
+            img = load_image(path)
+        except Exception as exc:  # PIL raises several types for unreadable files
+            raise ValueError(f"{path}: cannot read image ({exc})") from None
+        boxes = loc.detect(img, min_score=args.min_score, labels=("WBC",) if args.wbc_only else None)
+        out.append({"image": str(path), "width": img.shape[1], "height": img.shape[0], "method": loc.method,
+                    "boxes": [{"label": b.label, "score": round(b.score, 4),
+                               "box": [round(v, 1) for v in b.as_list()]} for b in boxes]})
+    print(json.dumps(out if len(out) > 1 else out[0], indent=1))
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from ml.localization import formats
+
+    samples = formats.load_dataset(args.src)
+    dst = Path(args.dst)
+    labels = list(formats.DEFAULT_LABELS) + sorted(
+        {b.label for s in samples for b in s.annotation.boxes} - set(formats.DEFAULT_LABELS))
+    if args.to == "coco":
+        if dst.suffix != ".json":
+            dst.mkdir(parents=True, exist_ok=True)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        formats.write_coco([s.annotation for s in samples], dst if dst.suffix == ".json" else dst / "annotations.json",
+                           labels=labels)
+    elif args.to == "voc":
+        (dst / "Annotations").mkdir(parents=True, exist_ok=True)
+        for s in samples:
+            formats.write_voc(s.annotation, dst / "Annotations" / (Path(s.annotation.image).stem + ".xml"))
+    else:
+        (dst / "labels").mkdir(parents=True, exist_ok=True)
+        (dst / "classes.txt").write_text("\n".join(labels) + "\n")
+        for s in samples:
+            formats.write_yolo(s.annotation, dst / "labels" / (Path(s.annotation.image).stem + ".txt"), labels=labels)
+    print(f"wrote {len(samples)} annotations to {dst} ({args.to}); images are not copied")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ml.localization.classical import CONFIG_PATH
+
+    p = argparse.ArgumentParser(prog="python -m ml.localization", description="WBC localization")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, *, data_required=True):
+        sp.add_argument("--data", required=data_required, help="annotated folder (VOC, COCO or YOLO)")
+        sp.add_argument("--split", default="all", choices=["all", "train", "test"],
+                        help="part of the fixed split to use (default: all)")
+        sp.add_argument("--threads", type=int, default=2, help="CPU threads for torch (default 2)")
+        sp.add_argument("--quiet", action="store_true")
+
+    def method(sp):
+        sp.add_argument("--method", choices=["classical", "deep"], default="classical")
+        sp.add_argument("--checkpoint", help="deep: run directory (or model.pt) written by 'train'")
+        sp.add_argument("--config", help="classical: parameter file (default: the packaged classical.yaml)")
+        sp.add_argument("--rescale", type=float, default=1.0,
+                        help="deep: multiply the trained input scale (about 2 when cells look half as large "
+                             "as in the training images)")
+
+    t = sub.add_parser("train", help="train the deep detector")
+    common(t)
+    t.add_argument("--method", choices=["deep"], default="deep")
+    t.add_argument("--out", required=True, help="run directory to write")
+    t.add_argument("--epochs", type=int, default=80)
+    t.add_argument("--img-size", type=int, default=256, help="square training crop, input pixels (default 256)")
+    t.add_argument("--scale", type=float, default=0.4, help="input pixels per image pixel (default 0.4)")
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--backbone", default="tiny", help="'tiny', 'small' or timm:<model> (default tiny)")
+    t.add_argument("--pretrained", action="store_true", help="timm backbones: start from pretrained weights")
+    t.add_argument("--ema", type=float, default=0.0, help="weight averaging decay, e.g. 0.998 (default off)")
+    t.add_argument("--val-every", type=int, default=10, help="every Nth field validates (0: none)")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=cmd_train)
+
+    u = sub.add_parser("tune", help="search the classical parameters on annotated fields")
+    common(u)
+    u.add_argument("--config", help="starting parameters (default: built-in defaults)")
+    u.add_argument("--out", default=str(CONFIG_PATH), help=f"parameter file to write (default {CONFIG_PATH})")
+    u.add_argument("--trials", type=int, default=60)
+    u.add_argument("--seed", type=int, default=0)
+    u.add_argument("--history", help="also write every trial to this JSON file")
+    u.set_defaults(func=cmd_tune)
+
+    e = sub.add_parser("evaluate", help="metrics of a localizer on annotated fields")
+    common(e)
+    method(e)
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--out", help="also write metrics.json and plots here")
+    e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("predict", help="print the boxes found in images as JSON")
+    method(r)
+    r.add_argument("images", nargs="+")
+    r.add_argument("--min-score", type=float, help="report boxes down to this score (default: trained threshold)")
+    r.add_argument("--wbc-only", action="store_true", help="only white cells (default: every class found)")
+    r.add_argument("--threads", type=int, default=2)
+    r.set_defaults(func=cmd_predict)
+
+    c = sub.add_parser("convert", help="convert annotations between VOC, COCO and YOLO")
+    c.add_argument("src", help="annotated folder or COCO json")
+    c.add_argument("dst", help="output folder (or .json file for COCO)")
+    c.add_argument("--to", required=True, choices=["voc", "coco", "yolo"])
+    c.set_defaults(func=cmd_convert)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, OSError) as exc:  # AnnotationError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

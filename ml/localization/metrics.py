@@ -1,0 +1,120 @@
+"""Localization metrics: mean IoU of ground-truth cells, precision/recall at IoU 0.5, COCO-style AP.
+
+All functions take, per image, a list of ground-truth boxes and a list of predicted boxes
+(:class:`ml.boxes.Box`, with scores) of one label.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ml.boxes import Box
+
+COCO_IOUS = tuple(np.round(np.arange(0.5, 0.951, 0.05), 2))
+
+
+def iou_matrix(a: Sequence[Box], b: Sequence[Box]) -> np.ndarray:
+    """``len(a) x len(b)`` matrix of IoU."""
+    if not a or not b:
+        return np.zeros((len(a), len(b)))
+    A = np.array([x.as_list() for x in a])
+    B = np.array([x.as_list() for x in b])
+    ix = np.clip(np.minimum(A[:, None, 2], B[None, :, 2]) - np.maximum(A[:, None, 0], B[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(A[:, None, 3], B[None, :, 3]) - np.maximum(A[:, None, 1], B[None, :, 1]), 0, None)
+    inter = ix * iy
+    area_a = (A[:, 2] - A[:, 0]) * (A[:, 3] - A[:, 1])
+    area_b = (B[:, 2] - B[:, 0]) * (B[:, 3] - B[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def best_ious(gts: Sequence[Sequence[Box]], preds: Sequence[Sequence[Box]]) -> np.ndarray:
+    """For every ground-truth box, the IoU of its best-overlapping prediction (0 when none)."""
+    out = []
+    for g, p in zip(gts, preds):
+        m = iou_matrix(g, p)
+        out.extend(m.max(axis=1) if m.shape[1] else np.zeros(len(g)))
+    return np.asarray(out, dtype=np.float64)
+
+
+def _greedy_match(g: Sequence[Box], p: Sequence[Box], thr: float) -> np.ndarray:
+    """For predictions sorted by score (descending), whether each one is a true positive at IoU ``thr``."""
+    m = iou_matrix(g, p)
+    used = np.zeros(len(g), bool)
+    tp = np.zeros(len(p), bool)
+    for j in range(len(p)):
+        if not len(g):
+            break
+        ious = np.where(used, -1.0, m[:, j])
+        i = int(np.argmax(ious))
+        if ious[i] >= thr:
+            used[i] = True
+            tp[j] = True
+    return tp
+
+
+def precision_recall(gts, preds, thr: float = 0.5) -> tuple[float, float]:
+    """Precision and recall at IoU ``thr`` with greedy one-to-one matching by score."""
+    n_gt = sum(len(g) for g in gts)
+    n_pred = sum(len(p) for p in preds)
+    tp = sum(int(_greedy_match(g, sorted(p, key=lambda b: -b.score), thr).sum()) for g, p in zip(gts, preds))
+    precision = tp / n_pred if n_pred else (1.0 if n_gt == 0 else 0.0)
+    recall = tp / n_gt if n_gt else 1.0
+    return precision, recall
+
+
+def pr_curve(gts, preds, thr: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall and score arrays over all predictions ranked by score (pooled over images)."""
+    scores, tps = [], []
+    for g, p in zip(gts, preds):
+        p = sorted(p, key=lambda b: -b.score)
+        tps.append(_greedy_match(g, p, thr))
+        scores.extend(b.score for b in p)
+    n_gt = sum(len(g) for g in gts)
+    if not scores:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    scores = np.asarray(scores)
+    tp = np.concatenate(tps)
+    order = np.argsort(-scores, kind="stable")
+    tp = tp[order].astype(np.float64)
+    ctp, cfp = np.cumsum(tp), np.cumsum(1 - tp)
+    return ctp / np.maximum(ctp + cfp, 1e-12), ctp / max(n_gt, 1), scores[order]
+
+
+def average_precision(gts, preds, thr: float = 0.5) -> float:
+    """COCO-style AP at one IoU threshold: 101-point interpolated precision envelope."""
+    n_gt = sum(len(g) for g in gts)
+    if n_gt == 0:
+        return float("nan")
+    precision, recall, _ = pr_curve(gts, preds, thr)
+    if not len(precision):
+        return 0.0
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    total = 0.0
+    for r in np.linspace(0, 1, 101):
+        idx = np.searchsorted(recall, r, side="left")
+        total += envelope[idx] if idx < len(envelope) else 0.0
+    return float(total / 101)
+
+
+def detection_metrics(gts, preds, *, score_threshold: float = 0.0) -> dict[str, float]:
+    """The benchmark's numbers for one label.
+
+    ``preds`` should hold low-score detections too (for AP); mean IoU, precision and recall use
+    only those scoring at least ``score_threshold`` (the localizer's operating point).
+    """
+    kept = [[b for b in p if b.score >= score_threshold] for p in preds]
+    ious = best_ious(gts, kept)
+    precision, recall = precision_recall(gts, kept, 0.5)
+    ap = [average_precision(gts, preds, t) for t in COCO_IOUS]
+    return {
+        "mean_iou": float(ious.mean()) if len(ious) else float("nan"),
+        "recall50": recall,
+        "precision50": precision,
+        "ap50": ap[0],
+        "ap75": ap[5],
+        "ap50_95": float(np.mean(ap)),
+        "n_gt": int(sum(len(g) for g in gts)),
+        "n_pred": int(sum(len(p) for p in kept)),
+    }
