@@ -49,7 +49,10 @@ class TrainConfig:
     pretrained: bool = False
     augment: float = 1.0  # photometric augmentation strength
     time_budget_s: float | None = None
-    threads: int | None = None
+    # Two cores: one torch thread for the model, one thread for augmentation. More
+    # threads than free cores slows torch down ten-fold on a busy machine.
+    threads: int | None = 1
+    workers: int = 1
     model_kwargs: dict = field(default_factory=dict)
 
 
@@ -76,6 +79,63 @@ class AugmentedCrops(torch.utils.data.Dataset):
     def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         x = to_tensor([self.sample(int(i)) for i in idx])
         return x, torch.from_numpy(self.cells.labels[idx])
+
+
+def prefetch(batches, enabled: bool = True, depth: int = 3):
+    """Iterate ``batches`` while a background thread prepares the next ones (OpenCV and numpy
+    release the GIL, so augmentation overlaps the model's step; threads avoid fork deadlocks)."""
+    if not enabled:
+        yield from batches
+        return
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work():
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # hand the error to the consumer
+            q.put(exc)
+        q.put(done)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+class EpochBatches:
+    """The augmented batches of one epoch, in order; each batch seeded by (seed, epoch, index)."""
+
+    def __init__(self, ds: AugmentedCrops, order: np.ndarray, batch: int, epoch: int):
+        self.ds, self.order, self.bs, self.epoch = ds, order, batch, epoch
+
+    def __iter__(self):
+        for b in range(len(self.order) // self.bs):
+            self.ds.rng = np.random.default_rng([self.ds.cfg.seed, self.epoch, b])
+            yield self.ds.batch(self.order[b * self.bs:(b + 1) * self.bs])
+
+    def __len__(self):
+        return len(self.order) // self.bs
 
 
 def eval_crops(cells: CellSet, cfg: TrainConfig) -> np.ndarray:
@@ -115,8 +175,16 @@ def fit(cfg: TrainConfig, train: CellSet, val: CellSet | None, out_dir: Path, *,
     """Train ``cfg.backbone`` on ``train``; validate on ``val`` each epoch; write a run dir."""
     t_start = time.time()
     seed_everything(cfg.seed)
+    prev_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    try:
+        return _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -134,6 +202,8 @@ def fit(cfg: TrainConfig, train: CellSet, val: CellSet | None, out_dir: Path, *,
     warmup = 0.03  # fraction of the schedule spent warming up
     rule = CropRule(cfg.margin, cfg.img_size)
     log, best, step = [], -1.0, 0
+    t_loop = time.time()
+    last_report = -1.0
     done = False
     ckpt_args = dict(architecture=cfg.backbone, model_kwargs=cfg.model_kwargs, classes=classes, crop=rule,
                      stain_norm=cfg.stain_norm)
@@ -147,9 +217,10 @@ def fit(cfg: TrainConfig, train: CellSet, val: CellSet | None, out_dir: Path, *,
             _set_bn_eval(model)
         order = epoch_order(train.labels, cfg.balance, rng)
         losses, correct, seen, preds, trues = [], 0, 0, [], []
-        batches = range(steps_per_epoch)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None) if tqdm else batches
-        for b in bar:
+        loader = prefetch(EpochBatches(ds, order, cfg.batch, epoch), enabled=cfg.workers > 0)
+        bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=None) if tqdm else loader
+        for x, y in bar:
             elapsed = time.time() - t_start
             frac = step / total_steps
             if cfg.time_budget_s:
@@ -163,7 +234,6 @@ def fit(cfg: TrainConfig, train: CellSet, val: CellSet | None, out_dir: Path, *,
                 lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * (frac - warmup) / (1 - warmup)))
             for g in opt.param_groups:
                 g["lr"] = lr
-            x, y = ds.batch(order[b * cfg.batch:(b + 1) * cfg.batch])
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             y = y.to(device)
             lam, perm = 1.0, None
@@ -185,7 +255,8 @@ def fit(cfg: TrainConfig, train: CellSet, val: CellSet | None, out_dir: Path, *,
             p = logits.argmax(1)
             preds.append(p.cpu().numpy())
             trues.append(y.cpu().numpy())
-            if progress and cfg.time_budget_s:
+            if progress and cfg.time_budget_s and frac - last_report >= 0.01:
+                last_report = frac
                 progress(min(0.99, frac), f"epoch {epoch + 1} loss {losses[-1]:.3f}")
         if not preds:
             break
@@ -209,7 +280,8 @@ def fit(cfg: TrainConfig, train: CellSet, val: CellSet | None, out_dir: Path, *,
         if done:
             break
     # Final artifacts: last weights; temperature fitted on validation for both checkpoints.
-    metrics = {"train_time_s": round(time.time() - t_start, 1), "epochs_run": len(log),
+    metrics = {"train_time_s": round(time.time() - t_start, 1), "epochs_run": len(log), "steps": step,
+               "train_images_per_s": round(step * cfg.batch / max(1e-6, time.time() - t_loop), 1),
                "n_train": len(train), "n_val": len(val) if val is not None else 0, **(extra_metrics or {})}
     save_checkpoint(out_dir / "last.pt", model, **ckpt_args, metrics={**metrics, **(log[-1] if log else {})})
     if val_crops is not None:
