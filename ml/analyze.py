@@ -48,3 +48,74 @@ def analyze_image(
     if progress:
         progress(1.0)
     return cells
+
+
+def cells_as_json(cells: list[CellResult]) -> list[dict]:
+    """The cells of one image in the ``ml.analyze --json`` format (boxes in original pixels)."""
+    return [
+        {"box": [round(v, 1) for v in c.box.as_list()], "class": c.label,
+         "probabilities": {k: round(v, 5) for k, v in c.probabilities.items()},
+         "confidence": None if c.confidence is None else round(c.confidence, 5)}
+        for c in cells
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ml.analyze --localizer classical --classifier RUN IMAGE... --json``."""
+    import argparse
+    import json
+    import sys
+    from pathlib import Path
+
+    p = argparse.ArgumentParser(prog="python -m ml.analyze", description="Find and classify the white cells of smear images.")
+    p.add_argument("images", nargs="+", type=Path, help="smear images")
+    p.add_argument("--localizer", default="classical", help="'classical' or a localizer run directory")
+    p.add_argument("--classifier", type=Path, help="classifier run directory or checkpoint")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--heatmaps", type=Path, metavar="DIR", help="write each cell's heatmap overlay as PNG here")
+    args = p.parse_args(argv)
+    try:
+        from ml.imageio import load_image
+        from ml.localization import load_localizer
+
+        localizer = load_localizer(args.localizer)
+        classifier = None
+        if args.classifier is not None:
+            from ml.classification import load_classifier
+
+            classifier = load_classifier(args.classifier)
+        if args.heatmaps and classifier is None:
+            raise ValueError("--heatmaps needs --classifier")
+        out = []
+        for path in args.images:
+            try:
+                image = load_image(path)
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"cannot read image {path}: {exc}") from exc
+            cells = analyze_image(image, localizer=localizer, classifier=classifier, heatmaps=bool(args.heatmaps))
+            if args.heatmaps:
+                from ml.classification.heatmaps import save_png
+
+                args.heatmaps.mkdir(parents=True, exist_ok=True)
+                for i, c in enumerate(cells):
+                    if c.heatmap_overlay is not None:
+                        save_png(args.heatmaps / f"{path.stem}_cell{i:03d}.png", c.heatmap_overlay)
+            out.append({"path": str(path), "cells": cells_as_json(cells)})
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"images": out}))
+    else:
+        for im in out:
+            counts: dict[str, int] = {}
+            for c in im["cells"]:
+                counts[str(c["class"])] = counts.get(str(c["class"]), 0) + 1
+            print(f"{im['path']}: {len(im['cells'])} cells {counts}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

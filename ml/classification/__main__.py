@@ -1,0 +1,187 @@
+"""Command line: ``python -m ml.classification {train,train-default,evaluate,list} ...``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import numpy as np
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ml.classification", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a classifier on a class-per-folder dataset")
+    t.add_argument("--data", type=Path, required=True, help="class-per-folder images (PBC or webapp export)")
+    t.add_argument("--out", type=Path, required=True, help="run directory to write")
+    t.add_argument("--config", type=Path, help="YAML or JSON file of training options (flags override it)")
+    t.add_argument("--backbone")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--img-size", type=int)
+    t.add_argument("--margin", type=float, help="crop rule: box margin on each side, fraction of its side")
+    t.add_argument("--mixup", type=float)
+    t.add_argument("--freeze-bn", action="store_true", default=None)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--balance", action=argparse.BooleanOptionalAction, default=None)
+    t.add_argument("--stain-norm", choices=["none", "reinhard", "macenko"])
+    t.add_argument("--pretrained", action="store_true", default=None)
+    t.add_argument("--augment", type=float, help="photometric augmentation strength (0 = off)")
+    t.add_argument("--budget-s", type=float, dest="time_budget_s", help="wall-clock budget per training")
+    t.add_argument("--threads", type=int)
+    t.add_argument("--folds", type=int, default=0, help="k-fold cross-validation (K >= 2)")
+
+    d = sub.add_parser("train-default", help="train the product's default classifier within a budget")
+    d.add_argument("--out", type=Path, required=True)
+    d.add_argument("--data", type=Path)
+    d.add_argument("--budget-s", type=float, default=480)
+
+    e = sub.add_parser("evaluate", help="score a saved classifier; prints one JSON object with --json")
+    e.add_argument("--checkpoint", type=Path, required=True, help="run directory or checkpoint file")
+    e.add_argument("--data", type=Path, required=True, help="class-per-folder images, or the tecom folder")
+    e.add_argument("--split", choices=["all", "test", "val", "train"], default="all",
+                   help="part of a class-per-folder dataset by the fixed benchmark split")
+    e.add_argument("--threshold", type=float, help="confidence below which a cell is 'unidentified'")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--plots", type=Path, help="folder for the PNGs (default: <run>/eval)")
+    e.add_argument("--robustness", action="store_true", help="add accuracy under corruptions")
+    e.add_argument("--tecom-boxes", choices=["expert", "localizer"], default="expert")
+
+    sub.add_parser("list", help="list registered architectures")
+    return p
+
+
+def _train(args) -> int:
+    from ml.classification.data import fixed_split, kfold_indices, load_folder
+    from ml.classification.evaluate import evaluate_cells
+    from ml.classification.train import TrainConfig, fit
+    from ml.classification import load_classifier
+
+    cfg_dict = {}
+    if args.config:
+        text = args.config.read_text()
+        if args.config.suffix in (".yaml", ".yml"):
+            import yaml
+
+            cfg_dict = yaml.safe_load(text) or {}
+        else:
+            cfg_dict = json.loads(text)
+    names = {f.name for f in fields(TrainConfig)}
+    unknown = set(cfg_dict) - names
+    if unknown:
+        raise ValueError(f"unknown options in {args.config}: {sorted(unknown)}; known: {sorted(names)}")
+    for k in names:
+        v = getattr(args, k.replace("-", "_"), None)
+        if v is not None:
+            cfg_dict[k] = v
+    cfg = TrainConfig(**cfg_dict)
+    from ml.classification.registry import create_classifier
+
+    create_classifier(cfg.backbone, 2)  # fail early, with the known names, on a bad backbone
+    cells = load_folder(args.data, progress=lambda f, m: print(m, file=sys.stderr))
+    if args.folds and args.folds >= 2:
+        results = []
+        for k, (tr, te) in enumerate(kfold_indices(cells.labels, args.folds, cfg.seed)):
+            run = fit(cfg, cells.subset(tr), cells.subset(te), args.out / f"fold{k}")
+            r = evaluate_cells(load_classifier(run), cells.subset(te))
+            results.append({"fold": k, "accuracy": r["accuracy"], "macro_f1": r["macro_f1"]})
+            print(json.dumps(results[-1]), file=sys.stderr)
+        acc = np.array([r["accuracy"] for r in results])
+        f1 = np.array([r["macro_f1"] for r in results])
+        summary = {"folds": results, "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
+                   "macro_f1_mean": float(f1.mean()), "macro_f1_std": float(f1.std())}
+        (args.out / "kfold.json").write_text(json.dumps(summary, indent=2))
+        print(json.dumps(summary))
+        return 0
+    tr, va, te = fixed_split(cells.names, cells.labels, seed=cfg.seed)
+    run = fit(cfg, cells.subset(tr), cells.subset(va), args.out)
+    r = evaluate_cells(load_classifier(run), cells.subset(te))
+    out = {"run": str(run), "test_accuracy": r["accuracy"], "test_macro_f1": r["macro_f1"], "test_ece": r["ece"]}
+    (Path(run) / "test.json").write_text(json.dumps(r, indent=2))
+    print(json.dumps(out))
+    return 0
+
+
+def _evaluate(args) -> int:
+    from ml.classification import load_classifier
+    from ml.classification.data import fixed_split, load_folder
+    from ml.classification.evaluate import (evaluate_cells, evaluate_tecom, plot_confusion, plot_curves,
+                                            plot_reliability)
+
+    clf = load_classifier(args.checkpoint)
+    run_dir = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
+    plots = args.plots or run_dir / "eval"
+    plots.mkdir(parents=True, exist_ok=True)
+    if (args.data / "labels.csv").exists():
+        r = evaluate_tecom(clf, args.data, boxes=args.tecom_boxes, threshold=args.threshold)
+        cells = None
+    else:
+        cells = load_folder(args.data)
+        if args.split != "all":
+            tr, va, te = fixed_split(cells.names, cells.labels)
+            cells = cells.subset({"train": tr, "val": va, "test": te}[args.split])
+        r = evaluate_cells(clf, cells, threshold=args.threshold)
+    r["model"] = {"architecture": clf.architecture, "version": clf.version, "path": str(clf.path)}
+    plot_confusion(r, plots / "confusion.png")
+    plot_reliability(r, plots / "reliability.png")
+    figs = [str(plots / "confusion.png"), str(plots / "reliability.png")]
+    if plot_curves(run_dir / "log.json", plots / "curves.png"):
+        figs.append(str(plots / "curves.png"))
+    if args.robustness:
+        from ml.classification.robustness import format_table, plot_table, robustness_table
+
+        if cells is None:
+            raise ValueError("--robustness needs a class-per-folder dataset")
+        index = {c: i for i, c in enumerate(clf.classes)}
+        y = np.array([index[cells.classes[k]] for k in cells.labels])
+        crops = cells.crops(clf.crop_rule.margin, clf.crop_rule.out_size)
+        from ml.classification.stain import normalize
+
+        table = robustness_table(
+            lambda c: clf.probabilities_of_crops(np.stack([normalize(x, clf.stain_norm) for x in c])).argmax(1),
+            crops, y)
+        r["robustness"] = table
+        plot_table(table, plots / "robustness.png")
+        figs.append(str(plots / "robustness.png"))
+        print(format_table(table), file=sys.stderr)
+    r["figures"] = figs
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print(f"accuracy {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}  ECE {r['ece']:.4f}  n {r['n']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            from ml.classification import list_classifiers
+
+            print("\n".join(list_classifiers()))
+            return 0
+        if args.command == "train":
+            return _train(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
+        if args.command == "train-default":
+            from ml.classification import train_default
+
+            t0 = time.time()
+            run = train_default(args.data, args.out, time_budget_s=args.budget_s,
+                                progress=lambda f, m: print(f"[{100 * f:5.1f}%] {m}", file=sys.stderr, flush=True))
+            print(json.dumps({"run": str(run), "seconds": round(time.time() - t0, 1)}))
+            return 0
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Saved classifiers: weights plus everything inference needs, and the serving :class:`Classifier`.
+
+A checkpoint is a ``torch.save`` dict (format ``leukolab-classifier/1``): architecture and its
+keyword arguments, class list, crop rule, input size, mean/std, stain normalization,
+temperature, version, metrics and the state dict. A run directory holds ``best.pt`` and
+``last.pt``; loading a directory takes ``best.pt``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ml.boxes import Box
+from ml.classification.crop import CropRule, cell_crop, crop_rule_from_dict
+from ml.classification.metrics import softmax
+from ml.classification.registry import create_classifier
+from ml.classification.stain import normalize
+from ml.classification.transforms import IMAGENET_MEAN, IMAGENET_STD, to_tensor
+
+FORMAT = "leukolab-classifier/1"
+
+
+@dataclass
+class Prediction:
+    label: str
+    probabilities: dict[str, float]
+    confidence: float
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, *, architecture: str, model_kwargs: dict,
+                    classes: list[str], crop: CropRule, stain_norm: str = "none", temperature: float = 1.0,
+                    metrics: dict | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                    version: str | None = None) -> dict:
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if version is None:
+        h = hashlib.sha1()
+        for k in sorted(state):
+            h.update(state[k].float().numpy().tobytes()[:4096])
+        version = f"{architecture}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{h.hexdigest()[:8]}"
+    ckpt = {
+        "format": FORMAT,
+        "architecture": architecture,
+        "model_kwargs": dict(model_kwargs),
+        "classes": [str(c) for c in classes],
+        "crop": crop.as_dict(),
+        "input_size": [3, crop.out_size, crop.out_size],
+        "mean": list(mean),
+        "std": list(std),
+        "stain_norm": stain_norm,
+        "temperature": float(temperature),
+        "version": version,
+        "metrics": json.loads(json.dumps(metrics or {})),
+        "state_dict": state,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+    return ckpt
+
+
+def _resolve(path: Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).exists():
+                return path / name
+        raise FileNotFoundError(f"{path} holds no best.pt or last.pt")
+    if not path.exists():
+        raise FileNotFoundError(f"no classifier at {path}")
+    return path
+
+
+class Classifier:
+    """A trained classifier ready to serve: crops cells by the artifact's rule, batches them."""
+
+    def __init__(self, ckpt: dict, path: Path | None = None, batch_size: int = 256):
+        if ckpt.get("format") != FORMAT:
+            raise ValueError(f"{path or 'checkpoint'} is not a Leukolab classifier ({FORMAT})")
+        self.path = path
+        self.classes: list[str] = list(ckpt["classes"])
+        self.architecture: str = ckpt["architecture"]
+        self.version: str = ckpt["version"]
+        self.metrics: dict = ckpt.get("metrics") or {}
+        self.crop_rule: CropRule = crop_rule_from_dict(ckpt["crop"])
+        self.mean, self.std = tuple(ckpt["mean"]), tuple(ckpt["std"])
+        self.stain_norm: str = ckpt.get("stain_norm", "none")
+        self.temperature: float = float(ckpt.get("temperature", 1.0))
+        self.model_kwargs = ckpt.get("model_kwargs", {})
+        self.model = create_classifier(self.architecture, len(self.classes), **self.model_kwargs)
+        self.model.load_state_dict(ckpt["state_dict"])
+        self.model.eval()
+        self.batch_size = batch_size
+
+    # -- preprocessing ---------------------------------------------------------------------
+    def crops(self, image: np.ndarray, boxes: list[Box]) -> np.ndarray:
+        """The cells' crops exactly as the model sees them (before tensor normalization)."""
+        r = self.crop_rule
+        out = [normalize(cell_crop(image, b, r.margin, r.out_size), self.stain_norm) for b in boxes]
+        return np.stack(out) if out else np.zeros((0, r.out_size, r.out_size, 3), np.uint8)
+
+    def tensor(self, crops: np.ndarray) -> torch.Tensor:
+        return to_tensor(crops, self.mean, self.std)
+
+    # -- inference -------------------------------------------------------------------------
+    def logits_of_crops(self, crops: np.ndarray) -> np.ndarray:
+        outs = []
+        with torch.inference_mode():
+            for i in range(0, len(crops), self.batch_size):
+                x = self.tensor(crops[i:i + self.batch_size]).contiguous(memory_format=torch.channels_last)
+                outs.append(self.model(x).float().numpy())
+        return np.concatenate(outs) if outs else np.zeros((0, len(self.classes)), np.float32)
+
+    def probabilities_of_crops(self, crops: np.ndarray) -> np.ndarray:
+        return softmax(self.logits_of_crops(crops), self.temperature)
+
+    def predictions(self, probs: np.ndarray) -> list[Prediction]:
+        out = []
+        for p in probs:
+            k = int(p.argmax())
+            out.append(Prediction(self.classes[k], {c: float(v) for c, v in zip(self.classes, p)}, float(p[k])))
+        return out
+
+    def classify(self, image: np.ndarray, boxes: list[Box]) -> list[Prediction]:
+        """One prediction per box of ``image`` (an ``HxWx3`` uint8 RGB array)."""
+        if not boxes:
+            return []
+        return self.predictions(self.probabilities_of_crops(self.crops(image, boxes)))
+
+    def heatmaps(self, image: np.ndarray, boxes: list[Box], method: str = "auto") -> list[np.ndarray]:
+        """One ``out_size x out_size`` float map in [0, 1] per cell (see :mod:`heatmaps`)."""
+        from ml.classification.heatmaps import cell_heatmaps
+
+        crops = self.crops(image, boxes)
+        return list(cell_heatmaps(self.model, self.tensor(crops), method=method)) if boxes else []
+
+    def heatmap_overlays(self, image: np.ndarray, boxes: list[Box], method: str = "auto") -> list[np.ndarray]:
+        """One ``HxWx3`` uint8 overlay per cell: its crop with the heatmap blended in."""
+        from ml.classification.heatmaps import cell_heatmaps, overlay
+
+        if not boxes:
+            return []
+        crops = self.crops(image, boxes)
+        maps = cell_heatmaps(self.model, self.tensor(crops), method=method)
+        return [overlay(c, m) for c, m in zip(crops, maps)]
+
+
+def load_classifier(path: str | os.PathLike) -> Classifier:
+    """Load a classifier from a run directory (its ``best.pt``) or a checkpoint file."""
+    p = _resolve(Path(path))
+    ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    return Classifier(ckpt, p)

@@ -1,0 +1,231 @@
+"""Datasets: class-per-folder images (PBC or crops exported by the webapp), the tecom second lab,
+and generated synthetic cells. Every image is decoded once and cached, downscaled, outside the repo.
+
+Each sample is stored as a *context crop* around the cell's box (found with the classical
+localizer, as in a smear) plus that box in the crop's pixels, so training can re-apply the crop
+rule with jittered boxes and the crops match what the worker cuts from a smear.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ml.boxes import Box
+from ml.classification.crop import cell_crop, crop_window
+from ml.imageio import load_image
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+CACHE_MARGIN = 0.5  # context kept around the box in the cache (covers the rule's margin + jitter)
+CACHE_SIZE = 112
+CACHE_VERSION = "v1"
+PBC_CLASSES = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
+TECOM_CLASSES = ["basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil"]
+
+
+def datasets_root() -> Path:
+    env = os.environ.get("LEUKOLAB_DATASETS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("LEUKOLAB_CACHE", Path.home() / ".cache" / "leukolab"))
+
+
+@dataclass
+class CellSet:
+    """Context crops (N x S x S x 3 uint8), the cell box in each crop, labels and names."""
+
+    images: np.ndarray
+    boxes: np.ndarray  # N x 4 float32, pixels of the context crop
+    labels: np.ndarray  # N int64
+    classes: list[str]
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx) -> "CellSet":
+        idx = np.asarray(idx)
+        return CellSet(self.images[idx], self.boxes[idx], self.labels[idx], self.classes,
+                       [self.names[i] for i in idx])
+
+    def box(self, i: int) -> Box:
+        return Box(*map(float, self.boxes[i]))
+
+    def crops(self, margin: float, out_size: int) -> np.ndarray:
+        """All samples cut with the crop rule, as the model sees them at inference."""
+        return np.stack([cell_crop(self.images[i], self.box(i), margin, out_size) for i in range(len(self))])
+
+
+def list_class_folders(data_dir: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"data folder {data_dir} does not exist")
+    classes = sorted(p.name for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    items = []
+    for ci, c in enumerate(classes):
+        for p in sorted((data_dir / c).iterdir()):
+            if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."):
+                items.append((p, ci))
+    if not items:
+        raise ValueError(f"{data_dir} holds no images in class sub-folders (expected <class>/<image>.jpg)")
+    return classes, items
+
+
+def central_cell_box(image: np.ndarray, localizer=None) -> Box:
+    """The box of the cell a single-cell image is centred on, found as in a smear.
+
+    Takes the localizer's box that contains the image centre (the largest such), else the one
+    nearest to it; without any detection, a centred box of half the image.
+    """
+    h, w = image.shape[:2]
+    cx, cy = w / 2.0, h / 2.0
+    boxes = localizer.detect(image) if localizer is not None else []
+    inside = [b for b in boxes if b.x0 <= cx <= b.x1 and b.y0 <= cy <= b.y1]
+    if inside:
+        return max(inside, key=lambda b: b.area)
+    if boxes:
+        return min(boxes, key=lambda b: ((b.x0 + b.x1) / 2 - cx) ** 2 + ((b.y0 + b.y1) / 2 - cy) ** 2)
+    return Box(w * 0.25, h * 0.25, w * 0.75, h * 0.75)
+
+
+def context_crop(image: np.ndarray, box: Box) -> tuple[np.ndarray, np.ndarray]:
+    """Cut the cache's context crop around ``box``; return it and the box in its pixels."""
+    crop = cell_crop(image, box, CACHE_MARGIN, CACHE_SIZE)
+    _, _, side = crop_window(box, CACHE_MARGIN)
+    s = CACHE_SIZE / side
+    c = CACHE_SIZE / 2.0
+    bw, bh = box.width * s, box.height * s
+    return crop, np.array([c - bw / 2, c - bh / 2, c + bw / 2, c + bh / 2], np.float32)
+
+
+def load_folder(data_dir: Path, *, progress: Callable[[float, str], None] | None = None,
+                use_cache: bool = True, per_class: int | None = None) -> CellSet:
+    """Load a class-per-folder dataset as a :class:`CellSet`, cached under :func:`cache_root`.
+
+    ``per_class`` keeps only the first images (by name) of each class, for quick tests.
+    """
+    from ml.localization import load_localizer
+
+    classes, items = list_class_folders(data_dir)
+    if per_class:
+        items = [it for c in range(len(classes)) for it in [x for x in items if x[1] == c][:per_class]]
+    key = hashlib.sha1(
+        (CACHE_VERSION + str(Path(data_dir).resolve()) + "|".join(f"{p.name}:{p.stat().st_size}" for p, _ in items)).encode()
+    ).hexdigest()[:16]
+    cache = cache_root() / f"cells-{Path(data_dir).name}-{key}.npz"
+    if use_cache and cache.exists():
+        z = np.load(cache, allow_pickle=False)
+        return CellSet(z["images"], z["boxes"], z["labels"], [str(c) for c in z["classes"]],
+                       [str(n) for n in z["names"]])
+    localizer = load_localizer("classical")
+    images = np.zeros((len(items), CACHE_SIZE, CACHE_SIZE, 3), np.uint8)
+    boxes = np.zeros((len(items), 4), np.float32)
+    ok = np.ones(len(items), bool)
+    for i, (p, _) in enumerate(items):
+        try:
+            image = load_image(p)
+        except (OSError, ValueError):  # unreadable file: skip it, never fail a whole training
+            ok[i] = False
+            continue
+        images[i], boxes[i] = context_crop(image, central_cell_box(image, localizer))
+        if progress and i % 200 == 0:
+            progress(i / len(items), f"decoding {data_dir} {i}/{len(items)}")
+    items = [it for it, good in zip(items, ok) if good]
+    images, boxes = images[ok], boxes[ok]
+    labels = np.array([c for _, c in items], np.int64)
+    names = [f"{classes[c]}/{p.name}" for p, c in items]
+    if use_cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, images=images, boxes=boxes, labels=labels, classes=np.array(classes), names=np.array(names))
+        os.replace(tmp, cache)
+    return CellSet(images, boxes, labels, classes, names)
+
+
+def fixed_split(names: list[str], labels: np.ndarray, val: float = 0.1, test: float = 0.2, seed: int = 0):
+    """Deterministic stratified split by a hash of each file name: ``(train, val, test)`` indices.
+
+    Documented split of the benchmark: per class, files are ordered by ``sha1(f"{seed}:{name}")``;
+    the first ``test`` fraction is test, the next ``val`` fraction validation, the rest training.
+    """
+    tr, va, te = [], [], []
+    for c in np.unique(labels):
+        idx = [i for i in range(len(names)) if labels[i] == c]
+        idx.sort(key=lambda i: hashlib.sha1(f"{seed}:{names[i]}".encode()).hexdigest())
+        n_te, n_va = int(round(len(idx) * test)), int(round(len(idx) * val))
+        te += idx[:n_te]
+        va += idx[n_te:n_te + n_va]
+        tr += idx[n_te + n_va:]
+    return np.array(sorted(tr)), np.array(sorted(va)), np.array(sorted(te))
+
+
+def kfold_indices(labels: np.ndarray, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import StratifiedKFold
+
+    skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [(tr, te) for tr, te in skf.split(np.zeros(len(labels)), labels)]
+
+
+def load_tecom(tecom_dir: Path) -> tuple[list[np.ndarray], list[Box], list[str], list[str]]:
+    """Images, expert WBC boxes, labels and names of the tecom second lab (validation only)."""
+    tecom_dir = Path(tecom_dir)
+    images, boxes, labels, names = [], [], [], []
+    with open(tecom_dir / "labels.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            name = row["image"].strip()
+            img_path = next((tecom_dir / "JPEGImages").glob(f"{name}.*"))
+            root = ET.parse(tecom_dir / "Annotations" / f"{name}.xml").getroot()
+            bb = root.find("object/bndbox")
+            box = Box(*(float(bb.find(t).text) for t in ("xmin", "ymin", "xmax", "ymax")))
+            images.append(load_image(img_path))
+            boxes.append(box)
+            labels.append(row["category"].strip())
+            names.append(name)
+    return images, boxes, labels, names
+
+
+def synthetic_cells(n_per_class: int = 60, seed: int = 0, classes: list[str] | None = None) -> CellSet:
+    """Generated stained-cell crops, one look per class, for tests and data-less first starts.
+
+    Each class differs by nucleus shape (lobes), nucleus and cytoplasm colour and cell size,
+    so a model can learn them; it says nothing about real blood.
+    """
+    import cv2
+
+    classes = classes or PBC_CLASSES
+    rng = np.random.default_rng(seed)
+    n = n_per_class * len(classes)
+    images = np.zeros((n, CACHE_SIZE, CACHE_SIZE, 3), np.uint8)
+    boxes = np.zeros((n, 4), np.float32)
+    labels = np.repeat(np.arange(len(classes)), n_per_class)
+    for i, c in enumerate(labels):
+        img = np.full((CACHE_SIZE, CACHE_SIZE, 3), (235, 215, 215), np.uint8)
+        for _ in range(6):  # red cells in the background
+            p = tuple(int(v) for v in rng.integers(0, CACHE_SIZE, 2))
+            cv2.circle(img, p, int(rng.integers(10, 16)), (215, 150, 150), -1)
+        ctr = CACHE_SIZE // 2
+        r = int(22 + 2 * (c % 4) + rng.integers(-2, 3))
+        cyto = (int(180 + 9 * c) % 256, int(140 + 17 * c) % 256, int(200 - 11 * c) % 256)
+        cv2.circle(img, (ctr, ctr), r, cyto, -1)
+        lobes = 1 + c % 4
+        nuc = (int(90 + 13 * c) % 256, 40, int(120 + 7 * c) % 256)
+        for k in range(lobes):
+            a = 2 * np.pi * k / lobes + rng.uniform(0, 6.3)
+            off = 0 if lobes == 1 else r * 0.4
+            p = (int(ctr + off * np.cos(a)), int(ctr + off * np.sin(a)))
+            cv2.circle(img, p, max(4, int(r * (0.7 if lobes == 1 else 0.35))), nuc, -1)
+        img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+        images[i] = cv2.GaussianBlur(img, (3, 3), 0)
+        boxes[i] = (ctr - r, ctr - r, ctr + r, ctr + r)
+    names = [f"{classes[c]}/synthetic_{i:05d}" for i, c in enumerate(labels)]
+    return CellSet(images, boxes, labels.astype(np.int64), list(classes), names)

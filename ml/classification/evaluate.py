@@ -1,0 +1,157 @@
+"""Evaluating a saved classifier: held-out cells, the tecom second lab, and the report's PNGs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ml.classification.artifact import Classifier
+from ml.classification.data import CellSet, TECOM_CLASSES, load_tecom
+from ml.classification.metrics import abstention, classification_report, reliability, softmax
+
+
+def report_from_logits(logits: np.ndarray, y: np.ndarray, classes: list[str], temperature: float,
+                       threshold: float | None = None) -> dict:
+    probs = softmax(logits, temperature)
+    r = classification_report(y, probs.argmax(1), classes)
+    rel = reliability(probs, y)
+    r["ece"] = rel["ece"]
+    r["ece_raw"] = reliability(softmax(logits), y)["ece"]
+    r["temperature"] = float(temperature)
+    r["reliability"] = rel
+    if threshold is not None:
+        r.update(abstention(probs, y, threshold))
+    return r
+
+
+def evaluate_cells(clf: Classifier, cells: CellSet, threshold: float | None = None) -> dict:
+    """Scores of ``clf`` on cells whose labels are among the model's classes (by name)."""
+    index = {c: i for i, c in enumerate(clf.classes)}
+    missing = sorted(set(cells.classes) - set(index))
+    if missing:
+        raise ValueError(f"classes {missing} of the data are unknown to the model ({clf.classes})")
+    y = np.array([index[cells.classes[k]] for k in cells.labels])
+    crops = np.stack([clf.crops(cells.images[i], [cells.box(i)])[0] for i in range(len(cells))])
+    return report_from_logits(clf.logits_of_crops(crops), y, clf.classes, clf.temperature, threshold)
+
+
+def evaluate_tecom(clf: Classifier, tecom_dir: Path, *, restrict: bool = True, boxes: str = "expert",
+                   localizer=None, threshold: float | None = None) -> dict:
+    """Cross-lab accuracy on tecom (validation only: nothing here may feed training or tuning).
+
+    ``restrict``: the argmax is taken over the five WBC classes tecom labels (basophil,
+    eosinophil, lymphocyte, monocyte, neutrophil); otherwise any other answer counts as wrong.
+    ``boxes``: ``expert`` crops the annotated WBC box; ``localizer`` uses the localizer's box
+    nearest the expert one, as ``ml.analyze`` would (a cell it misses counts as wrong).
+    """
+    images, gt_boxes, labels, _ = load_tecom(Path(tecom_dir))
+    keep = [clf.classes.index(c) for c in TECOM_CLASSES if c in clf.classes]
+    if len(keep) < len(TECOM_CLASSES):
+        raise ValueError(f"the model lacks tecom classes: {sorted(set(TECOM_CLASSES) - set(clf.classes))}")
+    found = np.ones(len(images), bool)
+    if boxes == "localizer":
+        from ml.localization import load_localizer
+
+        localizer = localizer or load_localizer("classical")
+        use = []
+        for i, (im, gt) in enumerate(zip(images, gt_boxes)):
+            det = localizer.detect(im)
+            best = max(det, key=gt.iou, default=None)
+            if best is None or best.iou(gt) < 0.3:
+                found[i] = False
+                use.append(gt)
+            else:
+                use.append(best)
+    elif boxes == "expert":
+        use = gt_boxes
+    else:
+        raise ValueError(f"unknown box source {boxes!r}; known: expert, localizer")
+    crops = np.concatenate([clf.crops(im, [b]) for im, b in zip(images, use)])
+    logits = clf.logits_of_crops(crops)
+    if restrict:
+        classes = [clf.classes[k] for k in keep]
+        logits = logits[:, keep]
+    else:
+        classes = list(clf.classes)
+    y = np.array([classes.index(c) for c in labels])
+    r = report_from_logits(logits, y, classes, clf.temperature, threshold)
+    if boxes == "localizer":
+        pred = softmax(logits).argmax(1)
+        pred[~found] = -1
+        r["accuracy"] = float((pred == y).mean())
+        r["localized_fraction"] = float(found.mean())
+    r["restricted_to"] = classes if restrict else None
+    r["boxes"] = boxes
+    return r
+
+
+# -- figures -----------------------------------------------------------------------------------
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion(report: dict, path: Path) -> None:
+    plt = _plt()
+    cm = np.asarray(report["confusion_matrix"], float)
+    cmn = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    classes = report["classes"]
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.imshow(cmn, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, f"{cmn[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if cmn[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"accuracy {report['accuracy']:.3f}, macro-F1 {report['macro_f1']:.3f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_reliability(report: dict, path: Path) -> None:
+    plt = _plt()
+    rel = report["reliability"]
+    edges = np.asarray(rel["edges"])
+    centres = (edges[:-1] + edges[1:]) / 2
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.bar(centres, rel["accuracy"], width=edges[1] - edges[0], edgecolor="k", alpha=0.7, label="accuracy")
+    ax.plot([0, 1], [0, 1], "r--", label="perfect calibration")
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"ECE {rel['ece']:.3f} (T = {report.get('temperature', 1):.2f})")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_curves(log_path: Path, path: Path) -> bool:
+    if not Path(log_path).exists():
+        return False
+    log = json.loads(Path(log_path).read_text())
+    if not log:
+        return False
+    plt = _plt()
+    ep = [e["epoch"] for e in log]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+    for ax, key in zip(axes, ("loss", "accuracy", "macro_f1")):
+        for split in ("train", "val"):
+            k = f"{split}_{key}"
+            if k in log[0]:
+                ax.plot(ep, [e[k] for e in log], label=split)
+        ax.set_title(key)
+        ax.set_xlabel("epoch")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

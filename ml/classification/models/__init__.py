@@ -1,0 +1,1 @@
+"""Leukolab's own classifier architectures, one file each; importing registers them."""

@@ -1,0 +1,301 @@
+"""Training: plain functions (``train_one_epoch``, ``predict_logits``, ``fit``) over a CellSet.
+
+``fit`` writes a run directory: ``config.json``, ``log.json`` (per epoch: loss, accuracy and
+macro-F1 for train and validation), ``best.pt`` (by validation macro-F1) and ``last.pt``.
+A time budget anneals the learning rate on elapsed time, so a budgeted run always finishes
+its schedule.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ml.classification.artifact import save_checkpoint
+from ml.classification.crop import CropRule
+from ml.classification.data import CellSet
+from ml.classification.metrics import classification_report, fit_temperature, softmax, ece
+from ml.classification.registry import create_classifier
+from ml.classification.stain import normalize
+from ml.classification.transforms import AugmentConfig, geometric_crop, photometric, to_tensor
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class TrainConfig:
+    backbone: str = "cbam_cnn_small"
+    epochs: int = 20
+    batch: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    img_size: int = 64
+    margin: float = 0.2
+    mixup: float = 0.0  # alpha of the Beta distribution; 0 disables
+    label_smoothing: float = 0.05
+    freeze_bn: bool = False
+    seed: int = 0
+    balance: bool = True
+    stain_norm: str = "none"
+    pretrained: bool = False
+    augment: float = 1.0  # photometric augmentation strength
+    time_budget_s: float | None = None
+    # Two cores: one torch thread for the model, one thread for augmentation. More
+    # threads than free cores slows torch down ten-fold on a busy machine.
+    threads: int | None = 1
+    workers: int = 1
+    model_kwargs: dict = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class AugmentedCrops(torch.utils.data.Dataset):
+    def __init__(self, cells: CellSet, cfg: TrainConfig):
+        self.cells, self.cfg = cells, cfg
+        self.rule = CropRule(cfg.margin, cfg.img_size)
+        self.aug = AugmentConfig(strength=cfg.augment)
+        self.rng = np.random.default_rng(cfg.seed)
+
+    def __len__(self):
+        return len(self.cells)
+
+    def sample(self, i: int) -> np.ndarray:
+        crop = geometric_crop(self.cells.images[i], self.cells.box(i), self.rule, self.rng, self.aug)
+        return normalize(photometric(crop, self.rng, self.aug), self.cfg.stain_norm)
+
+    def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        x = to_tensor([self.sample(int(i)) for i in idx])
+        return x, torch.from_numpy(self.cells.labels[idx])
+
+
+def prefetch(batches, enabled: bool = True, depth: int = 3):
+    """Iterate ``batches`` while a background thread prepares the next ones (OpenCV and numpy
+    release the GIL, so augmentation overlaps the model's step; threads avoid fork deadlocks)."""
+    if not enabled:
+        yield from batches
+        return
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work():
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # hand the error to the consumer
+            q.put(exc)
+        q.put(done)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+class EpochBatches:
+    """The augmented batches of one epoch, in order; each batch seeded by (seed, epoch, index)."""
+
+    def __init__(self, ds: AugmentedCrops, order: np.ndarray, batch: int, epoch: int):
+        self.ds, self.order, self.bs, self.epoch = ds, order, batch, epoch
+
+    def __iter__(self):
+        for b in range(len(self.order) // self.bs):
+            self.ds.rng = np.random.default_rng([self.ds.cfg.seed, self.epoch, b])
+            yield self.ds.batch(self.order[b * self.bs:(b + 1) * self.bs])
+
+    def __len__(self):
+        return len(self.order) // self.bs
+
+
+def eval_crops(cells: CellSet, cfg: TrainConfig) -> np.ndarray:
+    crops = cells.crops(cfg.margin, cfg.img_size)
+    if cfg.stain_norm not in ("none", None, ""):
+        crops = np.stack([normalize(c, cfg.stain_norm) for c in crops])
+    return crops
+
+
+def predict_logits(model: nn.Module, crops: np.ndarray, batch: int = 256) -> np.ndarray:
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(crops), batch):
+            x = to_tensor(crops[i:i + batch]).contiguous(memory_format=torch.channels_last)
+            out.append(model(x).float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def _set_bn_eval(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def epoch_order(labels: np.ndarray, balance: bool, rng: np.random.Generator) -> np.ndarray:
+    """One epoch's sample order; with ``balance`` every class is drawn equally often."""
+    if not balance:
+        return rng.permutation(len(labels))
+    counts = np.bincount(labels)
+    w = 1.0 / counts[labels]
+    return rng.choice(len(labels), size=len(labels), replace=True, p=w / w.sum())
+
+
+def fit(cfg: TrainConfig, train: CellSet, val: CellSet | None, out_dir: Path, *,
+        progress: Progress | None = None, extra_metrics: dict | None = None) -> Path:
+    """Train ``cfg.backbone`` on ``train``; validate on ``val`` each epoch; write a run dir."""
+    t_start = time.time()
+    seed_everything(cfg.seed)
+    prev_threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    classes = train.classes
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = create_classifier(cfg.backbone, len(classes), pretrained=cfg.pretrained, **cfg.model_kwargs)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    ds = AugmentedCrops(train, cfg)
+    rng = np.random.default_rng(cfg.seed)
+    val_crops = eval_crops(val, cfg) if val is not None and len(val) else None
+    steps_per_epoch = max(1, len(train) // cfg.batch)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = 0.03  # fraction of the schedule spent warming up
+    rule = CropRule(cfg.margin, cfg.img_size)
+    log, best, step = [], -1.0, 0
+    t_loop = time.time()
+    last_report = -1.0
+    done = False
+    ckpt_args = dict(architecture=cfg.backbone, model_kwargs=cfg.model_kwargs, classes=classes, crop=rule,
+                     stain_norm=cfg.stain_norm)
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        tqdm = None
+    for epoch in range(cfg.epochs):
+        model.train()
+        if cfg.freeze_bn:
+            _set_bn_eval(model)
+        order = epoch_order(train.labels, cfg.balance, rng)
+        losses, correct, seen, preds, trues = [], 0, 0, [], []
+        loader = prefetch(EpochBatches(ds, order, cfg.batch, epoch), enabled=cfg.workers > 0)
+        bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=None) if tqdm else loader
+        for x, y in bar:
+            elapsed = time.time() - t_start
+            frac = step / total_steps
+            if cfg.time_budget_s:
+                frac = max(frac, elapsed / cfg.time_budget_s)
+            if frac >= 1.0:
+                done = True
+                break
+            if frac < warmup:
+                lr = cfg.lr * max(frac / warmup, 0.02)
+            else:
+                lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * (frac - warmup) / (1 - warmup)))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x = x.to(device).contiguous(memory_format=torch.channels_last)
+            y = y.to(device)
+            lam, perm = 1.0, None
+            if cfg.mixup > 0 and rng.random() < 0.5:
+                lam = float(rng.beta(cfg.mixup, cfg.mixup))
+                perm = torch.randperm(len(x), device=device)
+                x = lam * x + (1 - lam) * x[perm]
+            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                if perm is not None:
+                    loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y[perm], label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            step += 1
+            losses.append(float(loss.detach()))
+            p = logits.argmax(1)
+            preds.append(p.cpu().numpy())
+            trues.append(y.cpu().numpy())
+            if progress and cfg.time_budget_s and frac - last_report >= 0.01:
+                last_report = frac
+                progress(min(0.99, frac), f"epoch {epoch + 1} loss {losses[-1]:.3f}")
+        if not preds:
+            break
+        tr = classification_report(np.concatenate(trues), np.concatenate(preds), classes)
+        entry = {"epoch": epoch + 1, "lr": lr, "time_s": round(time.time() - t_start, 1),
+                 "train_loss": float(np.mean(losses)), "train_accuracy": tr["accuracy"], "train_macro_f1": tr["macro_f1"]}
+        score = tr["macro_f1"]
+        if val_crops is not None:
+            vl = predict_logits(model, val_crops)
+            vr = classification_report(val.labels, vl.argmax(1), classes)
+            entry.update(val_loss=float(F.cross_entropy(torch.from_numpy(vl), torch.from_numpy(val.labels))),
+                         val_accuracy=vr["accuracy"], val_macro_f1=vr["macro_f1"])
+            score = vr["macro_f1"]
+        log.append(entry)
+        (out_dir / "log.json").write_text(json.dumps(log, indent=1))
+        if progress and not cfg.time_budget_s:
+            progress((epoch + 1) / cfg.epochs, json.dumps(entry))
+        if score >= best:
+            best = score
+            save_checkpoint(out_dir / "best.pt", model, **ckpt_args, metrics={"epoch": epoch + 1, **entry})
+        if done:
+            break
+    # Final artifacts: last weights; temperature fitted on validation for both checkpoints.
+    metrics = {"train_time_s": round(time.time() - t_start, 1), "epochs_run": len(log), "steps": step,
+               "train_images_per_s": round(step * cfg.batch / max(1e-6, time.time() - t_loop), 1),
+               "n_train": len(train), "n_val": len(val) if val is not None else 0, **(extra_metrics or {})}
+    save_checkpoint(out_dir / "last.pt", model, **ckpt_args, metrics={**metrics, **(log[-1] if log else {})})
+    if val_crops is not None:
+        from ml.classification.artifact import load_classifier
+
+        for name in ("best.pt", "last.pt"):
+            clf = load_classifier(out_dir / name)
+            vl = predict_logits(clf.model, val_crops)
+            t = fit_temperature(vl, val.labels)
+            vr = classification_report(val.labels, vl.argmax(1), classes)
+            m = {**metrics, **clf.metrics, "val_accuracy": vr["accuracy"], "val_macro_f1": vr["macro_f1"],
+                 "temperature": t, "val_ece_raw": ece(softmax(vl), val.labels),
+                 "val_ece": ece(softmax(vl, t), val.labels)}
+            save_checkpoint(out_dir / name, clf.model, **ckpt_args, temperature=t, metrics=m, version=clf.version)
+    if progress:
+        progress(1.0, "trained")
+    return out_dir

@@ -1,0 +1,107 @@
+"""Training augmentation that builds robustness to other labs, and the inference preprocessing.
+
+Geometry (flips, rotation, scale and shift jitter of the box) is applied through the crop rule
+itself, so an augmented crop is always a crop the rule could have produced from a slightly
+different box. Photometry covers colour, stain (HED), blur, resolution, JPEG and noise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from ml.boxes import Box
+from ml.classification.crop import CropRule, crop_window
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Ruifrok & Johnston stain matrix (rows: haematoxylin, eosin, DAB) in optical density.
+_RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+_RGB_FROM_HED = _RGB_FROM_HED / np.linalg.norm(_RGB_FROM_HED, axis=1, keepdims=True)
+_HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED)
+
+
+@dataclass
+class AugmentConfig:
+    strength: float = 1.0  # 0 disables photometric augmentation
+    scale: tuple[float, float] = (0.8, 1.25)  # factor on the crop window side
+    shift: float = 0.08  # fraction of the window side
+    hed_sigma: float = 0.08
+    hue: float = 0.08  # fraction of the hue circle
+    grayscale_p: float = 0.15
+    blur_p: float = 0.4
+    lowres_p: float = 0.4
+    jpeg_p: float = 0.3
+    noise_p: float = 0.2
+
+
+def geometric_crop(image: np.ndarray, box: Box, rule: CropRule, rng: np.random.Generator,
+                   cfg: AugmentConfig) -> np.ndarray:
+    """The crop rule applied to a jittered box, with a random rotation and flip, in one warp."""
+    cx, cy, side = crop_window(box, rule.margin)
+    side *= float(np.exp(rng.uniform(np.log(cfg.scale[0]), np.log(cfg.scale[1]))))
+    cx += rng.uniform(-cfg.shift, cfg.shift) * side
+    cy += rng.uniform(-cfg.shift, cfg.shift) * side
+    s = rule.out_size
+    scale = s / side
+    m = cv2.getRotationMatrix2D((cx, cy), float(rng.uniform(0, 360)), scale)
+    m[0, 2] += s / 2.0 - cx
+    m[1, 2] += s / 2.0 - cy
+    if rng.random() < 0.5:
+        m[0] = -m[0]
+        m[0, 2] += s
+    return cv2.warpAffine(image, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+
+
+def hed_jitter(crop: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
+    od = -np.log((crop.astype(np.float32) + 1.0) / 256.0)
+    hed = od.reshape(-1, 3) @ _HED_FROM_RGB.astype(np.float32)
+    alpha = rng.uniform(1 - sigma * 3, 1 + sigma * 3, size=3).astype(np.float32)
+    beta = rng.uniform(-sigma, sigma, size=3).astype(np.float32)
+    hed = hed * alpha + beta
+    od = hed @ _RGB_FROM_HED.astype(np.float32)
+    return np.clip(256.0 * np.exp(-od) - 1.0, 0, 255).reshape(crop.shape).astype(np.uint8)
+
+
+def photometric(crop: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    k = cfg.strength
+    if k <= 0:
+        return crop
+    out = hed_jitter(crop, rng, cfg.hed_sigma * k)
+    hsv = cv2.cvtColor(out, cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + rng.uniform(-cfg.hue, cfg.hue) * 180 * k) % 180
+    hsv[..., 1] *= rng.uniform(1 - 0.5 * k, 1 + 0.4 * k)
+    out = cv2.cvtColor(np.clip(hsv, 0, [179, 255, 255]).astype(np.uint8), cv2.COLOR_HSV2RGB)
+    f = out.astype(np.float32)
+    f = (f - f.mean()) * rng.uniform(1 - 0.3 * k, 1 + 0.3 * k) + f.mean() + rng.uniform(-25, 25) * k
+    f *= rng.uniform(1 - 0.1 * k, 1 + 0.1 * k, size=3)  # per-channel gain: white balance
+    out = np.clip(f, 0, 255).astype(np.uint8)
+    if rng.random() < cfg.grayscale_p * k:
+        g = cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)
+        out = np.repeat(g[..., None], 3, axis=2)
+    if rng.random() < cfg.lowres_p * k:
+        s = out.shape[0]
+        small = max(8, int(s * rng.uniform(0.35, 0.8)))
+        out = cv2.resize(cv2.resize(out, (small, small), interpolation=cv2.INTER_AREA), (s, s),
+                         interpolation=cv2.INTER_LINEAR)
+    if rng.random() < cfg.blur_p * k:
+        out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.3, 1.5))
+    if rng.random() < cfg.noise_p * k:
+        out = np.clip(out + rng.normal(0, rng.uniform(2, 10), out.shape), 0, 255).astype(np.uint8)
+    if rng.random() < cfg.jpeg_p * k:
+        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.uniform(20, 90))])
+        if ok:
+            out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    return out
+
+
+def to_tensor(crops: np.ndarray | list[np.ndarray], mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """``NxHxWx3`` uint8 crops to a normalized float ``Nx3xHxW`` tensor."""
+    arr = np.ascontiguousarray(np.stack(crops) if isinstance(crops, list) else crops)
+    t = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.tensor(mean).view(1, 3, 1, 1)
+    s = torch.tensor(std).view(1, 3, 1, 1)
+    return (t - m) / s

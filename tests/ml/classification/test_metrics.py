@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+
+from ml.classification.metrics import (abstention, classification_report, confusion_matrix, ece, fit_temperature,
+                                       softmax)
+
+
+def test_report_matches_hand_computed_scores():
+    # true: a a a b b c ; pred: a a b b c c
+    r = classification_report([0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 2, 2], ["a", "b", "c"])
+    assert r["accuracy"] == pytest.approx(4 / 6)
+    # a: P=1 R=2/3 F1=0.8 ; b: P=1/2 R=1/2 F1=0.5 ; c: P=1/2 R=1 F1=2/3
+    assert r["per_class"]["a"]["f1"] == pytest.approx(0.8)
+    assert r["per_class"]["b"]["precision"] == pytest.approx(0.5)
+    assert r["per_class"]["c"]["recall"] == pytest.approx(1.0)
+    assert r["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    assert r["weighted_f1"] == pytest.approx((0.8 * 3 + 0.5 * 2 + 2 / 3 * 1) / 6)
+    assert r["confusion_matrix"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+
+
+def test_confusion_matrix_counts_pairs():
+    cm = confusion_matrix([1, 1, 0], [1, 0, 0], 2)
+    assert cm.tolist() == [[1, 0], [1, 1]]
+
+
+def test_ece_of_hand_made_probabilities():
+    # Two cells at confidence 0.9, one right one wrong: |0.9 - 0.5| = 0.4.
+    probs = np.array([[0.9, 0.1], [0.9, 0.1]])
+    assert ece(probs, [0, 1]) == pytest.approx(0.4)
+    assert ece(np.array([[1.0, 0.0]]), [0]) == pytest.approx(0.0)
+
+
+def test_temperature_scaling_softens_an_overconfident_model():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 2000)
+    logits = rng.normal(0, 1, (2000, 3))
+    logits[np.arange(2000), y] += 1.0
+    logits *= 8  # overconfident
+    t = fit_temperature(logits, y)
+    assert t > 3
+    assert ece(softmax(logits, t), y) < ece(softmax(logits), y) / 2
+
+
+def test_abstention_sends_low_confidence_cells_to_unidentified():
+    probs = np.array([[0.95, 0.05], [0.55, 0.45], [0.2, 0.8]])
+    r = abstention(probs, [0, 1, 0], threshold=0.7)
+    assert r["unidentified_rate"] == pytest.approx(1 / 3)
+    assert r["accuracy_identified"] == pytest.approx(0.5)

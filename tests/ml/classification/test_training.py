@@ -1,0 +1,82 @@
+import json
+
+import numpy as np
+import pytest
+
+from ml.classification import load_classifier
+from ml.classification.data import fixed_split
+from ml.classification.evaluate import evaluate_cells
+from ml.classification.train import TrainConfig, fit
+
+
+@pytest.fixture(scope="module")
+def trained_run(small_cells, tmp_path_factory):
+    cells, _ = small_cells
+    tr, va, te = fixed_split(cells.names, cells.labels, val=0.0, test=0.3)
+    out = tmp_path_factory.mktemp("train")
+    cfg = TrainConfig(backbone="cbam_cnn_small", epochs=12, batch=32, lr=4e-3, img_size=32, augment=0.3,
+                      time_budget_s=90)
+    run = fit(cfg, cells.subset(tr), cells.subset(te), out)
+    return run, cells.subset(te)
+
+
+def test_short_training_beats_chance_by_a_wide_margin(trained_run):
+    run, test = trained_run
+    r = evaluate_cells(load_classifier(run), test)
+    chance = 1 / len(test.classes)
+    assert r["accuracy"] > 3 * chance, r["accuracy"]
+
+
+def test_run_directory_has_log_and_checkpoints(trained_run):
+    run, _ = trained_run
+    log = json.loads((run / "log.json").read_text())
+    assert log and {"train_loss", "train_accuracy", "train_macro_f1", "val_loss", "val_accuracy",
+                    "val_macro_f1"} <= set(log[0])
+    assert (run / "best.pt").exists() and (run / "last.pt").exists()
+    clf = load_classifier(run)
+    assert clf.temperature > 0 and "val_ece" in clf.metrics
+
+
+def test_saved_model_reloads_and_predicts_the_same(saved_classifier, smear):
+    from ml.boxes import Box
+
+    boxes = [Box(55, 65, 105, 115), Box(200, 130, 260, 190)]
+    a = load_classifier(saved_classifier).classify(smear, boxes)
+    b = load_classifier(saved_classifier / "best.pt").classify(smear, boxes)
+    assert [p.label for p in a] == [p.label for p in b]
+    for pa, pb in zip(a, b):
+        assert pa.probabilities == pytest.approx(pb.probabilities, abs=1e-6)
+        assert sum(pa.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        assert pa.confidence == pytest.approx(max(pa.probabilities.values()))
+
+
+def test_artifact_carries_what_inference_needs(saved_classifier):
+    import torch
+
+    ckpt = torch.load(saved_classifier / "best.pt", weights_only=True)
+    for key in ("classes", "input_size", "mean", "std", "crop", "architecture", "version", "stain_norm",
+                "temperature"):
+        assert key in ckpt
+    clf = load_classifier(saved_classifier)
+    assert clf.crop_rule.out_size == 48 and clf.architecture == "cbam_cnn_small" and clf.version
+
+
+def test_loading_a_missing_run_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_classifier(tmp_path / "nothing")
+
+
+def test_heatmap_overlays_one_per_cell(saved_classifier, smear):
+    from ml.boxes import Box
+
+    clf = load_classifier(saved_classifier)
+    overlays = clf.heatmap_overlays(smear, [Box(55, 65, 105, 115), Box(200, 130, 260, 190)])
+    assert len(overlays) == 2 and all(o.shape == (48, 48, 3) and o.dtype == np.uint8 for o in overlays)
+
+
+def test_train_cli_rejects_bad_input_without_traceback(tmp_path, capsys):
+    from ml.classification.__main__ import main
+
+    assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--backbone", "nope"]) == 2

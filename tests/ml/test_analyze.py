@@ -1,0 +1,87 @@
+"""Whole-field analysis: localize, classify with the saved model, report in original pixels."""
+import json
+
+import numpy as np
+import pytest
+
+from ml.analyze import analyze_image, main
+from ml.boxes import Box
+
+
+class FixedLocalizer:
+    def __init__(self, boxes):
+        self.boxes = boxes
+
+    def detect(self, image, *, progress=None):
+        if progress:
+            progress(1.0)
+        return list(self.boxes)
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    import torch
+
+    from ml.classification.artifact import save_checkpoint
+    from ml.classification.crop import CropRule
+    from ml.classification.registry import create_classifier
+
+    torch.manual_seed(0)
+    classes = ["basophil", "eosinophil", "lymphocyte"]
+    model = create_classifier("cbam_cnn_small", len(classes))
+    save_checkpoint(tmp_path / "run" / "best.pt", model, architecture="cbam_cnn_small", model_kwargs={},
+                    classes=classes, crop=CropRule(0.2, 32))
+    return tmp_path / "run"
+
+
+def _field():
+    import cv2
+
+    img = np.full((120, 160, 3), (230, 220, 225), np.uint8)
+    cv2.circle(img, (40, 40), 15, (90, 40, 130), -1)
+    cv2.circle(img, (120, 80), 18, (90, 40, 130), -1)
+    return img
+
+
+def test_analyze_classifies_each_localized_cell_with_the_model_classes(run_dir):
+    from ml.classification import load_classifier
+
+    boxes = [Box(25, 25, 55, 55), Box(102, 62, 138, 98)]
+    seen = []
+    cells = analyze_image(_field(), localizer=FixedLocalizer(boxes), classifier=load_classifier(run_dir),
+                          heatmaps=True, progress=seen.append)
+    assert [c.box for c in cells] == boxes
+    for c in cells:
+        assert c.label in ("basophil", "eosinophil", "lymphocyte")
+        assert set(c.probabilities) == {"basophil", "eosinophil", "lymphocyte"}
+        assert c.confidence == pytest.approx(c.probabilities[c.label])
+        assert c.heatmap_overlay.shape == (32, 32, 3) and c.heatmap_overlay.dtype == np.uint8
+    assert seen[-1] == 1.0
+
+
+def test_analyze_without_classifier_only_localizes():
+    cells = analyze_image(_field(), localizer=FixedLocalizer([Box(0, 0, 10, 10)]))
+    assert len(cells) == 1 and cells[0].label is None
+
+
+def test_cli_prints_one_json_object_with_boxes_in_original_pixels(run_dir, tmp_path, capsys):
+    from PIL import Image
+
+    path = tmp_path / "field.png"
+    Image.fromarray(_field()).save(path)
+    assert main([str(path), "--classifier", str(run_dir), "--json", "--heatmaps", str(tmp_path / "hm")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    image = out["images"][0]
+    assert image["path"] == str(path)
+    assert image["cells"], "the classical localizer should find the two purple cells"
+    for cell in image["cells"]:
+        x0, y0, x1, y1 = cell["box"]
+        assert 0 <= x0 < x1 <= 160 and 0 <= y0 < y1 <= 120
+        assert cell["class"] in cell["probabilities"]
+        assert sum(cell["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert len(list((tmp_path / "hm").glob("*.png"))) == len(image["cells"])
+
+
+def test_cli_bad_image_is_a_clear_error(tmp_path, capsys):
+    assert main([str(tmp_path / "missing.png"), "--json"]) == 2
+    assert "error:" in capsys.readouterr().err
