@@ -101,3 +101,40 @@ def job_runner(request, live_server):
     if settings.LEUKOLAB_TASKS == "celery":
         return request.getfixturevalue("celery_worker")
     return None
+
+
+@pytest.fixture(scope="session")
+def cell_folder(tmp_path_factory):
+    """A small class-per-folder set of generated cell crops, as the webapp exports them."""
+    from PIL import Image
+
+    from ml.classification.data import synthetic_cells
+
+    folder = tmp_path_factory.mktemp("cells")
+    cells = synthetic_cells(n_per_class=40, classes=["eosinophil", "lymphocyte", "monocyte", "neutrophil"])
+    for i, name in enumerate(cells.names):
+        path = folder / f"{name}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(cells.images[i]).save(path)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def classifier_run(cell_folder, tmp_path_factory):
+    """A classifier trained briefly by the same function `make run` uses for its default model."""
+    from ml.classification import train_default
+
+    return train_default(cell_folder, tmp_path_factory.mktemp("classifier") / "run", time_budget_s=20)
+
+
+@pytest.fixture
+def active_classifier(db, classifier_run):
+    """The trained classifier registered as the active version."""
+    from ml.classification import load_classifier
+    from webapp.registry.services import model_version_register
+
+    clf = load_classifier(classifier_run)
+    return model_version_register(
+        kind="classifier", architecture=clf.architecture, version=clf.version,
+        artifact_path=classifier_run / "best.pt", metrics=clf.metrics, activate=True,
+    )

@@ -11,7 +11,7 @@ from tests.live import ApiSession
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
 
-def test_uploaded_field_is_analysed_by_the_celery_worker(live_server, celery_worker):
+def test_uploaded_field_is_analysed_by_the_celery_worker(live_server, celery_worker, active_classifier):
     from webapp.accounts.services import lab_get_or_create, user_create
     from webapp.jobs.models import Job
 
@@ -35,3 +35,9 @@ def test_uploaded_field_is_analysed_by_the_celery_worker(live_server, celery_wor
     assert cells, "the worker stored no cell"
     best = max(iou(c["box"], truth[0]) for c in cells)
     assert best >= 0.5, f"best IoU with the annotated WBC is {best:.2f}"
+    # classified by the active version, loaded by the worker from the shared storage
+    for cell in cells:
+        assert cell["model_version"] == active_classifier.version
+        assert cell["predicted_class"] in cell["probabilities"] and cell["confidence"] > 0
+        heatmap = api.get(cell["heatmap_url"])
+        assert heatmap.status_code == 200 and heatmap.content[:4] == b"\x89PNG"
