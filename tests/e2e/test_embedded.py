@@ -29,7 +29,8 @@ def embedded_server(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "LEUKOLAB_TASKS", "MEDIA_ROOT", "SECRET_KEY"}}
     env.update(DJANGO_SETTINGS_MODULE="webapp.config.settings.local", LEUKOLAB_VAR_DIR=str(var), LEUKOLAB_BIND=f"127.0.0.1:{port}")
     manage = [sys.executable, "manage.py"]
-    for cmd in (["migrate", "--noinput"], ["seed_users"], ["ensure_models", "--skip-classifier"]):
+    # the steps of `make run`, with a classifier trained on generated cells only when asked to
+    for cmd in (["migrate", "--noinput"], ["ensure_models", "--skip-classifier"], ["seed_demo", "--slides", "2"]):
         done = subprocess.run(manage + cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
     log = open(var / "server.log", "w+")
@@ -56,6 +57,16 @@ def test_embedded_default_uses_sqlite_and_keeps_its_secret_out_of_the_repo(embed
     secret = var / "secret_key"
     assert secret.is_file() and len(secret.read_text().strip()) >= 40
     assert oct(secret.stat().st_mode)[-3:] == "600"
+
+
+def test_demo_slides_were_imported_and_analysed(embedded_server):
+    base, _ = embedded_server
+    api = ApiSession(base)
+    api.login("annotator", "leukolab-annotator")
+    patients = api.get("/api/patients/?search=DEMO").json()
+    assert patients["count"] == 1 and patients["results"][0]["slide_count"] == 2
+    slides = api.get(f"/api/slides/?patient={patients['results'][0]['id']}").json()["results"]
+    assert {s["status"] for s in slides} == {"analyzed"} and all(s["cell_count"] >= 1 for s in slides)
 
 
 def test_upload_is_analysed_in_process(embedded_server):
