@@ -46,10 +46,10 @@ def smear_field(index: int = 0) -> tuple[str, bytes, list[list[float]]]:
             jpg = BCCD / "JPEGImages" / (xml.stem + ".jpg")
             if len(boxes) == 1 and jpg.exists():
                 return jpg.name, jpg.read_bytes(), boxes
-    from ml.synthetic import synthetic_smear
+    from ml.localization.synthetic import synthetic_field
 
-    image, boxes = synthetic_smear(seed=index)
-    return f"generated-{index}.png", image_bytes(image, "PNG"), [b.as_list() for b in boxes]
+    image, boxes = synthetic_field(seed=index)
+    return f"generated-{index}.png", image_bytes(image, "PNG"), [b.as_list() for b in boxes if b.label == "WBC"]
 
 
 def image_bytes(array: np.ndarray, fmt: str = "PNG", **kwargs) -> bytes:

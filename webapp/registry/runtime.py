@@ -7,25 +7,26 @@ from webapp.registry.models import ModelVersion
 from webapp.registry.selectors import model_version_active, model_version_local_path
 
 _lock = threading.Lock()
-_loaded: dict[int, object] = {}
+_loaded: dict[tuple, object] = {}
 
 
 def _load(mv: ModelVersion):
+    key = (mv.pk, mv.kind, mv.architecture, mv.version, mv.artifact.name or "")
     with _lock:
-        if mv.pk not in _loaded:
+        if key not in _loaded:
             if mv.kind == ModelVersion.Kind.LOCALIZER:
                 from ml.localization import load_localizer
 
                 path = model_version_local_path(model_version=mv)
-                _loaded[mv.pk] = load_localizer(str(path) if path else mv.architecture)
+                _loaded[key] = load_localizer(str(path) if path else mv.architecture)
             else:
                 from ml.classification import load_classifier
 
                 path = model_version_local_path(model_version=mv)
                 if path is None:
                     raise ValueError(f"classifier version {mv} has no artifact file")
-                _loaded[mv.pk] = load_classifier(path)
-        return _loaded[mv.pk]
+                _loaded[key] = load_classifier(path)
+        return _loaded[key]
 
 
 def active_localizer() -> tuple[ModelVersion, object]:

@@ -24,11 +24,11 @@ def _demo_files(count: int) -> list[SimpleUploadedFile]:
     if bccd.is_dir():
         paths = sorted(bccd.glob("*.jpg"))[:count]
         return [SimpleUploadedFile(p.name, p.read_bytes(), content_type="image/jpeg") for p in paths]
-    from ml.synthetic import synthetic_smear
+    from ml.localization.synthetic import synthetic_field
 
     files = []
     for i in range(count):
-        image, _ = synthetic_smear(seed=100 + i, n_wbc=1 + i % 2)
+        image, _ = synthetic_field(seed=100 + i, n_wbc=1 + i % 2)
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, format="PNG")
         files.append(SimpleUploadedFile(f"generated-smear-{i + 1}.png", buf.getvalue(), content_type="image/png"))
