@@ -48,11 +48,11 @@ def load_localizer(spec: str | os.PathLike = "classical", **options):
     return DeepLocalizer(path, **options)
 
 
-def train_default(data_dir, out, *, time_budget_s=None, progress=None, epochs=None):
+def train_default(data_dir, out, *, time_budget_s=None, progress=None, epochs=None, **options):
     """Train the default deep localizer (see :func:`ml.localization.train.train_default`)."""
     from ml.localization.train import train_default as _train_default
 
-    return _train_default(data_dir, out, time_budget_s=time_budget_s, progress=progress, epochs=epochs)
+    return _train_default(data_dir, out, time_budget_s=time_budget_s, progress=progress, epochs=epochs, **options)
 
 
 __all__ = ["ClassicalConfig", "ClassicalLocalizer", "load_localizer", "train_default"]

@@ -181,7 +181,18 @@ def _val_metrics(gts, preds) -> dict:
 
 def train_detector(train: Sequence[Sample], val: Sequence[Sample], out_dir: str | Path, cfg: TrainConfig,
                    *, progress: bool = True) -> dict:
-    """Train, keep the best checkpoint by validation WBC (AP50 + mean IoU), write the run directory."""
+    """Train, keep the best checkpoint by validation WBC (AP50 + mean IoU), write the run directory.
+
+    Uses ``cfg.num_threads`` torch threads while it runs and restores the previous setting after.
+    """
+    threads = torch.get_num_threads()
+    try:
+        return _train_detector(train, val, out_dir, cfg, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_detector(train, val, out_dir, cfg: TrainConfig, *, progress: bool) -> dict:
     from tqdm import tqdm
 
     out = Path(out_dir)
@@ -322,17 +333,18 @@ def _plot_history(history: list[dict], path: Path) -> None:
 
 
 def train_default(data_dir: str | Path | None, out: str | Path, *, time_budget_s: float | None = None,
-                  progress=None, epochs: int | None = None) -> Path:
+                  progress=None, epochs: int | None = None, **options) -> Path:
     """Train the default deep localizer on an annotated folder (BCCD when ``data_dir`` is None).
 
     Every 10th field validates; ``time_budget_s`` bounds training. ``progress(fraction, message)``
-    is called once per epoch. Returns the run directory (``model.pt`` inside).
+    is called once per epoch; other ``options`` are :class:`TrainConfig` fields. Returns the run
+    directory (``model.pt`` inside).
     """
     from ml.localization.data import bccd_root, load_split, train_val_split
 
     samples = load_split(data_dir or bccd_root(), "all")
     fit, val = train_val_split(samples)
-    cfg = TrainConfig(time_budget_s=time_budget_s, **({"epochs": epochs} if epochs else {}))
+    cfg = TrainConfig(time_budget_s=time_budget_s, **({"epochs": epochs} if epochs else {}), **options)
     cfg.extra["progress"] = progress
     train_detector(fit, val, out, cfg, progress=False)
     return Path(out)
