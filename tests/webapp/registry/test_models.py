@@ -58,3 +58,53 @@ def test_reclassifying_to_a_class_the_model_does_not_know_is_refused(active_clas
     assert r.status_code == 400 and "Unknown class" in r.json()["message"]
     ok = client.patch(f"/api/cells/{cell.pk}/", {"reviewed_class": "monocyte"}, format="json")
     assert ok.status_code == 200 and ok.json()["class"] == "monocyte"
+
+
+def test_register_model_adds_a_trained_classifier_run(db, classifier_run):
+    from django.core.management.base import CommandError
+
+    call_command("register_model", "classifier", str(classifier_run), "--activate")
+    mv = ModelVersion.objects.get(kind="classifier")
+    assert mv.status == "active" and mv.artifact.name.endswith(".pt")
+    with pytest.raises(CommandError, match="already registered"):
+        call_command("register_model", "classifier", str(classifier_run))
+
+
+def test_register_model_refuses_what_it_cannot_read(db, tmp_path):
+    from django.core.management.base import CommandError
+
+    bogus = tmp_path / "model.pt"
+    bogus.write_bytes(b"not a checkpoint")
+    with pytest.raises(CommandError, match="is not a localizer this version can read"):
+        call_command("register_model", "localizer", str(bogus))
+    with pytest.raises(CommandError, match="does not exist"):
+        call_command("register_model", "classifier", str(tmp_path / "nothing"))
+    assert not ModelVersion.objects.exists()
+
+
+@pytest.fixture(scope="session")
+def deep_localizer_run(tmp_path_factory):
+    """A deep detector trained for a few seconds on generated fields (enough to be a valid run)."""
+    from PIL import Image
+
+    from ml.localization import train_default
+    from ml.localization.formats import Annotation, write_voc
+    from ml.localization.synthetic import synthetic_field
+
+    root = tmp_path_factory.mktemp("voc")
+    (root / "Annotations").mkdir()
+    (root / "JPEGImages").mkdir()
+    for i in range(10):
+        img, boxes = synthetic_field(seed=i)
+        Image.fromarray(img).save(root / "JPEGImages" / f"f{i}.png")
+        write_voc(Annotation(f"f{i}.png", img.shape[1], img.shape[0], boxes), root / "Annotations" / f"f{i}.xml")
+    return train_default(root, tmp_path_factory.mktemp("deep") / "run", epochs=1)
+
+
+def test_a_registered_deep_localizer_is_used_by_the_analysis(deep_localizer_run, slide):
+    call_command("register_model", "localizer", str(deep_localizer_run), "--activate")
+    mv = ModelVersion.objects.get(kind="localizer", status="active")
+    assert mv.artifact.name.endswith("model.pt") or mv.artifact.name.endswith(".pt")
+    job = job_execute(job_id=Job.objects.get(key=f"analyze:slide:{slide.pk}").pk)
+    assert job.status == "succeeded", job.error
+    assert all(c.localizer_version_id == mv.pk for c in slide.cells.all())
