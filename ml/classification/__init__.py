@@ -58,7 +58,7 @@ def train_default(data_dir: Path | None, out_dir: Path, *, time_budget_s: float 
     clf = load_classifier(run)
     extra = {"test": _brief(evaluate_cells(clf, cells.subset(te)))}
     tecom = datasets_root() / "tecom"
-    if tecom.is_dir() and source != "synthetic":
+    if tecom.is_dir() and not source.startswith("synthetic"):
         extra["tecom"] = _brief(evaluate_tecom(clf, tecom))
     _update_metrics(run, extra)
     report(1.0, f"default classifier ready in {time.time() - t0:.0f} s")
