@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     p.add_argument("--budget-s", type=float, default=180, help="wall-clock training budget per model")
     p.add_argument("--folds", type=int, default=3, help="cross-validation of the best model (0: skip)")
     p.add_argument("--fold-budget-s", type=float, default=120)
-    p.add_argument("--threads", type=int, default=2, help="torch threads when measuring inference speed")
+    p.add_argument("--threads", type=int, default=1, help="torch threads when measuring inference speed (2 threads on a busy 2-core box run 10x slower)")
     p.add_argument("--out", type=Path, default=Path("/tmp/bench-classification"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

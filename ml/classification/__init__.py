@@ -60,7 +60,7 @@ def train_default(data_dir: Path | None, out_dir: Path, *, time_budget_s: float 
     tecom = datasets_root() / "tecom"
     from ml.classification.evaluate import TECOM_CLASSES
 
-    if tecom.is_dir() and source != "synthetic" and set(TECOM_CLASSES) <= set(clf.classes):
+    if tecom.is_dir() and not source.startswith("synthetic") and set(TECOM_CLASSES) <= set(clf.classes):
         extra["tecom"] = _brief(evaluate_tecom(clf, tecom))
     _update_metrics(run, extra)
     report(1.0, f"default classifier ready in {time.time() - t0:.0f} s")

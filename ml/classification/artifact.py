@@ -135,15 +135,18 @@ class Classifier:
             return []
         return self.predictions(self.probabilities_of_crops(self.crops(image, boxes)))
 
-    def heatmaps(self, image: np.ndarray, boxes: list[Box], method: str = "auto") -> list[np.ndarray]:
+    def heatmaps(self, image: np.ndarray, boxes: list[Box], method: str = "gradcam") -> list[np.ndarray]:
         """One ``out_size x out_size`` float map in [0, 1] per cell (see :mod:`heatmaps`)."""
         from ml.classification.heatmaps import cell_heatmaps
 
         crops = self.crops(image, boxes)
         return list(cell_heatmaps(self.model, self.tensor(crops), method=method)) if boxes else []
 
-    def heatmap_overlays(self, image: np.ndarray, boxes: list[Box], method: str = "auto") -> list[np.ndarray]:
-        """One ``HxWx3`` uint8 overlay per cell: its crop with the heatmap blended in."""
+    def heatmap_overlays(self, image: np.ndarray, boxes: list[Box], method: str = "gradcam") -> list[np.ndarray]:
+        """One ``HxWx3`` uint8 overlay per cell: its crop with the heatmap blended in.
+
+        Grad-CAM by default (it follows the predicted class; ~200 cells/s on one thread);
+        ``method="attention"`` gives the attention models' own maps (no backward pass)."""
         from ml.classification.heatmaps import cell_heatmaps, overlay
 
         if not boxes:

@@ -119,15 +119,17 @@ def load_folder(data_dir: Path, *, progress: Callable[[float, str], None] | None
     classes, items = list_class_folders(data_dir)
     if per_class:
         items = [it for c in range(len(classes)) for it in [x for x in items if x[1] == c][:per_class]]
+    localizer = load_localizer("classical")
+    # The key covers the files and the localizer's settings: a retuned localizer re-crops.
     key = hashlib.sha1(
-        (CACHE_VERSION + str(Path(data_dir).resolve()) + "|".join(f"{p.name}:{p.stat().st_size}" for p, _ in items)).encode()
+        (CACHE_VERSION + repr(getattr(localizer, "config", "")) + str(Path(data_dir).resolve())
+         + "|".join(f"{p.name}:{p.stat().st_size}" for p, _ in items)).encode()
     ).hexdigest()[:16]
     cache = cache_root() / f"cells-{Path(data_dir).name}-{key}.npz"
     if use_cache and cache.exists():
         z = np.load(cache, allow_pickle=False)
         return CellSet(z["images"], z["boxes"], z["labels"], [str(c) for c in z["classes"]],
                        [str(n) for n in z["names"]])
-    localizer = load_localizer("classical")
     images = np.zeros((len(items), CACHE_SIZE, CACHE_SIZE, 3), np.uint8)
     boxes = np.zeros((len(items), 4), np.float32)
     ok = np.ones(len(items), bool)

@@ -21,13 +21,17 @@ def _normalize(maps: torch.Tensor, size: int) -> np.ndarray:
 
 
 def attention_heatmaps(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
-    """The deepest attention map of an attention model (one forward pass, no gradients)."""
+    """The attention maps of an attention model, each scaled to [0, 1] and averaged over blocks
+    (one forward pass, no gradients): deep maps say what, shallow ones where, sharply."""
     was_training = model.training
     model.eval()
     with torch.inference_mode():
         model(x)
     model.train(was_training)
-    return _normalize(model.attention_maps()[-1], x.shape[-1])
+    maps = np.mean([_normalize(m, x.shape[-1]) for m in model.attention_maps()], axis=0)
+    lo = maps.reshape(len(maps), -1).min(1)[:, None, None]
+    hi = maps.reshape(len(maps), -1).max(1)[:, None, None]
+    return (maps - lo) / np.maximum(hi - lo, 1e-8)
 
 
 def gradcam_heatmaps(model: torch.nn.Module, x: torch.Tensor, target: list[int] | None = None) -> np.ndarray:
