@@ -12,7 +12,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +185,8 @@ def fit(cfg: TrainConfig, train: CellSet, val: CellSet | None, out_dir: Path, *,
 
 
 def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
+    if len(train) < cfg.batch:  # a small data set still gets whole batches, so every epoch trains
+        cfg = replace(cfg, batch=max(2, len(train)))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))

@@ -14,6 +14,7 @@ def _load(mv: ModelVersion):
     key = (mv.pk, mv.kind, mv.architecture, mv.version, mv.artifact.name or "")
     with _lock:
         if key not in _loaded:
+            _set_threads()
             if mv.kind == ModelVersion.Kind.LOCALIZER:
                 from ml.localization import load_localizer
 
@@ -27,6 +28,15 @@ def _load(mv: ModelVersion):
                     raise ValueError(f"classifier version {mv} has no artifact file")
                 _loaded[key] = load_classifier(path)
         return _loaded[key]
+
+
+def _set_threads() -> None:
+    """Torch threads per job process: oversubscribed cores make inference many times slower."""
+    import torch
+    from django.conf import settings
+
+    if torch.get_num_threads() != settings.LEUKOLAB_TORCH_THREADS:
+        torch.set_num_threads(settings.LEUKOLAB_TORCH_THREADS)
 
 
 def active_localizer() -> tuple[ModelVersion, object]:

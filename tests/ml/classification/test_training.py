@@ -80,3 +80,14 @@ def test_train_cli_rejects_bad_input_without_traceback(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert "error:" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--backbone", "nope"]) == 2
+
+
+def test_a_data_set_smaller_than_one_batch_still_trains(tmp_path):
+    from ml.classification import load_classifier
+    from ml.classification.data import synthetic_cells
+    from ml.classification.train import TrainConfig, fit
+
+    cells = synthetic_cells(n_per_class=5, classes=["lymphocyte", "neutrophil"])
+    run = fit(TrainConfig(backbone="cbam_cnn_small", img_size=32, batch=64, epochs=2), cells, cells, tmp_path / "run")
+    clf = load_classifier(run)
+    assert (run / "best.pt").exists() and clf.classes == ["lymphocyte", "neutrophil"]

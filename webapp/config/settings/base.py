@@ -104,6 +104,7 @@ LEUKOLAB_MODEL_CACHE = Path(env("LEUKOLAB_MODEL_CACHE", str(VAR_DIR / "model-cac
 LEUKOLAB_DATASETS = Path(env("LEUKOLAB_DATASETS", str(BASE_DIR.parent / "shared" / "datasets")))
 LEUKOLAB_TRAIN_DATA = env("LEUKOLAB_TRAIN_DATA")  # a class-per-folder image folder; PBC by default
 LEUKOLAB_HEATMAPS = env("LEUKOLAB_HEATMAPS", "1") not in {"0", "false", "no"}
+LEUKOLAB_TORCH_THREADS = env_int("LEUKOLAB_TORCH_THREADS", 1)  # per job process; raise it on big machines
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
