@@ -13,7 +13,9 @@ help:
 
 $(VENV)/.installed: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	@echo "installing the Python requirements into $(VENV) (torch from the local wheel index) ..."
+	@set -o pipefail; $(PY) -m pip install --disable-pip-version-check -q -r requirements.txt 2>&1 \
+		| { grep -v "is ignored: it is neither a file nor a directory" || true; }
 	@touch $@
 
 frontend/dist/.built: $(FRONTEND_SOURCES)
