@@ -67,16 +67,20 @@ def test_analyze_without_classifier_only_localizes():
 def test_cli_prints_one_json_object_with_boxes_in_original_pixels(run_dir, tmp_path, capsys):
     from PIL import Image
 
+    from ml.localization.synthetic import synthetic_field
+
+    field, truth = synthetic_field(seed=3, n_wbc=2)  # at BCCD's scale, which the classical method is tuned for
     path = tmp_path / "field.png"
-    Image.fromarray(_field()).save(path)
+    Image.fromarray(field).save(path)
     assert main([str(path), "--classifier", str(run_dir), "--json", "--heatmaps", str(tmp_path / "hm")]) == 0
     out = json.loads(capsys.readouterr().out)
     image = out["images"][0]
     assert image["path"] == str(path)
-    assert image["cells"], "the classical localizer should find the two purple cells"
+    assert len(image["cells"]) == 2, "the classical localizer should find the two white cells"
     for cell in image["cells"]:
         x0, y0, x1, y1 = cell["box"]
-        assert 0 <= x0 < x1 <= 160 and 0 <= y0 < y1 <= 120
+        assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 480
+        assert max(Box(x0, y0, x1, y1).iou(t) for t in truth if t.label == "WBC") >= 0.5
         assert cell["class"] in cell["probabilities"]
         assert sum(cell["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
     assert len(list((tmp_path / "hm").glob("*.png"))) == len(image["cells"])
