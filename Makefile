@@ -41,6 +41,7 @@ run: install demo
 	VENV=$(VENV) deploy/run.sh
 
 test: install
+	@if [ -f frontend/package.json ]; then cd frontend && npm test --silent; fi
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -2,7 +2,7 @@
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from webapp.jobs.services import job_execute
+from webapp.jobs.services import job_execute, jobs_redispatch as _jobs_redispatch
 
 _TRANSIENT = (OperationalError, InterfaceError, ConnectionError)
 
@@ -18,3 +18,9 @@ _TRANSIENT = (OperationalError, InterfaceError, ConnectionError)
 def slide_analyze(self, job_id: int) -> None:
     last_try = self.request.retries >= self.max_retries
     job_execute(job_id=job_id, retry_on=() if last_try else _TRANSIENT)
+
+
+@shared_task(name="jobs_redispatch")
+def jobs_redispatch() -> int:
+    """Scheduled by beat: queued jobs that never reached the broker are handed over again."""
+    return _jobs_redispatch()

@@ -29,7 +29,8 @@ def job_enqueue(*, kind: str, key: str, params: dict, lab=None, created_by=None)
             job = Job.objects.create(kind=kind, key=key, params=params, lab=lab, created_by=created_by)
     except IntegrityError:
         return Job.objects.get(key=key, status__in=OPEN)
-    transaction.on_commit(lambda: job_dispatch(job_id=job.pk))
+    # robust: the request that queued the job has succeeded whatever happens to the hand-over
+    transaction.on_commit(lambda: job_dispatch(job_id=job.pk), robust=True)
     return job
 
 
@@ -40,8 +41,13 @@ def job_dispatch(*, job_id: int) -> None:
 
         job = Job.objects.get(pk=job_id)
         task = getattr(tasks, job.kind)
-        result = task.apply_async(args=[job_id])
-        Job.objects.filter(pk=job_id).update(celery_id=result.id or "")
+        try:
+            result = task.apply_async(args=[job_id])
+        except Exception as exc:  # noqa: BLE001 - the broker is down: the job waits, queued, for jobs_redispatch
+            logger.warning("job %s could not be handed to the broker: %s", job_id, exc)
+            Job.objects.filter(pk=job_id).update(message="waiting for the job queue to be reachable")
+            return
+        Job.objects.filter(pk=job_id).update(celery_id=result.id or "", message="")
     elif settings.LEUKOLAB_TASKS == "inline":
         from webapp.jobs import inline
 
@@ -110,6 +116,18 @@ def _slide_failed(job: Job) -> None:
 
 
 _FAILURE_HOOKS = {"slide_analyze": _slide_failed}
+
+
+def jobs_redispatch(*, older_than_s: float = 60.0) -> int:
+    """Hand over again the queued jobs that never reached the broker (it was down when they were made)."""
+    from datetime import timedelta
+
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    stale = Job.objects.filter(status=Job.Status.QUEUED, celery_id="", created_at__lt=cutoff)
+    ids = list(stale.values_list("pk", flat=True))
+    for job_id in ids:
+        job_dispatch(job_id=job_id)
+    return len(ids)
 
 
 def jobs_requeue_stale() -> int:

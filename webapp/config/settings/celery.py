@@ -32,4 +32,8 @@ CELERY_TASK_ANNOTATIONS = {
     "model_train": {"time_limit": 6 * 3600, "soft_time_limit": 6 * 3600 - 60},
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULE = {"jobs-redispatch": {"task": "jobs_redispatch", "schedule": 60.0}}
+# A broker that is down must not hold an upload for long: give up quickly, jobs_redispatch retries.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TIMEZONE = "UTC"

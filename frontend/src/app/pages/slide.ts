@@ -101,7 +101,7 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
     bar = progressBar();
     const inProgress = isSlideInProgress(slide);
     const actions = h('div', { class: 'actions' });
-    if (canAnalyze(currentUser()) && !inProgress) {
+    if (canAnalyze(currentUser()) && !inProgress && !slide.signed_off_at) {
       const rerun = h('button', { type: 'button', class: 'btn' }, slide.status === 'failed' ? 'Retry analysis' : 'Re-run analysis');
       rerun.addEventListener('click', async () => {
         rerun.disabled = true;
