@@ -18,6 +18,17 @@ def model_version_active(*, kind: str) -> ModelVersion | None:
     return ModelVersion.objects.filter(kind=kind, status=ModelVersion.Status.ACTIVE).first()
 
 
+def run_checkpoint(*, kind: str, run: Path) -> Path:
+    """The artifact file of a trained run: the file itself, or the run folder's checkpoint."""
+    if run.is_file():
+        return run
+    names = ("model.pt",) if kind == ModelVersion.Kind.LOCALIZER else ("best.pt", "last.pt")
+    for name in names:
+        if (run / name).is_file():
+            return run / name
+    raise FileNotFoundError(f"{run} holds no {' or '.join(names)}")
+
+
 def model_version_local_path(*, model_version: ModelVersion) -> Path | None:
     """A local file for the artifact (copied from remote storage into the model cache when needed)."""
     if not model_version.artifact:

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Sequence
 
+from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
+from PIL import Image
 
 from webapp.common.exceptions import ApplicationError
 from webapp.jobs.models import Job
@@ -80,8 +84,6 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
     from ml.analyze import analyze_image
     from ml.imageio import load_image
 
-    from django.conf import settings
-
     from webapp.cells.services import cells_replace_from_model
     from webapp.registry.runtime import active_classifier, active_localizer
 
@@ -123,12 +125,6 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
 
 def slide_image_preview_ensure(*, image: SlideImage, array) -> None:
     """Give TIFF files and large scans a browser-friendly JPEG, at most PREVIEW_MAX_SIDE pixels wide."""
-    import io
-
-    from django.conf import settings
-    from django.core.files.base import ContentFile
-    from PIL import Image
-
     max_side = settings.LEUKOLAB_PREVIEW_MAX_SIDE
     if image.preview or (image.format != "TIFF" and max(image.width, image.height) <= max_side):
         return

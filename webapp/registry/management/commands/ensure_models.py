@@ -8,20 +8,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from webapp.registry.models import ModelVersion
-from webapp.registry.selectors import model_version_active
+from webapp.registry.selectors import model_version_active, run_checkpoint
 from webapp.registry.services import model_version_ensure_classical, model_version_register
-
-
-def _checkpoint_in(run: Path) -> Path:
-    if run.is_file():
-        return run
-    for name in ("model.pt", "best.pt", "checkpoint.pt"):
-        if (run / name).is_file():
-            return run / name
-    found = sorted(run.glob("*.pt"))
-    if not found:
-        raise CommandError(f"no checkpoint (*.pt) in {run}")
-    return found[0]
 
 
 class Command(BaseCommand):
@@ -52,7 +40,10 @@ class Command(BaseCommand):
         self.stdout.write(f"training the default classifier into {out} (budget {budget_s:.0f} s) ...")
         started = time.monotonic()
         run = Path(train_default(data_dir, out, time_budget_s=budget_s, progress=self._progress))
-        checkpoint = _checkpoint_in(run)
+        try:
+            checkpoint = run_checkpoint(kind=ModelVersion.Kind.CLASSIFIER, run=run)
+        except FileNotFoundError as exc:
+            raise CommandError(str(exc)) from exc
         classifier = load_classifier(checkpoint)
         mv = model_version_register(
             kind=ModelVersion.Kind.CLASSIFIER,

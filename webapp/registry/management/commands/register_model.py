@@ -6,17 +6,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from webapp.registry.models import ModelVersion
+from webapp.registry.selectors import run_checkpoint
 from webapp.registry.services import model_version_register
-
-
-def _checkpoint(kind: str, path: Path) -> Path:
-    if path.is_file():
-        return path
-    names = ("model.pt",) if kind == ModelVersion.Kind.LOCALIZER else ("best.pt", "last.pt")
-    for name in names:
-        if (path / name).is_file():
-            return path / name
-    raise CommandError(f"{path} holds no {' or '.join(names)}")
 
 
 class Command(BaseCommand):
@@ -30,7 +21,10 @@ class Command(BaseCommand):
     def handle(self, *args, kind: str, run: Path, activate: bool, **options):
         if not run.exists():
             raise CommandError(f"{run} does not exist")
-        checkpoint = _checkpoint(kind, run)
+        try:
+            checkpoint = run_checkpoint(kind=kind, run=run)
+        except FileNotFoundError as exc:
+            raise CommandError(str(exc)) from exc
         try:
             if kind == ModelVersion.Kind.LOCALIZER:
                 from ml.localization import load_localizer
