@@ -28,13 +28,17 @@ def analyze_image(
     classifier=None,
     heatmaps: bool = False,
     progress: Callable[[float], None] | None = None,
+    rescale: float | str | None = None,
 ) -> list[CellResult]:
-    """Find and (when a classifier is given) classify the white cells of one RGB image."""
+    """Find and (when a classifier is given) classify the white cells of one RGB image.
+
+    ``rescale`` tells the localizer the image's magnification relative to its training images
+    (a factor, or ``"auto"``; None: the localizer's own setting), see :mod:`ml.localization.scale`."""
     def loc_progress(f: float) -> None:
         if progress:
             progress(0.5 * f if classifier is not None else f)
 
-    boxes = localizer.detect(image, progress=loc_progress)
+    boxes = localizer.detect(image, progress=loc_progress, rescale=rescale)
     cells = [CellResult(box=b) for b in boxes]
     if classifier is not None and boxes:
         predictions = classifier.classify(image, boxes)
@@ -71,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("images", nargs="+", type=Path, help="smear images")
     p.add_argument("--localizer", default="classical", help="'classical' or a localizer run directory")
     p.add_argument("--classifier", type=Path, help="classifier run directory or checkpoint")
+    p.add_argument("--rescale", default="auto",
+                   help="magnification of the images relative to the localizer's training fields: a factor "
+                        "(about 2 when cells look half as large as in BCCD fields) or 'auto' (default): the "
+                        "native scale, then lower magnifications until a white cell is found")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--heatmaps", type=Path, metavar="DIR", help="write each cell's heatmap overlay as PNG here")
     args = p.parse_args(argv)
@@ -78,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         from ml.imageio import load_image
         from ml.localization import load_localizer
 
-        localizer = load_localizer(args.localizer)
+        from ml.localization.scale import parse_rescale
+
+        localizer = load_localizer(args.localizer, rescale=parse_rescale(args.rescale))
         classifier = None
         if args.classifier is not None:
             from ml.classification import load_classifier

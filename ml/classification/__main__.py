@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--freeze-bn", action="store_true", default=None)
     t.add_argument("--seed", type=int)
     t.add_argument("--balance", action=argparse.BooleanOptionalAction, default=None)
-    t.add_argument("--stain-norm", choices=["none", "reinhard", "macenko"])
+    t.add_argument("--stain-norm", choices=["none", "background", "reinhard", "macenko"])
     t.add_argument("--pretrained", action="store_true", default=None)
     t.add_argument("--augment", type=float, help="photometric augmentation strength (0 = off)")
     t.add_argument("--budget-s", type=float, dest="time_budget_s", help="wall-clock budget per training")

@@ -53,7 +53,7 @@ def evaluate_tecom(clf: Classifier, tecom_dir: Path, *, restrict: bool = True, b
     if boxes == "localizer":
         from ml.localization import load_localizer
 
-        localizer = localizer or load_localizer("classical")
+        localizer = localizer or load_localizer("classical", rescale="auto")  # as ml.analyze does
         use = []
         for i, (im, gt) in enumerate(zip(images, gt_boxes)):
             det = localizer.detect(im)

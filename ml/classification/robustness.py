@@ -47,8 +47,15 @@ def _stain(c, s, rng):
     return hed_jitter(c, np.random.default_rng(1234 + s), (0.05, 0.10, 0.18)[s])
 
 
+def _colour_cast(c, s, rng):
+    # A warm cast (halogen lamp, camera white balance, yellowish stain base), fixed per severity.
+    gain = np.array([(1.0, 0.96, 0.85), (1.0, 0.92, 0.72), (1.0, 0.88, 0.6)][s], dtype=np.float32)
+    return np.clip(c.astype(np.float32) * gain, 0, 255)
+
+
 CORRUPTIONS = {"gaussian_noise": _gauss, "salt_pepper": _salt_pepper, "speckle": _speckle, "blur": _blur,
-               "jpeg": _jpeg, "brightness": _brightness, "contrast": _contrast, "stain_shift": _stain}
+               "jpeg": _jpeg, "brightness": _brightness, "contrast": _contrast, "stain_shift": _stain,
+               "colour_cast": _colour_cast}
 
 
 def corrupt(crops: np.ndarray, name: str, severity: int, seed: int = 0) -> np.ndarray:

@@ -1,14 +1,18 @@
-"""Stain normalization applied identically in training and inference (Reinhard or Macenko).
+"""Colour normalization applied identically in training and inference.
 
-Both map a crop towards fixed target statistics, so the model sees the same colours whatever
-the lab's stain. ``normalize(crop, method)`` is the only entry point.
+``background`` white-balances each crop on its own background (the brightest pixels: plasma
+between the cells), which removes the colour cast of another lab's lamp, camera and stain base;
+``reinhard`` and ``macenko`` map a crop towards fixed target statistics.
+``normalize(crop, method)`` is the only entry point.
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-METHODS = ("none", "reinhard", "macenko")
+from ml import colour
+
+METHODS = ("none", "background", "reinhard", "macenko")
 
 # Target LAB statistics (OpenCV 8-bit LAB) of a typical May-Grünwald-Giemsa crop.
 _REINHARD_MEAN = np.array([170.0, 145.0, 120.0])
@@ -17,6 +21,12 @@ _REINHARD_STD = np.array([40.0, 12.0, 12.0])
 # Reference H&E-like stain vectors (optical density) and max concentrations for Macenko.
 _MACENKO_REF = np.array([[0.5626, 0.2159], [0.7201, 0.8012], [0.4062, 0.5581]])
 _MACENKO_MAXC = np.array([1.9705, 1.0308])
+
+
+def white_balance(crop: np.ndarray) -> np.ndarray:
+    """The crop with its own background (its brightest pixels) made neutral grey: removes the
+    colour cast of another lab's lamp, camera and stain base (see :mod:`ml.colour`)."""
+    return colour.white_balance(crop)
 
 
 def reinhard(crop: np.ndarray) -> np.ndarray:
@@ -52,6 +62,8 @@ def macenko(crop: np.ndarray, io: float = 240.0, alpha: float = 1.0, beta: float
 def normalize(crop: np.ndarray, method: str = "none") -> np.ndarray:
     if method in (None, "", "none"):
         return crop
+    if method == "background":
+        return white_balance(crop)
     if method == "reinhard":
         return reinhard(crop)
     if method == "macenko":

@@ -48,6 +48,7 @@ class TrainConfig:
     stain_norm: str = "none"
     pretrained: bool = False
     augment: float = 1.0  # photometric augmentation strength
+    augment_options: dict = field(default_factory=dict)  # AugmentConfig fields, e.g. {"stain_scale": 1.0}
     time_budget_s: float | None = None
     # Two cores: one torch thread for the model, one thread for augmentation. More
     # threads than free cores slows torch down ten-fold on a busy machine.
@@ -66,7 +67,7 @@ class AugmentedCrops(torch.utils.data.Dataset):
     def __init__(self, cells: CellSet, cfg: TrainConfig):
         self.cells, self.cfg = cells, cfg
         self.rule = CropRule(cfg.margin, cfg.img_size)
-        self.aug = AugmentConfig(strength=cfg.augment)
+        self.aug = AugmentConfig(strength=cfg.augment, **cfg.augment_options)
         self.rng = np.random.default_rng(cfg.seed)
 
     def __len__(self):

@@ -30,6 +30,9 @@ class AugmentConfig:
     scale: tuple[float, float] = (0.8, 1.25)  # factor on the crop window side
     shift: float = 0.08  # fraction of the window side
     hed_sigma: float = 0.08
+    # Staining intensity differs between labs (stain batch, time, pH): haematoxylin and eosin
+    # amounts are each multiplied by a factor drawn log-uniformly in [2**-s, 2**s] (0: off).
+    stain_scale: float = 0.0
     hue: float = 0.08  # fraction of the hue circle
     grayscale_p: float = 0.15
     blur_p: float = 0.4
@@ -66,11 +69,24 @@ def hed_jitter(crop: np.ndarray, rng: np.random.Generator, sigma: float) -> np.n
     return np.clip(256.0 * np.exp(-od) - 1.0, 0, 255).reshape(crop.shape).astype(np.uint8)
 
 
+def stain_amounts(crop: np.ndarray, h: float, e: float) -> np.ndarray:
+    """The crop as if stained with ``h`` times the haematoxylin and ``e`` times the eosin."""
+    od = -np.log((crop.astype(np.float32) + 1.0) / 256.0)
+    hed = od.reshape(-1, 3) @ _HED_FROM_RGB.astype(np.float32)
+    hed *= np.array([h, e, 1.0], np.float32)
+    od = np.maximum(hed @ _RGB_FROM_HED.astype(np.float32), 0.0)
+    return np.clip(256.0 * np.exp(-od) - 1.0, 0, 255).reshape(crop.shape).astype(np.uint8)
+
+
 def photometric(crop: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
     k = cfg.strength
     if k <= 0:
         return crop
-    out = hed_jitter(crop, rng, cfg.hed_sigma * k)
+    out = crop
+    if cfg.stain_scale > 0:
+        h, e = 2.0 ** rng.uniform(-cfg.stain_scale * k, cfg.stain_scale * k, size=2)
+        out = stain_amounts(out, float(h), float(e))
+    out = hed_jitter(out, rng, cfg.hed_sigma * k)
     hsv = cv2.cvtColor(out, cv2.COLOR_RGB2HSV).astype(np.float32)
     hsv[..., 0] = (hsv[..., 0] + rng.uniform(-cfg.hue, cfg.hue) * 180 * k) % 180
     hsv[..., 1] *= rng.uniform(1 - 0.5 * k, 1 + 0.4 * k)

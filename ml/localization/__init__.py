@@ -32,12 +32,15 @@ from ml.localization.classical import ClassicalConfig, ClassicalLocalizer
 def load_localizer(spec: str | os.PathLike = "classical", **options):
     """Build a localizer from ``"classical"``, ``"classical:CONFIG.yaml"``, or a trained deep-detector
     run (its directory, its ``model.pt``, or ``"deep:PATH"``). ``options`` go to the deep localizer
-    (``score_threshold``, ``rescale`` for another magnification)."""
+    (``score_threshold``, ``rescale``); the classical one takes ``rescale`` only. ``rescale`` is a
+    factor for another magnification or ``"auto"`` (see :mod:`ml.localization.scale`)."""
     text = str(spec)
-    if text == "classical":
-        return ClassicalLocalizer()
-    if text.startswith("classical:"):
-        return ClassicalLocalizer(ClassicalConfig.load(text.removeprefix("classical:")))
+    if text == "classical" or text.startswith("classical:"):
+        unknown = set(options) - {"rescale"}
+        if unknown:
+            raise ValueError(f"the classical localizer takes no {', '.join(sorted(unknown))}")
+        config = ClassicalConfig.load(text.removeprefix("classical:")) if text != "classical" else None
+        return ClassicalLocalizer(config, **options)
     path = Path(text.removeprefix("deep:"))
     if not path.exists():
         raise ValueError(f"unknown localizer {text!r}: use 'classical' or the path of a trained run")

@@ -25,10 +25,19 @@ def _localizer(args):
     from ml.localization import load_localizer
 
     if args.method == "classical":
-        return load_localizer(f"classical:{args.config}" if args.config else "classical")
+        return load_localizer(f"classical:{args.config}" if args.config else "classical", rescale=args.rescale)
     if not args.checkpoint:
         raise ValueError("--method deep needs --checkpoint RUN_DIR (a directory written by 'train')")
     return load_localizer(args.checkpoint, rescale=args.rescale)
+
+
+def _rescale(text: str):
+    from ml.localization.scale import parse_rescale
+
+    try:
+        return parse_rescale(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _samples(args):
@@ -169,9 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--method", choices=["classical", "deep"], default="classical")
         sp.add_argument("--checkpoint", help="deep: run directory (or model.pt) written by 'train'")
         sp.add_argument("--config", help="classical: parameter file (default: the packaged classical.yaml)")
-        sp.add_argument("--rescale", type=float, default=1.0,
-                        help="deep: multiply the trained input scale (about 2 when cells look half as large "
-                             "as in the training images)")
+        sp.add_argument("--rescale", type=_rescale, default=1.0,
+                        help="multiply the trained scale (about 2 when cells look half as large as in the "
+                             "training images), or 'auto': the native scale, then lower magnifications "
+                             "until a white cell is found (default 1)")
 
     t = sub.add_parser("train", help="train the deep detector")
     common(t)

@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from ml.boxes import Box
+from ml.colour import apply_gains, background_gains
+from ml.localization.scale import detect_rescaled, parse_rescale
 from ml.localization.tiling import detect_tiled, nms
 
 CONFIG_PATH = Path(__file__).with_name("classical.yaml")
@@ -66,6 +68,9 @@ class ClassicalConfig:
     score_threshold: float = 0.0
     tile: int = 2048
     overlap: int = 512
+    # Make the field's background neutral grey before judging colours (another lab's lamp, camera
+    # and stain base; see ml.colour). Gains come from the whole image, so tiles share them.
+    white_balance: bool = False
 
     @classmethod
     def from_dict(cls, data: dict) -> "ClassicalConfig":
@@ -133,12 +138,25 @@ class ClassicalLocalizer:
     version = "classical-2"
     metrics: dict = {}
 
-    def __init__(self, config: ClassicalConfig | str | os.PathLike | None = None):
+    def __init__(self, config: ClassicalConfig | str | os.PathLike | None = None, *,
+                 rescale: float | str = 1.0):
+        """``rescale``: about 2 when cells look half as large as in BCCD fields, ``"auto"`` to try
+        the native and then lower magnifications (see :mod:`ml.localization.scale`)."""
         if config is None:
             config = ClassicalConfig.load() if CONFIG_PATH.exists() else ClassicalConfig()
         elif not isinstance(config, ClassicalConfig):
             config = ClassicalConfig.load(config)
         self.config = config
+        self.rescale = parse_rescale(rescale)
+        self._unit = 1.0  # image pixels per trained-magnification pixel (set by ``_at``)
+
+    def _at(self, rescale: float) -> "ClassicalLocalizer":
+        """This localizer working at ``rescale`` times its working scale (same physical sizes)."""
+        if rescale == 1.0:
+            return self
+        inner = ClassicalLocalizer(replace(self.config, work_scale=self.config.work_scale * rescale))
+        inner._unit = rescale
+        return inner
 
     # -- segmentation ------------------------------------------------------------------
     def _small(self, image: np.ndarray) -> np.ndarray:
@@ -148,26 +166,37 @@ class ClassicalLocalizer:
         h, w = image.shape[:2]
         return cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
 
-    def threshold_for(self, image: np.ndarray) -> float:
+    def gains_for(self, image: np.ndarray) -> np.ndarray | None:
+        """White-balance gains of a whole image (None when the config does not balance)."""
+        return background_gains(image) if self.config.white_balance else None
+
+    def threshold_for(self, image: np.ndarray, gains: np.ndarray | None = None) -> float:
         """The nucleus threshold of a whole image, from a thumbnail of at most ~1 Mpixel."""
         h, w = image.shape[:2]
         step = max(1, int(np.ceil(np.sqrt(h * w / 1e6))))
-        thumb = self._small(np.ascontiguousarray(image[::step, ::step]))
+        thumb = np.ascontiguousarray(image[::step, ::step])
+        if gains is not None:
+            thumb = apply_gains(thumb, gains)
+        thumb = self._small(thumb)
         ch = nucleus_channel(thumb, self.config.channel)
         if self.config.blur > 1:
             ch = cv2.GaussianBlur(ch, (self.config.blur | 1, self.config.blur | 1), 0)
         otsu, _ = cv2.threshold(ch, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
         return max(float(otsu) + self.config.threshold_offset, self.config.threshold_floor)
 
-    def candidates(self, image: np.ndarray, threshold: float | None = None) -> list[Candidate]:
-        """Nucleus groups of one image (or tile) in work-scale pixels, before calibration."""
+    def candidates(self, image: np.ndarray, threshold: float | None = None,
+                   gains: np.ndarray | None = None) -> list[Candidate]:
+        """Nucleus groups of one image (or tile) in work-scale pixels, before calibration.
+        ``gains``: the whole image's white balance (computed here from ``image`` when omitted)."""
         cfg = self.config
-        small = self._small(image)
+        if gains is None:
+            gains = self.gains_for(image)
+        if threshold is None:
+            threshold = self.threshold_for(image, gains)
+        small = self._small(image if gains is None else apply_gains(image, gains))
         ch = nucleus_channel(small, cfg.channel)
         if cfg.blur > 1:
             ch = cv2.GaussianBlur(ch, (cfg.blur | 1, cfg.blur | 1), 0)
-        if threshold is None:
-            threshold = self.threshold_for(image)
         mask = (ch > threshold).astype(np.uint8)
         if cfg.open_radius > 0:
             mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _disk(cfg.open_radius))
@@ -254,8 +283,9 @@ class ClassicalLocalizer:
 
     # -- boxes -------------------------------------------------------------------------
     def box_features(self, cand: Candidate) -> tuple[np.ndarray, float, float]:
-        """Calibration features in original pixels, and the uncalibrated centre."""
-        s = self.config.work_scale
+        """Calibration features in pixels at the trained magnification (the original image's
+        pixels unless rescaled), and the uncalibrated centre."""
+        s = self.config.work_scale / self._unit
         n = [v / s for v in cand.nucleus]
         c = [v / s for v in cand.cell]
         f = np.array([n[2] - n[0], n[3] - n[1], c[2] - c[0], c[3] - c[1], np.sqrt(cand.area) / s, 1.0])
@@ -270,7 +300,8 @@ class ClassicalLocalizer:
         cx, cy = cx + cfg.centre_offset[0], cy + cfg.centre_offset[1]
         w = max(1.0, float(np.dot(cfg.box_coef_w, f)))
         h = max(1.0, float(np.dot(cfg.box_coef_h, f)))
-        return Box(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, "WBC", cand.score)
+        u = self._unit
+        return Box((cx - w / 2) / u, (cy - h / 2) / u, (cx + w / 2) / u, (cy + h / 2) / u, "WBC", cand.score)
 
     def boxes_from(self, cands: list[Candidate], width: int, height: int) -> list[Box]:
         """Calibrated, clipped boxes of candidates, overlapping ones suppressed."""
@@ -278,18 +309,28 @@ class ClassicalLocalizer:
         return nms(boxes, self.config.nms_iou) if self.config.nms_iou < 1.0 else boxes
 
     def detect(self, image: np.ndarray, *, progress: Callable[[float], None] | None = None,
-               min_score: float | None = None, labels: tuple[str, ...] | None = ("WBC",)) -> list[Box]:
-        """WBC boxes in original pixels (large images tiled, sharing one threshold). The classical
-        method finds white cells only; ``labels`` is accepted for symmetry with the deep detector."""
+               min_score: float | None = None, labels: tuple[str, ...] | None = ("WBC",),
+               rescale: float | str | None = None) -> list[Box]:
+        """WBC boxes in original pixels (large images tiled, sharing one threshold and white
+        balance). The classical method finds white cells only; ``labels`` is accepted for symmetry
+        with the deep detector. ``rescale`` overrides the localizer's own (see ``__init__``)."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.shape} {image.dtype}")
         if labels is not None and "WBC" not in labels:
             return []
-        thr = self.threshold_for(image)
+        gains = self.gains_for(image)
         min_score = self.config.score_threshold if min_score is None else min_score
 
-        def one(tile: np.ndarray) -> list[Box]:
-            th, tw = tile.shape[:2]
-            return [b for b in self.boxes_from(self.candidates(tile, thr), tw, th) if b.score >= min_score]
+        def at(r: float) -> list[Box]:
+            loc = self._at(r)
+            thr = loc.threshold_for(image, gains)
 
-        return detect_tiled(image, one, tile=self.config.tile, overlap=self.config.overlap, progress=progress)
+            def one(tile: np.ndarray) -> list[Box]:
+                th, tw = tile.shape[:2]
+                found = loc.boxes_from(loc.candidates(tile, thr, gains), tw, th)
+                return [b for b in found if b.score >= min_score]
+
+            return detect_tiled(image, one, tile=self.config.tile, overlap=self.config.overlap, progress=progress)
+
+        rescale = self.rescale if rescale is None else parse_rescale(rescale)
+        return detect_rescaled(at, image.shape, rescale)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ml.boxes import Box
+from ml.localization.scale import AUTO, detect_rescaled, parse_rescale
 from ml.localization.tiling import detect_tiled, nms
 
 STRIDE = 8
@@ -242,9 +243,10 @@ class DeepLocalizer:
     method = "deep"
 
     def __init__(self, checkpoint: str | os.PathLike, *, score_threshold: float | None = None,
-                 num_threads: int | None = None, rescale: float = 1.0):
+                 num_threads: int | None = None, rescale: float | str = 1.0):
         """``rescale`` multiplies the trained input scale: use about 2 when cells appear half as large
-        as in the training images (lower magnification or camera resolution), 0.5 when twice as large."""
+        as in the training images (lower magnification or camera resolution), 0.5 when twice as large,
+        ``"auto"`` to try the native and then lower magnifications (:mod:`ml.localization.scale`)."""
         path = resolve_checkpoint(checkpoint)
         try:
             blob = torch.load(path, map_location="cpu", weights_only=False)
@@ -254,9 +256,8 @@ class DeepLocalizer:
         self.path = path
         self.meta = meta
         self.classes: list[str] = list(meta["arch"]["classes"])
-        if rescale <= 0:
-            raise ValueError(f"rescale must be positive, got {rescale}")
-        self.scale = float(meta["scale"]) * rescale
+        self.rescale = parse_rescale(rescale)
+        self.trained_scale = float(meta["scale"])
         self.mean, self.std = meta["mean"], meta["std"]
         self.score_threshold = float(meta.get("score_threshold", 0.3) if score_threshold is None
                                      else score_threshold)
@@ -271,30 +272,42 @@ class DeepLocalizer:
         if num_threads:
             torch.set_num_threads(num_threads)
 
-    def _detect_tile(self, tile: np.ndarray, min_score: float) -> list[Box]:
-        x = preprocess(tile, self.scale, self.mean, self.std)
+    @property
+    def scale(self) -> float:
+        """Input pixels per image pixel at this localizer's own rescale (1.0 when it is "auto")."""
+        return self.trained_scale * (1.0 if self.rescale == AUTO else float(self.rescale))
+
+    def _detect_tile(self, tile: np.ndarray, min_score: float, scale: float | None = None) -> list[Box]:
+        scale = self.scale if scale is None else scale
+        x = preprocess(tile, scale, self.mean, self.std)
         with torch.inference_mode():
             hm, reg = self.model(x)
         h, w = tile.shape[:2]
-        return [b.clip(w, h) for b in decode(hm, reg, scale=self.scale, classes=self.classes,
+        return [b.clip(w, h) for b in decode(hm, reg, scale=scale, classes=self.classes,
                                                 min_score=min_score)[0]]
 
     def detect(self, image: np.ndarray, *, progress: Callable[[float], None] | None = None,
-               min_score: float | None = None, labels: tuple[str, ...] | None = ("WBC",)) -> list[Box]:
+               min_score: float | None = None, labels: tuple[str, ...] | None = ("WBC",),
+               rescale: float | str | None = None) -> list[Box]:
         """Boxes in original pixels, scores in [0, 1].
 
         By default only white cells (what ``ml.analyze`` classifies); ``labels=None`` returns every
-        class the model knows (RBC and platelet counts). ``min_score`` overrides the trained threshold.
+        class the model knows (RBC and platelet counts). ``min_score`` overrides the trained threshold,
+        ``rescale`` the localizer's own (see ``__init__``).
         """
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.shape} {image.dtype}")
         thr = self.score_threshold if min_score is None else min_score
 
-        def one(tile: np.ndarray) -> list[Box]:
-            found = self._detect_tile(tile, thr)
-            return found if labels is None else [b for b in found if b.label in labels]
+        def at(r: float) -> list[Box]:
+            def one(tile: np.ndarray) -> list[Box]:
+                found = self._detect_tile(tile, thr, self.trained_scale * r)
+                return found if labels is None else [b for b in found if b.label in labels]
 
-        return detect_tiled(image, one, tile=self.tile, overlap=self.overlap, progress=progress)
+            return detect_tiled(image, one, tile=self.tile, overlap=self.overlap, progress=progress)
+
+        rescale = self.rescale if rescale is None else parse_rescale(rescale)
+        return detect_rescaled(at, image.shape, rescale)
 
 
 def read_run_metrics(run_dir: str | os.PathLike) -> dict:

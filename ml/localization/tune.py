@@ -58,8 +58,9 @@ def fit_calibration(loc: ClassicalLocalizer, cands, gts, sizes) -> ClassicalConf
 def evaluate_config(cfg: ClassicalConfig, images: Sequence[np.ndarray], gts, *, fit: bool = True,
                     ) -> tuple[ClassicalConfig, dict]:
     loc = ClassicalLocalizer(cfg)
-    thr = [loc.threshold_for(im) for im in images]
-    cands = [loc.candidates(im, t) for im, t in zip(images, thr)]
+    gains = [loc.gains_for(im) for im in images]
+    thr = [loc.threshold_for(im, g) for im, g in zip(images, gains)]
+    cands = [loc.candidates(im, t, g) for im, t, g in zip(images, thr, gains)]
     sizes = [(im.shape[1], im.shape[0]) for im in images]
     if fit:
         cfg = fit_calibration(loc, cands, gts, sizes)

@@ -83,6 +83,7 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
     """Find and classify the white cells of every image of the slide with the active model versions."""
     from ml.analyze import analyze_image
     from ml.imageio import load_image
+    from ml.localization.scale import rescale_for_microns_per_pixel
 
     from webapp.cells.services import cells_replace_from_model
     from webapp.registry.runtime import active_classifier, active_localizer
@@ -96,6 +97,8 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
     localizer_mv, localizer = active_localizer()
     classifier_mv, classifier = active_classifier()
     images = list(slide.images.all())
+    # The slide's pixel size when known; otherwise the localizer finds the magnification itself.
+    rescale = rescale_for_microns_per_pixel(slide.microns_per_pixel)
     for i, image in enumerate(images):
         label = f"image {i + 1} of {len(images)}"
         report(i / len(images), f"{label}: reading")
@@ -114,6 +117,7 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
             classifier=classifier,
             heatmaps=bool(classifier is not None and settings.LEUKOLAB_HEATMAPS),
             progress=on_progress,
+            rescale=rescale,
         )
         cells_replace_from_model(
             image=image, results=results, classifier_version=classifier_mv, localizer_version=localizer_mv

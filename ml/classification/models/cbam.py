@@ -60,15 +60,19 @@ class CBAMBlock(nn.Module):
 
 
 class CBAMNet(nn.Module):
-    def __init__(self, num_classes: int, widths=(32, 64, 128, 256), drop: float = 0.2, in_chans: int = 3):
+    def __init__(self, num_classes: int, widths=(32, 64, 128, 256), drop: float = 0.2, in_chans: int = 3,
+                 depths=(1, 1, 1, 1)):
         super().__init__()
+        if len(depths) != len(widths):
+            raise ValueError(f"depths {tuple(depths)} and widths {tuple(widths)} must have the same length")
         self.stem = nn.Sequential(
             nn.Conv2d(in_chans, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
         )
         blocks, cin = [], widths[0]
-        for i, w in enumerate(widths):
-            blocks.append(CBAMBlock(cin, w, 1 if i == 0 else 2))
-            cin = w
+        for i, (w, d) in enumerate(zip(widths, depths)):
+            for j in range(d):
+                blocks.append(CBAMBlock(cin, w, 2 if i > 0 and j == 0 else 1))
+                cin = w
         self.blocks = nn.Sequential(*blocks)
         self.drop = nn.Dropout(drop)
         self.head = nn.Linear(cin, num_classes)

@@ -23,3 +23,26 @@ def test_reinhard_maps_two_stains_of_one_cell_closer_together():
     after = np.abs(normalize(cell, "reinhard").astype(int) - normalize(shifted, "reinhard")).mean()
     assert after < before / 2
     assert normalize(cell, "macenko").shape == cell.shape
+
+
+def test_background_normalization_removes_a_colour_cast_and_keeps_the_cell():
+    """A field under a yellow lamp and the same field under a neutral one look alike after the
+    'background' normalization (white balance on the crop's brightest pixels)."""
+    from ml.classification.stain import METHODS, normalize
+    from ml.colour import background_gains
+
+    assert "background" in METHODS
+    rng = np.random.default_rng(0)
+    field = np.full((64, 64, 3), (232, 228, 236), np.float32) + rng.normal(0, 2, (64, 64, 3))
+    yy, xx = np.mgrid[:64, :64]
+    field[(yy - 32) ** 2 + (xx - 32) ** 2 < 15 ** 2] = (120, 60, 150)  # a violet nucleus
+    neutral = np.clip(field, 0, 255).astype(np.uint8)
+    yellow = np.clip(field * np.array([1.0, 0.95, 0.6], np.float32), 0, 255).astype(np.uint8)
+    a, b = normalize(neutral, "background"), normalize(yellow, "background")
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 4
+    assert np.abs(yellow.astype(int) - neutral.astype(int)).mean() > 30
+    bg = b[:5, :5].reshape(-1, 3).mean(0)
+    assert np.ptp(bg) < 4 and 228 < bg.mean() < 242  # the background is neutral grey
+    assert b[32, 32, 2] > b[32, 32, 1] + 40  # the nucleus stays violet
+    g = background_gains(np.zeros((8, 8, 3), np.uint8))  # no background at all: bounded gains
+    assert np.all(g <= 2.5)

@@ -58,6 +58,10 @@ def test_short_training_on_real_fields_lowers_the_loss_and_yields_a_working_run(
         assert isinstance(b, Box) and b.label in ("WBC", "RBC", "Platelets")
         assert 0.0 <= b.score <= 1.0
         assert 0 <= b.x0 <= b.x1 <= w and 0 <= b.y0 <= b.y1 <= h
+    # another magnification: the same run works at twice its scale, and "auto" answers in image pixels
+    assert load_localizer(tmp_path / "run", rescale=2.0).scale == pytest.approx(2 * loc.scale)
+    for b in loc.detect(img, min_score=0.0, rescale="auto"):
+        assert 0 <= b.x0 <= b.x1 <= w and 0 <= b.y0 <= b.y1 <= h
 
 
 def test_predict_prints_boxes_as_json(smear_samples, tmp_path, capsys):
