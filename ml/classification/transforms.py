@@ -33,6 +33,9 @@ class AugmentConfig:
     # Staining intensity differs between labs (stain batch, time, pH): haematoxylin and eosin
     # amounts are each multiplied by a factor drawn log-uniformly in [2**-s, 2**s] (0: off).
     stain_scale: float = 0.0
+    # Stains differ in colour too (absorption spectra of another dye batch or recipe): optical
+    # density is mixed by I + N(0, s) per crop, which keeps the white background white (0: off).
+    stain_colour: float = 0.0
     hue: float = 0.08  # fraction of the hue circle
     grayscale_p: float = 0.15
     blur_p: float = 0.4
@@ -78,6 +81,14 @@ def stain_amounts(crop: np.ndarray, h: float, e: float) -> np.ndarray:
     return np.clip(256.0 * np.exp(-od) - 1.0, 0, 255).reshape(crop.shape).astype(np.uint8)
 
 
+def stain_colours(crop: np.ndarray, mix: np.ndarray) -> np.ndarray:
+    """The crop with its optical density mixed by the 3x3 matrix ``mix`` (Beer-Lambert: what absorbs
+    now absorbs other wavelengths; unstained background stays as it is)."""
+    od = -np.log((crop.astype(np.float32) + 1.0) / 256.0)
+    od = np.maximum(od.reshape(-1, 3) @ mix.astype(np.float32), 0.0)
+    return np.clip(256.0 * np.exp(-od) - 1.0, 0, 255).reshape(crop.shape).astype(np.uint8)
+
+
 def photometric(crop: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
     k = cfg.strength
     if k <= 0:
@@ -86,6 +97,8 @@ def photometric(crop: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) 
     if cfg.stain_scale > 0:
         h, e = 2.0 ** rng.uniform(-cfg.stain_scale * k, cfg.stain_scale * k, size=2)
         out = stain_amounts(out, float(h), float(e))
+    if cfg.stain_colour > 0:
+        out = stain_colours(out, np.eye(3) + rng.normal(0, cfg.stain_colour * k, (3, 3)))
     out = hed_jitter(out, rng, cfg.hed_sigma * k)
     hsv = cv2.cvtColor(out, cv2.COLOR_RGB2HSV).astype(np.float32)
     hsv[..., 0] = (hsv[..., 0] + rng.uniform(-cfg.hue, cfg.hue) * 180 * k) % 180

@@ -19,6 +19,8 @@ AUTO = "auto"
 AUTO_PROBES = (2.0, 3.5)
 AUTO_RANGE = (0.5, 5.0)
 AUTO_NATIVE_TOLERANCE = 1.6
+AUTO_TOLERANCE = 1.1
+AUTO_STEPS = 3
 AUTO_MAX_PIXELS = 4_000_000
 # Pixel size of the fields the packaged localizers were trained on (BCCD: 640x480 fields at 100x,
 # red cells about 75 pixels across for 7.5 micrometres).
@@ -64,10 +66,16 @@ def detect_rescaled(detect_at: Callable[[float], list], shape: tuple[int, ...], 
                 break
         else:
             return []
-    side = float(np.median([np.sqrt(max(b.width, 1.0) * max(b.height, 1.0)) for b in found]))
-    r = float(np.clip(TRAINED_CELL_SIZE / side, *AUTO_RANGE))
-    # the native scale stands unless its cells are far from the trained size (cells differ in size)
-    tolerance = AUTO_NATIVE_TOLERANCE if current == 1.0 else 1.1
-    if max(r / current, current / r) < tolerance:
-        return found
-    return detect_at(r) or found
+    # the native scale stands unless its cells are far from the trained size (cells differ in size);
+    # a box found at a wrong scale is itself off in size, so the estimate is refined a few times
+    tolerance = AUTO_NATIVE_TOLERANCE if current == 1.0 else AUTO_TOLERANCE
+    for _ in range(AUTO_STEPS):
+        side = float(np.median([np.sqrt(max(b.width, 1.0) * max(b.height, 1.0)) for b in found]))
+        r = float(np.clip(TRAINED_CELL_SIZE / side, *AUTO_RANGE))
+        if max(r / current, current / r) < tolerance:
+            break
+        again = detect_at(r)
+        if not again:
+            break
+        current, found, tolerance = r, again, AUTO_TOLERANCE
+    return found

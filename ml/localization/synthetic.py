@@ -12,7 +12,7 @@ from ml.boxes import Box
 
 
 def draw_wbc(img: np.ndarray, cx: float, cy: float, r: float, rng: np.random.Generator) -> Box:
-    cv2.circle(img, (int(cx), int(cy)), int(r), (205, 185, 215), -1, lineType=cv2.LINE_AA)
+    cv2.circle(img, (int(cx), int(cy)), int(r), (196, 172, 208), -1, lineType=cv2.LINE_AA)
     for _ in range(int(rng.integers(3, 5))):
         ox, oy = rng.uniform(-0.35, 0.35, 2) * r
         axes = (int(r * rng.uniform(0.32, 0.42)), int(r * rng.uniform(0.24, 0.32)))

@@ -10,6 +10,7 @@ from ml.localization import ClassicalConfig, ClassicalLocalizer, load_localizer
 from ml.localization.__main__ import main
 from ml.localization.metrics import detection_metrics
 from ml.localization.synthetic import synthetic_field
+from tests.ml.localization.conftest import bccd_available
 
 
 def test_classical_finds_the_white_cells_of_held_out_fields(smear_samples):
@@ -102,6 +103,8 @@ def test_another_magnification_and_colour_cast_are_found_with_rescale(smear_samp
     assert auto["recall50"] >= 0.6 and auto["recall50"] > native["recall50"], auto
 
 
+@pytest.mark.skipif(not bccd_available(), reason="needs real cells: a generated cell filling a tight crop has no "
+                                                 "realistic cytoplasm edge at any scale")
 def test_auto_rescale_finds_the_cell_of_single_cell_images_of_another_magnification(smear_samples):
     """Single-cell images (as other labs' analyzers export them) at 0.4x the trained magnification."""
     import cv2

@@ -93,3 +93,28 @@ def test_sign_off_freezes_the_slide(api_as, analyzed_slide):
     assert r.status_code == 200 and r.json()["signed_off_by"] == "h4"
     again = client.post(f"/api/slides/{analyzed_slide.pk}/analyze/")
     assert again.status_code == 409 and "signed off" in again.json()["message"]
+
+
+def test_the_slides_pixel_size_sets_the_magnification_of_the_analysis(patient):
+    """The same field at 0.4x the trained magnification: with its real pixel size (0.25 µm) the
+    analysis boxes the white cell well; told it has the trained pixel size (0.1 µm), far worse."""
+    import io
+
+    import cv2
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from ml.imageio import load_image
+    from tests.helpers import image_bytes
+    from webapp.slides.services import slide_upload
+
+    name, data, truth = smear_field(0)
+
+    small = cv2.resize(load_image(io.BytesIO(data)), None, fx=0.4, fy=0.4, interpolation=cv2.INTER_AREA)
+    target = [v * 0.4 for v in truth[0]]
+    best = {}
+    for mpp in (0.25, 0.1):
+        slide, job = slide_upload(user=patient.created_by, patient=patient, microns_per_pixel=mpp,
+                                  files=[SimpleUploadedFile("small.png", image_bytes(small))])
+        assert job_execute(job_id=job.pk).status == Job.Status.SUCCEEDED
+        best[mpp] = max((iou(c.box, target) for c in slide.cells.all()), default=0.0)
+    assert best[0.25] >= 0.6 and best[0.25] > best[0.1] + 0.1, best
