@@ -79,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="magnification of the images relative to the localizer's training fields: a factor "
                         "(about 2 when cells look half as large as in BCCD fields) or 'auto' (default): the "
                         "native scale, then lower magnifications until a white cell is found")
+    p.add_argument("--prior", default="blood",
+                   help="expected class frequencies of the cells: blood (a normal peripheral-blood differential, "
+                        "default), uniform (the classifier as trained on balanced classes) or a JSON file "
+                        "{class: weight}; see ml.classification.priors")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--heatmaps", type=Path, metavar="DIR", help="write each cell's heatmap overlay as PNG here")
     args = p.parse_args(argv)
@@ -93,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.classifier is not None:
             from ml.classification import load_classifier
 
-            classifier = load_classifier(args.classifier)
+            classifier = load_classifier(args.classifier, prior=args.prior)
         if args.heatmaps and classifier is None:
             raise ValueError("--heatmaps needs --classifier")
         out = []

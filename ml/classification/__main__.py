@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--plots", type=Path, help="folder for the PNGs (default: <run>/eval)")
     e.add_argument("--robustness", action="store_true", help="add accuracy under corruptions")
     e.add_argument("--tecom-boxes", choices=["expert", "localizer"], default="expert")
+    e.add_argument("--prior", default="uniform",
+                   help="expected class frequencies: uniform (as trained, default), blood (a normal "
+                        "peripheral-blood differential) or a JSON file {class: weight}")
 
     sub.add_parser("list", help="list registered architectures")
     return p
@@ -113,7 +116,7 @@ def _evaluate(args) -> int:
     from ml.classification.evaluate import (evaluate_cells, evaluate_tecom, plot_confusion, plot_curves,
                                             plot_reliability)
 
-    clf = load_classifier(args.checkpoint)
+    clf = load_classifier(args.checkpoint, prior=args.prior)
     run_dir = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
     plots = args.plots or run_dir / "eval"
     plots.mkdir(parents=True, exist_ok=True)

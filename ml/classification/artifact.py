@@ -37,7 +37,7 @@ class Prediction:
 def save_checkpoint(path: Path, model: torch.nn.Module, *, architecture: str, model_kwargs: dict,
                     classes: list[str], crop: CropRule, stain_norm: str = "none", temperature: float = 1.0,
                     metrics: dict | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                    version: str | None = None) -> dict:
+                    version: str | None = None, trained_prior: list[float] | None = None) -> dict:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if version is None:
         h = hashlib.sha1()
@@ -55,6 +55,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, *, architecture: str, mo
         "std": list(std),
         "stain_norm": stain_norm,
         "temperature": float(temperature),
+        # class frequencies the model was trained under (None: uniform, i.e. balanced sampling)
+        "trained_prior": None if trained_prior is None else [float(v) for v in trained_prior],
         "version": version,
         "metrics": json.loads(json.dumps(metrics or {})),
         "state_dict": state,
@@ -82,7 +84,7 @@ def _resolve(path: Path) -> Path:
 class Classifier:
     """A trained classifier ready to serve: crops cells by the artifact's rule, batches them."""
 
-    def __init__(self, ckpt: dict, path: Path | None = None, batch_size: int = 256):
+    def __init__(self, ckpt: dict, path: Path | None = None, batch_size: int = 256, prior=None):
         if ckpt.get("format") != FORMAT:
             raise ValueError(f"{path or 'checkpoint'} is not a Leukolab classifier ({FORMAT})")
         self.path = path
@@ -99,6 +101,17 @@ class Classifier:
         self.model.load_state_dict(ckpt["state_dict"])
         self.model.eval()
         self.batch_size = batch_size
+        self.trained_prior = ckpt.get("trained_prior")
+        self.set_prior(prior)
+
+    def set_prior(self, prior) -> None:
+        """Expected class frequencies of the cells to classify (:mod:`priors`): ``None`` or
+        ``"uniform"`` (the model as trained), ``"blood"``, a dict or a JSON file."""
+        from ml.classification.priors import load_prior, prior_shift
+
+        self.prior = load_prior(prior)
+        self.prior_name = prior if isinstance(prior, str) else ("uniform" if prior is None else "custom")
+        self.log_prior = prior_shift(self.classes, self.prior, self.trained_prior)
 
     # -- preprocessing ---------------------------------------------------------------------
     def crops(self, image: np.ndarray, boxes: list[Box]) -> np.ndarray:
@@ -119,8 +132,12 @@ class Classifier:
                 outs.append(self.model(x).float().numpy())
         return np.concatenate(outs) if outs else np.zeros((0, len(self.classes)), np.float32)
 
+    def scaled_logits(self, logits: np.ndarray) -> np.ndarray:
+        """Logits whose softmax at the model's temperature includes the class prior."""
+        return logits + self.temperature * self.log_prior
+
     def probabilities_of_crops(self, crops: np.ndarray) -> np.ndarray:
-        return softmax(self.logits_of_crops(crops), self.temperature)
+        return softmax(self.scaled_logits(self.logits_of_crops(crops)), self.temperature)
 
     def predictions(self, probs: np.ndarray) -> list[Prediction]:
         out = []
@@ -156,8 +173,9 @@ class Classifier:
         return [overlay(c, m) for c, m in zip(crops, maps)]
 
 
-def load_classifier(path: str | os.PathLike) -> Classifier:
-    """Load a classifier from a run directory (its ``best.pt``) or a checkpoint file."""
+def load_classifier(path: str | os.PathLike, prior=None) -> Classifier:
+    """Load a classifier from a run directory (its ``best.pt``) or a checkpoint file; ``prior``: the
+    expected class frequencies (see :mod:`ml.classification.priors`; default as trained)."""
     p = _resolve(Path(path))
     ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    return Classifier(ckpt, p)
+    return Classifier(ckpt, p, prior=prior)

@@ -33,7 +33,9 @@ def evaluate_cells(clf: Classifier, cells: CellSet, threshold: float | None = No
         raise ValueError(f"classes {missing} of the data are unknown to the model ({clf.classes})")
     y = np.array([index[cells.classes[k]] for k in cells.labels])
     crops = np.stack([clf.crops(cells.images[i], [cells.box(i)])[0] for i in range(len(cells))])
-    return report_from_logits(clf.logits_of_crops(crops), y, clf.classes, clf.temperature, threshold)
+    r = report_from_logits(clf.scaled_logits(clf.logits_of_crops(crops)), y, clf.classes, clf.temperature, threshold)
+    r["prior"] = clf.prior_name
+    return r
 
 
 def evaluate_tecom(clf: Classifier, tecom_dir: Path, *, restrict: bool = True, boxes: str = "expert",
@@ -68,7 +70,7 @@ def evaluate_tecom(clf: Classifier, tecom_dir: Path, *, restrict: bool = True, b
     else:
         raise ValueError(f"unknown box source {boxes!r}; known: expert, localizer")
     crops = np.concatenate([clf.crops(im, [b]) for im, b in zip(images, use)])
-    logits = clf.logits_of_crops(crops)
+    logits = clf.scaled_logits(clf.logits_of_crops(crops))
     if restrict:
         classes = [clf.classes[k] for k in keep]
         logits = logits[:, keep]
@@ -82,6 +84,7 @@ def evaluate_tecom(clf: Classifier, tecom_dir: Path, *, restrict: bool = True, b
         r["accuracy"] = float((pred == y).mean())
         r["localized_fraction"] = float(found.mean())
     r["restricted_to"] = classes if restrict else None
+    r["prior"] = clf.prior_name
     r["boxes"] = boxes
     return r
 

@@ -208,8 +208,11 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
     t_loop = time.time()
     last_report = -1.0
     done = False
+    # balanced sampling trains under a uniform prior; otherwise under the training set's frequencies
+    counts = np.bincount(train.labels, minlength=len(classes)).astype(float)
+    trained_prior = None if cfg.balance else (counts / max(counts.sum(), 1.0)).tolist()
     ckpt_args = dict(architecture=cfg.backbone, model_kwargs=cfg.model_kwargs, classes=classes, crop=rule,
-                     stain_norm=cfg.stain_norm)
+                     stain_norm=cfg.stain_norm, trained_prior=trained_prior)
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover

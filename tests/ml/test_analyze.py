@@ -89,3 +89,11 @@ def test_cli_prints_one_json_object_with_boxes_in_original_pixels(run_dir, tmp_p
 def test_cli_bad_image_is_a_clear_error(tmp_path, capsys):
     assert main([str(tmp_path / "missing.png"), "--json"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_a_bad_class_prior_is_a_clear_error(run_dir, tmp_path, capsys):
+    from PIL import Image
+
+    Image.fromarray(_field()).save(tmp_path / "f.png")
+    assert main(["--classifier", str(run_dir), "--prior", "bloood", str(tmp_path / "f.png"), "--json"]) == 2
+    assert "unknown class prior" in capsys.readouterr().err

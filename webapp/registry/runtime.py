@@ -26,7 +26,9 @@ def _load(mv: ModelVersion):
                 path = model_version_local_path(model_version=mv)
                 if path is None:
                     raise ValueError(f"classifier version {mv} has no artifact file")
-                _loaded[key] = load_classifier(path)
+                from django.conf import settings
+
+                _loaded[key] = load_classifier(path, prior=settings.LEUKOLAB_CLASS_PRIOR)
         return _loaded[key]
 
 

@@ -46,3 +46,33 @@ def test_abstention_sends_low_confidence_cells_to_unidentified():
     r = abstention(probs, [0, 1, 0], threshold=0.7)
     assert r["unidentified_rate"] == pytest.approx(1 / 3)
     assert r["accuracy_identified"] == pytest.approx(0.5)
+
+
+def test_class_priors_follow_bayes_rule():
+    from ml.classification.priors import PERIPHERAL_BLOOD, load_prior, prior_shift
+
+    classes = ["eosinophil", "lymphocyte", "neutrophil", "other"]
+    assert not prior_shift(classes, None).any()
+    shift = prior_shift(classes, {"eosinophil": 1, "lymphocyte": 1, "neutrophil": 2})
+    # unnamed classes get the mean weight (4/3): pi = (1, 1, 2, 4/3) / (16/3), against uniform 1/4
+    assert np.allclose(np.exp(shift), np.array([1, 1, 2, 4 / 3]) / (16 / 3) * 4, atol=1e-5)
+    # a model trained under other frequencies is corrected for them too
+    shift = prior_shift(["a", "b"], {"a": 1, "b": 1}, trained_prior=[0.8, 0.2])
+    assert np.allclose(np.exp(shift), [0.5 / 0.8, 0.5 / 0.2], atol=1e-5)
+    assert not prior_shift(["x", "y"], PERIPHERAL_BLOOD).any()  # names none of them: uniform
+    assert load_prior("blood") == PERIPHERAL_BLOOD and load_prior("uniform") is None
+
+
+def test_bad_class_priors_are_refused_with_a_message(tmp_path):
+    from ml.classification.priors import load_prior
+
+    with pytest.raises(ValueError, match="unknown class prior"):
+        load_prior("bloood")
+    (tmp_path / "p.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not JSON"):
+        load_prior(tmp_path / "p.json")
+    (tmp_path / "p.json").write_text('{"neutrophil": -1}')
+    with pytest.raises(ValueError, match="positive"):
+        load_prior(tmp_path / "p.json")
+    (tmp_path / "p.json").write_text('{"neutrophil": 3, "eosinophil": 1}')
+    assert load_prior(tmp_path / "p.json") == {"neutrophil": 3.0, "eosinophil": 1.0}

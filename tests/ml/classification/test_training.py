@@ -50,6 +50,19 @@ def test_saved_model_reloads_and_predicts_the_same(saved_classifier, smear):
         assert pa.confidence == pytest.approx(max(pa.probabilities.values()))
 
 
+def test_a_blood_prior_moves_probability_towards_common_cells(saved_classifier, smear):
+    """Bayes' rule with a normal peripheral-blood differential: the ratio of the neutrophil to the
+    eosinophil probability grows by exactly the ratio of their priors (0.58 / 0.03)."""
+    from ml.boxes import Box
+
+    boxes = [Box(55, 65, 105, 115)]
+    plain = load_classifier(saved_classifier).classify(smear, boxes)[0].probabilities
+    blood = load_classifier(saved_classifier, prior="blood").classify(smear, boxes)[0].probabilities
+    assert sum(blood.values()) == pytest.approx(1.0, abs=1e-5)
+    ratio = (blood["neutrophil"] / blood["eosinophil"]) / (plain["neutrophil"] / plain["eosinophil"])
+    assert ratio == pytest.approx(0.58 / 0.03, rel=1e-3)
+
+
 def test_artifact_carries_what_inference_needs(saved_classifier):
     import torch
 

@@ -104,6 +104,9 @@ LEUKOLAB_MODEL_CACHE = Path(env("LEUKOLAB_MODEL_CACHE", str(VAR_DIR / "model-cac
 LEUKOLAB_DATASETS = Path(env("LEUKOLAB_DATASETS", str(BASE_DIR.parent / "shared" / "datasets")))
 LEUKOLAB_TRAIN_DATA = env("LEUKOLAB_TRAIN_DATA")  # a class-per-folder image folder; PBC by default
 LEUKOLAB_HEATMAPS = env("LEUKOLAB_HEATMAPS", "1") not in {"0", "false", "no"}
+# Expected class frequencies of the analysed cells (ml.classification.priors): "blood" (a normal
+# peripheral-blood differential), "uniform" (the classifier as trained) or a JSON file.
+LEUKOLAB_CLASS_PRIOR = env("LEUKOLAB_CLASS_PRIOR", "blood")
 LEUKOLAB_TORCH_THREADS = env_int("LEUKOLAB_TORCH_THREADS", 1)  # per job process; raise it on big machines
 
 REST_FRAMEWORK = {

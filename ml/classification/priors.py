@@ -1,0 +1,68 @@
+"""Class priors: how often each class is expected among the cells analysed, applied by Bayes' rule.
+
+A classifier trained with balanced classes answers as if every class were equally common. In a
+peripheral-blood smear they are not: most white cells are neutrophils and lymphocytes, eosinophils
+and basophils are rare. Given the prior ``pi`` of the cells to analyse and the prior ``q`` the model
+was trained under, the probabilities become ``p(c|x) * pi(c) / q(c)`` (renormalized): label-shift
+correction, as analyzers trained on natural cell frequencies do implicitly.
+
+``uniform`` leaves the model's answer unchanged; ``blood`` is the reference differential of a normal
+adult peripheral-blood smear (textbook ranges: neutrophils 40-70 %, lymphocytes 20-40 %, monocytes
+2-8 %, eosinophils 1-4 %, basophils 0.5-1 %, immature granulocytes under 0.5 %, no erythroblasts);
+a JSON file ``{"class": weight, ...}`` gives any other. The price of a prior is sensitivity to
+what it calls rare: a sample far from it (an eosinophilia, a leukaemia) is pulled towards it, so
+reviewers must see every cell either way.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+PERIPHERAL_BLOOD = {
+    "neutrophil": 0.58, "lymphocyte": 0.30, "monocyte": 0.06, "eosinophil": 0.03, "basophil": 0.01,
+    "ig": 0.005, "erythroblast": 0.002, "platelet": 0.005,
+}
+NAMED = {"uniform": None, "blood": PERIPHERAL_BLOOD}
+
+
+def load_prior(spec: str | Path | dict | None) -> dict[str, float] | None:
+    """``None``/``"uniform"`` (no prior), ``"blood"``, a ``{class: weight}`` dict or a JSON file of one."""
+    if spec is None or isinstance(spec, dict):
+        prior = spec
+    elif str(spec) in NAMED:
+        prior = NAMED[str(spec)]
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise ValueError(f"unknown class prior {str(spec)!r}: use {', '.join(NAMED)} or a JSON file")
+        try:
+            prior = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not JSON ({exc})") from None
+    if prior is None:
+        return None
+    if not isinstance(prior, dict) or not prior:
+        raise ValueError("a class prior is a non-empty {class: weight} object")
+    for k, v in prior.items():
+        if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"class prior of {k!r} must be a positive number, got {v!r}")
+    return {str(k): float(v) for k, v in prior.items()}
+
+
+def prior_shift(classes: list[str], prior: dict[str, float] | None,
+                trained_prior: list[float] | None = None) -> np.ndarray:
+    """``log(pi / q)`` per class, added to the (temperature-scaled) logits; zeros without a prior.
+
+    Classes the prior does not name get the mean weight of those it does (so a prior naming none of
+    them is uniform)."""
+    k = len(classes)
+    known = [prior[c] for c in classes if c in prior] if prior is not None else []
+    fill = float(np.mean(known)) if known else 1.0
+    if prior is None:
+        prior = {}
+    pi = np.array([prior.get(c, fill) for c in classes], np.float64)
+    q = np.full(k, 1.0 / k) if trained_prior is None else np.asarray(trained_prior, np.float64)
+    return (np.log(pi / pi.sum()) - np.log(q / q.sum())).astype(np.float32)
