@@ -63,13 +63,15 @@ def train_default(data_dir: Path | None, out_dir: Path, *, time_budget_s: float 
 
     if tecom.is_dir() and not source.startswith("synthetic") and set(TECOM_CLASSES) <= set(clf.classes):
         extra["tecom"] = _brief(evaluate_tecom(clf, tecom))
+        clf.set_prior("blood")  # as smear analysis answers: localizer boxes, peripheral-blood prior
+        extra["tecom_analyze"] = _brief(evaluate_tecom(clf, tecom, boxes="localizer"))
     _update_metrics(run, extra)
     report(1.0, f"default classifier ready in {time.time() - t0:.0f} s")
     return run
 
 
 def _brief(r: dict) -> dict:
-    keys = ("n", "accuracy", "macro_f1", "weighted_f1", "ece", "ece_raw", "restricted_to")
+    keys = ("n", "accuracy", "macro_f1", "weighted_f1", "ece", "ece_raw", "restricted_to", "prior", "boxes")
     return {k: r[k] for k in keys if k in r}
 
 

@@ -104,3 +104,18 @@ def test_a_data_set_smaller_than_one_batch_still_trains(tmp_path):
     run = fit(TrainConfig(backbone="cbam_cnn_small", img_size=32, batch=64, epochs=2), cells, cells, tmp_path / "run")
     clf = load_classifier(run)
     assert (run / "best.pt").exists() and clf.classes == ["lymphocyte", "neutrophil"]
+
+
+def test_the_packaged_training_configs_are_valid():
+    from pathlib import Path
+
+    import yaml
+
+    from ml.classification.registry import list_classifiers
+    from ml.classification.train import TrainConfig
+
+    configs = sorted((Path(__file__).parents[3] / "ml" / "classification" / "configs").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        cfg = TrainConfig(**yaml.safe_load(path.read_text()))
+        assert cfg.backbone in list_classifiers()
