@@ -168,16 +168,15 @@ class ClassicalLocalizer:
 
     def gains_for(self, image: np.ndarray) -> np.ndarray | None:
         """White-balance gains of a whole image (None when the config does not balance)."""
-        return background_gains(image) if self.config.white_balance else None
+        return background_gains(image, max_pixels=100_000) if self.config.white_balance else None
 
     def threshold_for(self, image: np.ndarray, gains: np.ndarray | None = None) -> float:
         """The nucleus threshold of a whole image, from a thumbnail of at most ~1 Mpixel."""
         h, w = image.shape[:2]
         step = max(1, int(np.ceil(np.sqrt(h * w / 1e6))))
-        thumb = np.ascontiguousarray(image[::step, ::step])
-        if gains is not None:
+        thumb = self._small(np.ascontiguousarray(image[::step, ::step]))
+        if gains is not None:  # per-channel gains commute with the (linear) downscaling
             thumb = apply_gains(thumb, gains)
-        thumb = self._small(thumb)
         ch = nucleus_channel(thumb, self.config.channel)
         if self.config.blur > 1:
             ch = cv2.GaussianBlur(ch, (self.config.blur | 1, self.config.blur | 1), 0)
@@ -193,7 +192,9 @@ class ClassicalLocalizer:
             gains = self.gains_for(image)
         if threshold is None:
             threshold = self.threshold_for(image, gains)
-        small = self._small(image if gains is None else apply_gains(image, gains))
+        small = self._small(image)
+        if gains is not None:
+            small = apply_gains(small, gains)
         ch = nucleus_channel(small, cfg.channel)
         if cfg.blur > 1:
             ch = cv2.GaussianBlur(ch, (cfg.blur | 1, cfg.blur | 1), 0)
@@ -333,4 +334,4 @@ class ClassicalLocalizer:
             return detect_tiled(image, one, tile=self.config.tile, overlap=self.config.overlap, progress=progress)
 
         rescale = self.rescale if rescale is None else parse_rescale(rescale)
-        return detect_rescaled(at, image.shape, rescale)
+        return detect_rescaled(at, image.shape, rescale, counts=lambda b: b.score >= self.config.score_threshold)

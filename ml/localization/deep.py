@@ -307,7 +307,8 @@ class DeepLocalizer:
             return detect_tiled(image, one, tile=self.tile, overlap=self.overlap, progress=progress)
 
         rescale = self.rescale if rescale is None else parse_rescale(rescale)
-        return detect_rescaled(at, image.shape, rescale)
+        return detect_rescaled(at, image.shape, rescale,
+                               counts=lambda b: b.label == "WBC" and b.score >= self.score_threshold)
 
 
 def read_run_metrics(run_dir: str | os.PathLike) -> dict:

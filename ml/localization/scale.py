@@ -18,7 +18,7 @@ import numpy as np
 AUTO = "auto"
 AUTO_PROBES = (2.0, 3.5)
 AUTO_RANGE = (0.5, 5.0)
-AUTO_NATIVE_TOLERANCE = 1.6
+AUTO_NATIVE_TOLERANCE = 2.2
 AUTO_TOLERANCE = 1.1
 AUTO_STEPS = 3
 AUTO_MAX_PIXELS = 4_000_000
@@ -51,31 +51,47 @@ def rescale_for_microns_per_pixel(microns_per_pixel: float | None) -> float | st
     return microns_per_pixel / TRAINED_MICRONS_PER_PIXEL
 
 
-def detect_rescaled(detect_at: Callable[[float], list], shape: tuple[int, ...], rescale: float | str) -> list:
-    """``detect_at(r)`` at the given rescale; for ``"auto"`` see the module's docstring."""
+def detect_rescaled(detect_at: Callable[[float], list], shape: tuple[int, ...], rescale: float | str,
+                    counts: Callable[[object], bool] | None = None) -> list:
+    """``detect_at(r)`` at the given rescale; for ``"auto"`` see the module's docstring.
+
+    ``counts(box)`` tells which boxes the scale is judged on (those above the localizer's operating
+    threshold), so asking for low-scoring boxes too (for precision-recall curves) does not change
+    the scale chosen."""
     if rescale != AUTO:
         return detect_at(float(rescale))
+
+    def judged(boxes: list) -> list:
+        return [b for b in boxes if counts is None or counts(b)]
+
     current, found = 1.0, detect_at(1.0)
     if shape[0] * shape[1] > AUTO_MAX_PIXELS:
         return found
-    if not found:
+    if not judged(found):
         for probe in AUTO_PROBES:
-            found = detect_at(probe)
-            if found:
-                current = probe
+            again = detect_at(probe)
+            if judged(again):
+                current, found = probe, again
                 break
         else:
-            return []
+            return found
     # the native scale stands unless its cells are far from the trained size (cells differ in size);
     # a box found at a wrong scale is itself off in size, so the estimate is refined a few times
     tolerance = AUTO_NATIVE_TOLERANCE if current == 1.0 else AUTO_TOLERANCE
+    h, w = shape[:2]
+
+    def whole(b) -> bool:  # a cell cut by the image edge shows less than its size
+        return b.x0 > 1 and b.y0 > 1 and b.x1 < w - 1 and b.y1 < h - 1
+
     for _ in range(AUTO_STEPS):
-        side = float(np.median([np.sqrt(max(b.width, 1.0) * max(b.height, 1.0)) for b in found]))
-        r = float(np.clip(TRAINED_CELL_SIZE / side, *AUTO_RANGE))
+        sides = [np.sqrt(max(b.width, 1.0) * max(b.height, 1.0)) for b in judged(found) if whole(b)]
+        if not sides:
+            break
+        r = float(np.clip(TRAINED_CELL_SIZE / float(np.median(sides)), *AUTO_RANGE))
         if max(r / current, current / r) < tolerance:
             break
         again = detect_at(r)
-        if not again:
+        if not judged(again):
             break
         current, found, tolerance = r, again, AUTO_TOLERANCE
     return found
