@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--classifier", type=Path, help="classifier run directory or checkpoint")
     p.add_argument("--rescale", default="auto",
                    help="magnification of the images relative to the localizer's training fields: a factor "
-                        "(about 2 when cells look half as large as in BCCD fields) or 'auto' (default): the "
-                        "native scale, then lower magnifications until a white cell is found")
+                        "(about 2 when cells look half as large as in BCCD fields) or 'auto' (default): "
+                        "judged from the size of the cells found")
     p.add_argument("--prior", default="blood",
                    help="expected class frequencies of the cells: blood (a normal peripheral-blood differential, "
                         "default), uniform (the classifier as trained on balanced classes) or a JSON file "

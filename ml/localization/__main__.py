@@ -180,8 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--config", help="classical: parameter file (default: the packaged classical.yaml)")
         sp.add_argument("--rescale", type=_rescale, default=1.0,
                         help="multiply the trained scale (about 2 when cells look half as large as in the "
-                             "training images), or 'auto': the native scale, then lower magnifications "
-                             "until a white cell is found (default 1)")
+                             "training images), or 'auto': judged from the size of the cells found "
+                             "(default 1)")
 
     t = sub.add_parser("train", help="train the deep detector")
     common(t)

@@ -140,8 +140,8 @@ class ClassicalLocalizer:
 
     def __init__(self, config: ClassicalConfig | str | os.PathLike | None = None, *,
                  rescale: float | str = 1.0):
-        """``rescale``: about 2 when cells look half as large as in BCCD fields, ``"auto"`` to try
-        the native and then lower magnifications (see :mod:`ml.localization.scale`)."""
+        """``rescale``: about 2 when cells look half as large as in BCCD fields, ``"auto"`` to judge
+        the magnification from the cells found (see :mod:`ml.localization.scale`)."""
         if config is None:
             config = ClassicalConfig.load() if CONFIG_PATH.exists() else ClassicalConfig()
         elif not isinstance(config, ClassicalConfig):

@@ -246,7 +246,7 @@ class DeepLocalizer:
                  num_threads: int | None = None, rescale: float | str = 1.0):
         """``rescale`` multiplies the trained input scale: use about 2 when cells appear half as large
         as in the training images (lower magnification or camera resolution), 0.5 when twice as large,
-        ``"auto"`` to try the native and then lower magnifications (:mod:`ml.localization.scale`)."""
+        ``"auto"`` to judge the magnification from the cells found (:mod:`ml.localization.scale`)."""
         path = resolve_checkpoint(checkpoint)
         try:
             blob = torch.load(path, map_location="cpu", weights_only=False)
