@@ -59,10 +59,9 @@ def prior_shift(classes: list[str], prior: dict[str, float] | None,
     Classes the prior does not name get the mean weight of those it does (so a prior naming none of
     them is uniform)."""
     k = len(classes)
-    known = [prior[c] for c in classes if c in prior] if prior is not None else []
+    prior = prior or {}
+    known = [prior[c] for c in classes if c in prior]
     fill = float(np.mean(known)) if known else 1.0
-    if prior is None:
-        prior = {}
     pi = np.array([prior.get(c, fill) for c in classes], np.float64)
     q = np.full(k, 1.0 / k) if trained_prior is None else np.asarray(trained_prior, np.float64)
     return (np.log(pi / pi.sum()) - np.log(q / q.sum())).astype(np.float32)

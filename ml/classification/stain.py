@@ -23,12 +23,6 @@ _MACENKO_REF = np.array([[0.5626, 0.2159], [0.7201, 0.8012], [0.4062, 0.5581]])
 _MACENKO_MAXC = np.array([1.9705, 1.0308])
 
 
-def white_balance(crop: np.ndarray) -> np.ndarray:
-    """The crop with its own background (its brightest pixels) made neutral grey: removes the
-    colour cast of another lab's lamp, camera and stain base (see :mod:`ml.colour`)."""
-    return colour.white_balance(crop)
-
-
 def reinhard(crop: np.ndarray) -> np.ndarray:
     lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).astype(np.float32)
     mean = lab.reshape(-1, 3).mean(0)
@@ -63,7 +57,7 @@ def normalize(crop: np.ndarray, method: str = "none") -> np.ndarray:
     if method in (None, "", "none"):
         return crop
     if method == "background":
-        return white_balance(crop)
+        return colour.white_balance(crop)
     if method == "reinhard":
         return reinhard(crop)
     if method == "macenko":

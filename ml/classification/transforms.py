@@ -62,31 +62,34 @@ def geometric_crop(image: np.ndarray, box: Box, rule: CropRule, rng: np.random.G
     return cv2.warpAffine(image, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
 
 
+def _optical_density(crop: np.ndarray) -> np.ndarray:
+    """``Nx3`` optical density (Beer-Lambert) of the crop's pixels."""
+    return -np.log((crop.reshape(-1, 3).astype(np.float32) + 1.0) / 256.0)
+
+
+def _rgb_from_od(od: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    return np.clip(256.0 * np.exp(-od) - 1.0, 0, 255).reshape(shape).astype(np.uint8)
+
+
 def hed_jitter(crop: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
-    od = -np.log((crop.astype(np.float32) + 1.0) / 256.0)
-    hed = od.reshape(-1, 3) @ _HED_FROM_RGB.astype(np.float32)
+    hed = _optical_density(crop) @ _HED_FROM_RGB.astype(np.float32)
     alpha = rng.uniform(1 - sigma * 3, 1 + sigma * 3, size=3).astype(np.float32)
     beta = rng.uniform(-sigma, sigma, size=3).astype(np.float32)
     hed = hed * alpha + beta
-    od = hed @ _RGB_FROM_HED.astype(np.float32)
-    return np.clip(256.0 * np.exp(-od) - 1.0, 0, 255).reshape(crop.shape).astype(np.uint8)
+    return _rgb_from_od(hed @ _RGB_FROM_HED.astype(np.float32), crop.shape)
 
 
 def stain_amounts(crop: np.ndarray, h: float, e: float) -> np.ndarray:
     """The crop as if stained with ``h`` times the haematoxylin and ``e`` times the eosin."""
-    od = -np.log((crop.astype(np.float32) + 1.0) / 256.0)
-    hed = od.reshape(-1, 3) @ _HED_FROM_RGB.astype(np.float32)
+    hed = _optical_density(crop) @ _HED_FROM_RGB.astype(np.float32)
     hed *= np.array([h, e, 1.0], np.float32)
-    od = np.maximum(hed @ _RGB_FROM_HED.astype(np.float32), 0.0)
-    return np.clip(256.0 * np.exp(-od) - 1.0, 0, 255).reshape(crop.shape).astype(np.uint8)
+    return _rgb_from_od(np.maximum(hed @ _RGB_FROM_HED.astype(np.float32), 0.0), crop.shape)
 
 
 def stain_colours(crop: np.ndarray, mix: np.ndarray) -> np.ndarray:
     """The crop with its optical density mixed by the 3x3 matrix ``mix`` (Beer-Lambert: what absorbs
     now absorbs other wavelengths; unstained background stays as it is)."""
-    od = -np.log((crop.astype(np.float32) + 1.0) / 256.0)
-    od = np.maximum(od.reshape(-1, 3) @ mix.astype(np.float32), 0.0)
-    return np.clip(256.0 * np.exp(-od) - 1.0, 0, 255).reshape(crop.shape).astype(np.uint8)
+    return _rgb_from_od(np.maximum(_optical_density(crop) @ mix.astype(np.float32), 0.0), crop.shape)
 
 
 def photometric(crop: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:

@@ -277,8 +277,7 @@ class DeepLocalizer:
         """Input pixels per image pixel at this localizer's own rescale (1.0 when it is "auto")."""
         return self.trained_scale * (1.0 if self.rescale == AUTO else float(self.rescale))
 
-    def _detect_tile(self, tile: np.ndarray, min_score: float, scale: float | None = None) -> list[Box]:
-        scale = self.scale if scale is None else scale
+    def _detect_tile(self, tile: np.ndarray, min_score: float, scale: float) -> list[Box]:
         x = preprocess(tile, scale, self.mean, self.std)
         with torch.inference_mode():
             hm, reg = self.model(x)
