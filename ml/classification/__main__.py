@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--pretrained", action="store_true", default=None)
     t.add_argument("--augment", type=float, help="photometric augmentation strength (0 = off)")
     t.add_argument("--budget-s", type=float, dest="time_budget_s", help="wall-clock budget per training")
-    t.add_argument("--threads", type=int)
+    t.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
+    t.add_argument("--workers", type=int, help="augmentation threads (default 1; on a GPU, the free cores)")
     t.add_argument("--folds", type=int, default=0, help="k-fold cross-validation (K >= 2)")
 
     d = sub.add_parser("train-default", help="train the product's default classifier within a budget")
@@ -60,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args) -> int:
-    from ml.classification.data import fixed_split, kfold_indices, load_folder
+    from ml.classification.data import cache_size_for, fixed_split, kfold_indices, load_folder
     from ml.classification.evaluate import evaluate_cells
     from ml.classification.train import TrainConfig, fit
     from ml.classification import load_classifier
@@ -86,7 +87,8 @@ def _train(args) -> int:
     from ml.classification.registry import create_classifier
 
     create_classifier(cfg.backbone, 2)  # fail early, with the known names, on a bad backbone
-    cells = load_folder(args.data, progress=lambda f, m: print(m, file=sys.stderr))
+    cells = load_folder(args.data, progress=lambda f, m: print(m, file=sys.stderr),
+                        size=cache_size_for(cfg.img_size, cfg.margin))
     if args.folds and args.folds >= 2:
         results = []
         for k, (tr, te) in enumerate(kfold_indices(cells.labels, args.folds, cfg.seed)):
@@ -112,7 +114,7 @@ def _train(args) -> int:
 
 def _evaluate(args) -> int:
     from ml.classification import load_classifier
-    from ml.classification.data import fixed_split, load_folder
+    from ml.classification.data import cache_size_for, fixed_split, load_folder
     from ml.classification.evaluate import (evaluate_cells, evaluate_tecom, plot_confusion, plot_curves,
                                             plot_reliability)
 
@@ -124,7 +126,7 @@ def _evaluate(args) -> int:
         r = evaluate_tecom(clf, args.data, boxes=args.tecom_boxes, threshold=args.threshold)
         cells = None
     else:
-        cells = load_folder(args.data)
+        cells = load_folder(args.data, size=cache_size_for(clf.crop_rule.out_size, clf.crop_rule.margin))
         if args.split != "all":
             tr, va, te = fixed_split(cells.names, cells.labels)
             cells = cells.subset({"train": tr, "val": va, "test": te}[args.split])

@@ -23,7 +23,7 @@ from ml.imageio import load_image
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 CACHE_MARGIN = 0.5  # context kept around the box in the cache (covers the rule's margin + jitter)
-CACHE_SIZE = 112
+CACHE_SIZE = 112  # side of the cached context crop; larger for models whose input needs more
 CACHE_VERSION = "v1"
 PBC_CLASSES = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
 TECOM_CLASSES = ["basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil"]
@@ -98,21 +98,32 @@ def central_cell_box(image: np.ndarray, localizer=None) -> Box:
     return Box(w * 0.25, h * 0.25, w * 0.75, h * 0.75)
 
 
-def context_crop(image: np.ndarray, box: Box) -> tuple[np.ndarray, np.ndarray]:
+def cache_size_for(img_size: int, margin: float = 0.2) -> int:
+    """Side of the context crop that keeps a model's input at the cache's full resolution.
+
+    The crop rule takes ``(1 + 2 margin) / (1 + 2 CACHE_MARGIN)`` of the context crop's side.
+    Rounded up to a multiple of 16, never below ``CACHE_SIZE`` (enough up to 78 px at margin 0.2).
+    """
+    need = img_size * (1 + 2 * CACHE_MARGIN) / (1 + 2 * margin)
+    return max(CACHE_SIZE, int(-(-need // 16) * 16))
+
+
+def context_crop(image: np.ndarray, box: Box, size: int = CACHE_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Cut the cache's context crop around ``box``; return it and the box in its pixels."""
-    crop = cell_crop(image, box, CACHE_MARGIN, CACHE_SIZE)
+    crop = cell_crop(image, box, CACHE_MARGIN, size)
     _, _, side = crop_window(box, CACHE_MARGIN)
-    s = CACHE_SIZE / side
-    c = CACHE_SIZE / 2.0
+    s = size / side
+    c = size / 2.0
     bw, bh = box.width * s, box.height * s
     return crop, np.array([c - bw / 2, c - bh / 2, c + bw / 2, c + bh / 2], np.float32)
 
 
 def load_folder(data_dir: Path, *, progress: Callable[[float, str], None] | None = None,
-                use_cache: bool = True, per_class: int | None = None) -> CellSet:
+                use_cache: bool = True, per_class: int | None = None, size: int = CACHE_SIZE) -> CellSet:
     """Load a class-per-folder dataset as a :class:`CellSet`, cached under :func:`cache_root`.
 
-    ``per_class`` keeps only the first images (by name) of each class, for quick tests.
+    ``per_class`` keeps only the first images (by name) of each class, for quick tests; ``size``
+    is the side of the context crops (see :func:`cache_size_for`).
     """
     from ml.localization import load_localizer
 
@@ -122,7 +133,7 @@ def load_folder(data_dir: Path, *, progress: Callable[[float, str], None] | None
     localizer = load_localizer("classical")
     # The key covers the files and the localizer's settings: a retuned localizer re-crops.
     key = hashlib.sha1(
-        (CACHE_VERSION + repr(getattr(localizer, "config", "")) + str(Path(data_dir).resolve())
+        (CACHE_VERSION + repr(getattr(localizer, "config", "")) + str(Path(data_dir).resolve()) + f"|{size}"
          + "|".join(f"{p.name}:{p.stat().st_size}" for p, _ in items)).encode()
     ).hexdigest()[:16]
     cache = cache_root() / f"cells-{Path(data_dir).name}-{key}.npz"
@@ -130,7 +141,7 @@ def load_folder(data_dir: Path, *, progress: Callable[[float, str], None] | None
         z = np.load(cache, allow_pickle=False)
         return CellSet(z["images"], z["boxes"], z["labels"], [str(c) for c in z["classes"]],
                        [str(n) for n in z["names"]])
-    images = np.zeros((len(items), CACHE_SIZE, CACHE_SIZE, 3), np.uint8)
+    images = np.zeros((len(items), size, size, 3), np.uint8)
     boxes = np.zeros((len(items), 4), np.float32)
     ok = np.ones(len(items), bool)
     for i, (p, _) in enumerate(items):
@@ -139,7 +150,7 @@ def load_folder(data_dir: Path, *, progress: Callable[[float, str], None] | None
         except (OSError, ValueError):  # unreadable file: skip it, never fail a whole training
             ok[i] = False
             continue
-        images[i], boxes[i] = context_crop(image, central_cell_box(image, localizer))
+        images[i], boxes[i] = context_crop(image, central_cell_box(image, localizer), size)
         if progress and i % 200 == 0:
             progress(i / len(items), f"decoding {data_dir} {i}/{len(items)}")
     items = [it for it, good in zip(items, ok) if good]

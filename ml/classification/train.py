@@ -51,9 +51,10 @@ class TrainConfig:
     augment_options: dict = field(default_factory=dict)  # AugmentConfig fields, e.g. {"stain_scale": 1.0}
     time_budget_s: float | None = None
     # Two cores: one torch thread for the model, one thread for augmentation. More
-    # threads than free cores slows torch down ten-fold on a busy machine.
+    # threads than free cores slows torch down ten-fold on a busy machine. On a GPU the model
+    # waits for augmentation: give it as many workers as there are free cores.
     threads: int | None = 1
-    workers: int = 1
+    workers: int = 1  # augmentation threads (0: augment in the training loop)
     model_kwargs: dict = field(default_factory=dict)
 
 
@@ -68,72 +69,55 @@ class AugmentedCrops(torch.utils.data.Dataset):
         self.cells, self.cfg = cells, cfg
         self.rule = CropRule(cfg.margin, cfg.img_size)
         self.aug = AugmentConfig(strength=cfg.augment, **cfg.augment_options)
-        self.rng = np.random.default_rng(cfg.seed)
 
     def __len__(self):
         return len(self.cells)
 
-    def sample(self, i: int) -> np.ndarray:
-        crop = geometric_crop(self.cells.images[i], self.cells.box(i), self.rule, self.rng, self.aug)
-        return normalize(photometric(crop, self.rng, self.aug), self.cfg.stain_norm)
+    def sample(self, i: int, rng: np.random.Generator) -> np.ndarray:
+        crop = geometric_crop(self.cells.images[i], self.cells.box(i), self.rule, rng, self.aug)
+        return normalize(photometric(crop, rng, self.aug), self.cfg.stain_norm)
 
-    def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        x = to_tensor([self.sample(int(i)) for i in idx])
+    def batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        x = to_tensor([self.sample(int(i), rng) for i in idx])
         return x, torch.from_numpy(self.cells.labels[idx])
 
 
-def prefetch(batches, enabled: bool = True, depth: int = 3):
-    """Iterate ``batches`` while a background thread prepares the next ones (OpenCV and numpy
-    release the GIL, so augmentation overlaps the model's step; threads avoid fork deadlocks)."""
-    if not enabled:
-        yield from batches
-        return
-    import queue
-    import threading
-
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def work():
-        try:
-            for item in batches:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-        except BaseException as exc:  # hand the error to the consumer
-            q.put(exc)
-        q.put(done)
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-
-
 class EpochBatches:
-    """The augmented batches of one epoch, in order; each batch seeded by (seed, epoch, index)."""
+    """The augmented batches of one epoch, in order; batch ``b`` is drawn from its own generator
+    seeded by (seed, epoch, b), so the result does not depend on how many threads prepare them.
 
-    def __init__(self, ds: AugmentedCrops, order: np.ndarray, batch: int, epoch: int):
-        self.ds, self.order, self.bs, self.epoch = ds, order, batch, epoch
+    With ``workers`` > 0, that many threads prepare the next batches while the model trains on
+    this one (OpenCV and numpy release the GIL; threads avoid fork deadlocks).
+    """
+
+    def __init__(self, ds: AugmentedCrops, order: np.ndarray, batch: int, epoch: int, workers: int = 0):
+        self.ds, self.order, self.bs, self.epoch, self.workers = ds, order, batch, epoch, workers
+
+    def make(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.ds.cfg.seed, self.epoch, b])
+        return self.ds.batch(self.order[b * self.bs:(b + 1) * self.bs], rng)
 
     def __iter__(self):
-        for b in range(len(self.order) // self.bs):
-            self.ds.rng = np.random.default_rng([self.ds.cfg.seed, self.epoch, b])
-            yield self.ds.batch(self.order[b * self.bs:(b + 1) * self.bs])
+        n = len(self)
+        if self.workers <= 0:
+            yield from (self.make(b) for b in range(n))
+            return
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.workers) as pool:
+            ahead = deque(pool.submit(self.make, b) for b in range(min(n, 2 * self.workers)))
+            nxt = len(ahead)
+            try:
+                while ahead:
+                    item = ahead.popleft().result()
+                    if nxt < n:
+                        ahead.append(pool.submit(self.make, nxt))
+                        nxt += 1
+                    yield item
+            finally:  # the consumer stopped early (time budget): drop what was queued
+                for f in ahead:
+                    f.cancel()
 
     def __len__(self):
         return len(self.order) // self.bs
@@ -148,11 +132,12 @@ def eval_crops(cells: CellSet, cfg: TrainConfig) -> np.ndarray:
 
 def predict_logits(model: nn.Module, crops: np.ndarray, batch: int = 256) -> np.ndarray:
     model.eval()
+    device = next(model.parameters()).device
     out = []
     with torch.inference_mode():
         for i in range(0, len(crops), batch):
-            x = to_tensor(crops[i:i + batch]).contiguous(memory_format=torch.channels_last)
-            out.append(model(x).float().numpy())
+            x = to_tensor(crops[i:i + batch]).to(device).contiguous(memory_format=torch.channels_last)
+            out.append(model(x).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
@@ -223,7 +208,7 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
             _set_bn_eval(model)
         order = epoch_order(train.labels, cfg.balance, rng)
         losses, correct, seen, preds, trues = [], 0, 0, [], []
-        loader = prefetch(EpochBatches(ds, order, cfg.batch, epoch), enabled=cfg.workers > 0)
+        loader = EpochBatches(ds, order, cfg.batch, epoch, workers=cfg.workers)
         bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=None) if tqdm else loader
         for x, y in bar:
@@ -290,6 +275,8 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
                "train_images_per_s": round(step * cfg.batch / max(1e-6, time.time() - t_loop), 1),
                "n_train": len(train), "n_val": len(val) if val is not None else 0, **(extra_metrics or {})}
     save_checkpoint(out_dir / "last.pt", model, **ckpt_args, metrics={**metrics, **(log[-1] if log else {})})
+    if best < 0:  # the budget ran out before a whole epoch was scored
+        save_checkpoint(out_dir / "best.pt", model, **ckpt_args, metrics=metrics)
     if val_crops is not None:
         from ml.classification.artifact import load_classifier
 

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import torch
 import pytest
 
 from ml.classification import load_classifier
@@ -119,3 +120,38 @@ def test_the_packaged_training_configs_are_valid():
     for path in configs:
         cfg = TrainConfig(**yaml.safe_load(path.read_text()))
         assert cfg.backbone in list_classifiers()
+
+
+def test_augmented_batches_do_not_depend_on_the_number_of_threads(small_cells):
+    from ml.classification.train import AugmentedCrops, EpochBatches
+
+    cells, _ = small_cells
+    cfg = TrainConfig(img_size=32, seed=3)
+    ds = AugmentedCrops(cells, cfg)
+    order = np.random.default_rng(0).permutation(len(cells))[:40]
+    serial = list(EpochBatches(ds, order, batch=8, epoch=2, workers=0))
+    threaded = list(EpochBatches(ds, order, batch=8, epoch=2, workers=3))
+    assert len(serial) == len(threaded) == 5
+    for (xs, ys), (xt, yt) in zip(serial, threaded):
+        assert torch.equal(xs, xt) and torch.equal(ys, yt)
+    other_epoch = next(iter(EpochBatches(ds, order, batch=8, epoch=3, workers=0)))[0]
+    assert not torch.equal(serial[0][0], other_epoch)
+
+
+def test_the_cache_keeps_a_larger_input_at_full_resolution(tmp_path, monkeypatch):
+    from ml.classification.data import CACHE_SIZE, cache_size_for, load_folder, synthetic_cells
+
+    assert cache_size_for(48) == cache_size_for(64) == CACHE_SIZE
+    for size in (80, 96, 128):  # the rule's window holds at least the model's input in pixels
+        assert cache_size_for(size) * 1.4 / 2.0 >= size and cache_size_for(size) % 16 == 0
+    monkeypatch.setenv("LEUKOLAB_CACHE", str(tmp_path / "cache"))
+    cells = synthetic_cells(n_per_class=2, classes=["a", "b"])
+    import cv2
+
+    for i, name in enumerate(cells.names):
+        (tmp_path / "data" / name.split("/")[0]).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / "data" / f"{name}.png"), cv2.resize(cells.images[i], (336, 336)))
+    small, large = (load_folder(tmp_path / "data", size=s) for s in (CACHE_SIZE, 144))
+    assert small.images.shape[1:] == (CACHE_SIZE, CACHE_SIZE, 3) and large.images.shape[1:] == (144, 144, 3)
+    np.testing.assert_allclose(large.boxes * CACHE_SIZE / 144, small.boxes, atol=0.5)
+    assert len(list((tmp_path / "cache").iterdir())) == 2  # one cache file per size
