@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--budget-s", type=float, dest="time_budget_s", help="wall-clock budget per training")
     t.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
     t.add_argument("--workers", type=int, help="augmentation threads (default 1; on a GPU, the free cores)")
+    t.add_argument("--ema", type=float, help="moving average of the weights, decay per step (0 = off)")
+    t.add_argument("--tta", type=int, choices=[1, 2, 4, 8],
+                   help="test-time views kept in the checkpoint: rotations/flips averaged per cell")
     t.add_argument("--folds", type=int, default=0, help="k-fold cross-validation (K >= 2)")
 
     d = sub.add_parser("train-default", help="train the product's default classifier within a budget")
@@ -51,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--plots", type=Path, help="folder for the PNGs (default: <run>/eval)")
     e.add_argument("--robustness", action="store_true", help="add accuracy under corruptions")
+    e.add_argument("--tta", type=int, choices=[1, 2, 4, 8],
+                   help="test-time views (default: the checkpoint's; the temperature stays as fitted)")
     e.add_argument("--tecom-boxes", choices=["expert", "localizer"], default="expert")
     e.add_argument("--prior", default="uniform",
                    help="expected class frequencies: uniform (as trained, default), blood (a normal "
@@ -119,6 +124,8 @@ def _evaluate(args) -> int:
                                             plot_reliability)
 
     clf = load_classifier(args.checkpoint, prior=args.prior)
+    if args.tta:
+        clf.tta = args.tta
     run_dir = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
     plots = args.plots or run_dir / "eval"
     plots.mkdir(parents=True, exist_ok=True)

@@ -34,10 +34,35 @@ class Prediction:
     confidence: float
 
 
+TTA_VIEWS = (1, 2, 4, 8)
+
+
+def dihedral_logits(model: torch.nn.Module, x: torch.Tensor, views: int = 1) -> torch.Tensor:
+    """Mean logits of ``model`` over ``views`` rotations/flips of the ``Nx3xHxW`` batch ``x``: 1 (as
+    is), 2 (+ mirror), 4 (the four right-angle rotations) or 8 (those and their mirrors). A cell has
+    no up or down on a slide, and training rotates and mirrors every crop, so each view is a fair
+    look at the same cell; the mean is steadier than any one of them."""
+    if views not in TTA_VIEWS:
+        raise ValueError(f"test-time views must be one of {TTA_VIEWS}, not {views}")
+    if views == 1:
+        return model(x)
+    turns = (0,) if views == 2 else (0, 1, 2, 3)
+    mirrors = (False, True) if views in (2, 8) else (False,)
+    total = None
+    for k in turns:
+        for mirror in mirrors:
+            v = torch.rot90(x, k, dims=(2, 3)) if k else x
+            v = torch.flip(v, dims=(3,)) if mirror else v
+            out = model(v.contiguous(memory_format=torch.channels_last)).float()
+            total = out if total is None else total + out
+    return total / views
+
+
 def save_checkpoint(path: Path, model: torch.nn.Module, *, architecture: str, model_kwargs: dict,
                     classes: list[str], crop: CropRule, stain_norm: str = "none", temperature: float = 1.0,
                     metrics: dict | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                    version: str | None = None, trained_prior: list[float] | None = None) -> dict:
+                    version: str | None = None, trained_prior: list[float] | None = None,
+                    tta: int = 1) -> dict:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if version is None:
         h = hashlib.sha1()
@@ -57,6 +82,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, *, architecture: str, mo
         "temperature": float(temperature),
         # class frequencies the model was trained under (None: uniform, i.e. balanced sampling)
         "trained_prior": None if trained_prior is None else [float(v) for v in trained_prior],
+        "tta": int(tta),
         "version": version,
         "metrics": json.loads(json.dumps(metrics or {})),
         "state_dict": state,
@@ -102,6 +128,7 @@ class Classifier:
         self.model.eval()
         self.batch_size = batch_size
         self.trained_prior = ckpt.get("trained_prior")
+        self.tta: int = int(ckpt.get("tta", 1))  # test-time views (dihedral_logits)
         self.set_prior(prior)
 
     def set_prior(self, prior) -> None:
@@ -129,7 +156,7 @@ class Classifier:
         with torch.inference_mode():
             for i in range(0, len(crops), self.batch_size):
                 x = self.tensor(crops[i:i + self.batch_size]).contiguous(memory_format=torch.channels_last)
-                outs.append(self.model(x).float().numpy())
+                outs.append(dihedral_logits(self.model, x, self.tta).float().numpy())
         return np.concatenate(outs) if outs else np.zeros((0, len(self.classes)), np.float32)
 
     def scaled_logits(self, logits: np.ndarray) -> np.ndarray:

@@ -53,6 +53,12 @@ class TrainConfig:
     # Two cores: one torch thread for the model, one thread for augmentation. More
     # threads than free cores slows torch down ten-fold on a busy machine. On a GPU the model
     # waits for augmentation: give it as many workers as there are free cores.
+    # Exponential moving average of the weights (decay per step; 0: off). Validation, best.pt and
+    # last.pt then hold the averaged weights; the log keeps the raw weights' validation scores too.
+    ema: float = 0.0
+    # Test-time augmentation kept in the checkpoint: predictions average the logits of this many
+    # rotations/flips of each crop (1, 2, 4 or 8; see artifact.dihedral_logits).
+    tta: int = 1
     threads: int | None = 1
     workers: int = 1  # augmentation threads (0: augment in the training loop)
     model_kwargs: dict = field(default_factory=dict)
@@ -130,14 +136,16 @@ def eval_crops(cells: CellSet, cfg: TrainConfig) -> np.ndarray:
     return crops
 
 
-def predict_logits(model: nn.Module, crops: np.ndarray, batch: int = 256) -> np.ndarray:
+def predict_logits(model: nn.Module, crops: np.ndarray, batch: int = 256, tta: int = 1) -> np.ndarray:
+    from ml.classification.artifact import dihedral_logits
+
     model.eval()
     device = next(model.parameters()).device
     out = []
     with torch.inference_mode():
         for i in range(0, len(crops), batch):
             x = to_tensor(crops[i:i + batch]).to(device).contiguous(memory_format=torch.channels_last)
-            out.append(model(x).float().cpu().numpy())
+            out.append(dihedral_logits(model, x, tta).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
@@ -182,6 +190,11 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
     model = model.to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    averaged = None
+    if cfg.ema > 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
     ds = AugmentedCrops(train, cfg)
     rng = np.random.default_rng(cfg.seed)
     val_crops = eval_crops(val, cfg) if val is not None and len(val) else None
@@ -197,7 +210,7 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
     counts = np.bincount(train.labels, minlength=len(classes)).astype(float)
     trained_prior = None if cfg.balance else (counts / max(counts.sum(), 1.0)).tolist()
     ckpt_args = dict(architecture=cfg.backbone, model_kwargs=cfg.model_kwargs, classes=classes, crop=rule,
-                     stain_norm=cfg.stain_norm, trained_prior=trained_prior)
+                     stain_norm=cfg.stain_norm, trained_prior=trained_prior, tta=cfg.tta)
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
@@ -241,6 +254,8 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
+            if averaged is not None:
+                averaged.update_parameters(model)
             step += 1
             losses.append(float(loss.detach()))
             p = logits.argmax(1)
@@ -255,34 +270,43 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
         entry = {"epoch": epoch + 1, "lr": lr, "time_s": round(time.time() - t_start, 1),
                  "train_loss": float(np.mean(losses)), "train_accuracy": tr["accuracy"], "train_macro_f1": tr["macro_f1"]}
         score = tr["macro_f1"]
+        served = averaged.module if averaged is not None else model
         if val_crops is not None:
-            vl = predict_logits(model, val_crops)
+            vl = predict_logits(served, val_crops)
             vr = classification_report(val.labels, vl.argmax(1), classes)
             entry.update(val_loss=float(F.cross_entropy(torch.from_numpy(vl), torch.from_numpy(val.labels))),
                          val_accuracy=vr["accuracy"], val_macro_f1=vr["macro_f1"])
             score = vr["macro_f1"]
+            if averaged is not None:
+                raw = classification_report(val.labels, predict_logits(model, val_crops).argmax(1), classes)
+                entry.update(val_accuracy_raw=raw["accuracy"], val_macro_f1_raw=raw["macro_f1"])
         log.append(entry)
         (out_dir / "log.json").write_text(json.dumps(log, indent=1))
         if progress and not cfg.time_budget_s:
             progress((epoch + 1) / cfg.epochs, json.dumps(entry))
         if score >= best:
             best = score
-            save_checkpoint(out_dir / "best.pt", model, **ckpt_args, metrics={"epoch": epoch + 1, **entry})
+            save_checkpoint(out_dir / "best.pt", served, **ckpt_args, metrics={"epoch": epoch + 1, **entry})
         if done:
             break
     # Final artifacts: last weights; temperature fitted on validation for both checkpoints.
     metrics = {"train_time_s": round(time.time() - t_start, 1), "epochs_run": len(log), "steps": step,
                "train_images_per_s": round(step * cfg.batch / max(1e-6, time.time() - t_loop), 1),
                "n_train": len(train), "n_val": len(val) if val is not None else 0, **(extra_metrics or {})}
-    save_checkpoint(out_dir / "last.pt", model, **ckpt_args, metrics={**metrics, **(log[-1] if log else {})})
+    served = averaged.module if averaged is not None else model
+    save_checkpoint(out_dir / "last.pt", served, **ckpt_args, metrics={**metrics, **(log[-1] if log else {})})
     if best < 0:  # the budget ran out before a whole epoch was scored
-        save_checkpoint(out_dir / "best.pt", model, **ckpt_args, metrics=metrics)
+        save_checkpoint(out_dir / "best.pt", served, **ckpt_args, metrics=metrics)
+    finals = ["best.pt", "last.pt"]
+    if averaged is not None:  # the last weights before averaging, to compare
+        save_checkpoint(out_dir / "raw.pt", model, **ckpt_args, metrics={**metrics, **(log[-1] if log else {})})
+        finals.append("raw.pt")
     if val_crops is not None:
         from ml.classification.artifact import load_classifier
 
-        for name in ("best.pt", "last.pt"):
+        for name in finals:
             clf = load_classifier(out_dir / name)
-            vl = predict_logits(clf.model, val_crops)
+            vl = predict_logits(clf.model, val_crops, tta=cfg.tta)
             t = fit_temperature(vl, val.labels)
             vr = classification_report(val.labels, vl.argmax(1), classes)
             m = {**metrics, **clf.metrics, "val_accuracy": vr["accuracy"], "val_macro_f1": vr["macro_f1"],

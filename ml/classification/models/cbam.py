@@ -36,6 +36,28 @@ class SpatialAttention(nn.Module):
         return x * a
 
 
+class MixStyle(nn.Module):
+    """MixStyle (Zhou et al., ICLR 2021), a domain-generalization layer active in training only:
+    with probability ``p`` a batch's per-channel feature statistics (mean and standard deviation
+    over the image, the "style": stain, lamp, camera) are mixed with those of other cells of the
+    batch, so later layers learn from cells in styles no single lab produced."""
+
+    def __init__(self, p: float = 0.5, alpha: float = 0.1, eps: float = 1e-6):
+        super().__init__()
+        self.p, self.alpha, self.eps = p, alpha, eps
+
+    def forward(self, x):
+        if not self.training or self.p <= 0 or x.shape[0] < 2 or torch.rand(()) > self.p:
+            return x
+        mu = x.mean(dim=(2, 3), keepdim=True).detach()
+        sig = (x.var(dim=(2, 3), keepdim=True) + self.eps).sqrt().detach()
+        lam = torch.distributions.Beta(self.alpha, self.alpha).sample((x.shape[0], 1, 1, 1)).to(x)
+        perm = torch.randperm(x.shape[0], device=x.device)
+        mu2 = lam * mu + (1 - lam) * mu[perm]
+        sig2 = lam * sig + (1 - lam) * sig[perm]
+        return (x - mu) / sig * sig2 + mu2
+
+
 class CBAMBlock(nn.Module):
     """Residual basic block followed by CBAM."""
 
@@ -61,7 +83,7 @@ class CBAMBlock(nn.Module):
 
 class CBAMNet(nn.Module):
     def __init__(self, num_classes: int, widths=(32, 64, 128, 256), drop: float = 0.2, in_chans: int = 3,
-                 depths=(1, 1, 1, 1)):
+                 depths=(1, 1, 1, 1), mixstyle: float = 0.0):
         super().__init__()
         if len(depths) != len(widths):
             raise ValueError(f"depths {tuple(depths)} and widths {tuple(widths)} must have the same length")
@@ -74,11 +96,19 @@ class CBAMNet(nn.Module):
                 blocks.append(CBAMBlock(cin, w, 2 if i > 0 and j == 0 else 1))
                 cin = w
         self.blocks = nn.Sequential(*blocks)
+        # MixStyle after the stem and the first stage (where features carry style, not yet class)
+        self.mix = nn.ModuleList([MixStyle(mixstyle), MixStyle(mixstyle)]) if mixstyle > 0 else None
+        self.first_stage = depths[0]
         self.drop = nn.Dropout(drop)
         self.head = nn.Linear(cin, num_classes)
 
     def forward_features(self, x):
-        return self.blocks(self.stem(x))
+        x = self.stem(x)
+        if self.mix is None:
+            return self.blocks(x)
+        x = self.mix[0](x)
+        x = self.mix[1](self.blocks[:self.first_stage](x))
+        return self.blocks[self.first_stage:](x)
 
     def forward(self, x):
         x = F.adaptive_avg_pool2d(self.forward_features(x), 1).flatten(1)

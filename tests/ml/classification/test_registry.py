@@ -42,3 +42,24 @@ def test_attention_models_expose_spatial_maps(name):
     model(torch.randn(3, 3, 64, 64))
     maps = model.attention_maps()
     assert maps and maps[-1].shape[0] == 3 and maps[-1].dim() == 4
+
+
+def test_mixstyle_mixes_feature_statistics_in_training_only():
+    from ml.classification.models.cbam import MixStyle
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 8, 6, 6) * torch.arange(1, 5).view(4, 1, 1, 1) + torch.arange(4).view(4, 1, 1, 1)
+    layer = MixStyle(p=1.0, alpha=0.1)
+    mixed = layer.train()(x)
+    assert mixed.shape == x.shape
+    # each cell keeps its normalized content; only its per-channel mean and spread change
+    z = lambda t: (t - t.mean((2, 3), keepdim=True)) / t.std((2, 3), keepdim=True)
+    torch.testing.assert_close(z(mixed), z(x), atol=1e-3, rtol=1e-3)
+    assert not torch.allclose(mixed.mean((2, 3)), x.mean((2, 3)), atol=1e-3)
+    assert torch.equal(layer.eval()(x), x)
+    # the same weights give the same predictions with or without it once trained
+    a = create_classifier("cbam_cnn", 3, mixstyle=0.5)
+    b = create_classifier("cbam_cnn", 3)
+    b.load_state_dict(a.state_dict())
+    img = torch.randn(2, 3, 48, 48)
+    torch.testing.assert_close(a.eval()(img), b.eval()(img))

@@ -155,3 +155,43 @@ def test_the_cache_keeps_a_larger_input_at_full_resolution(tmp_path, monkeypatch
     assert small.images.shape[1:] == (CACHE_SIZE, CACHE_SIZE, 3) and large.images.shape[1:] == (144, 144, 3)
     np.testing.assert_allclose(large.boxes * CACHE_SIZE / 144, small.boxes, atol=0.5)
     assert len(list((tmp_path / "cache").iterdir())) == 2  # one cache file per size
+
+
+def test_test_time_views_make_predictions_invariant_to_rotation_and_mirroring(saved_classifier, smear):
+    """With all eight right-angle rotations and mirrors averaged, a cell turned or mirrored on the
+    slide gets the same probabilities; with one view it does not (the untrained model is not
+    invariant), so the test can tell."""
+    from ml.boxes import Box
+    from ml.classification.artifact import dihedral_logits
+
+    clf = load_classifier(saved_classifier)
+    crop = clf.crops(smear, [Box(50, 60, 110, 120)])
+    turned = np.ascontiguousarray(np.rot90(crop, 1, axes=(1, 2)))
+    mirrored = np.ascontiguousarray(crop[:, :, ::-1])
+    assert not np.allclose(clf.logits_of_crops(crop), clf.logits_of_crops(turned), atol=1e-4)
+    clf.tta = 8
+    for other in (turned, mirrored):
+        np.testing.assert_allclose(clf.logits_of_crops(crop), clf.logits_of_crops(other), atol=1e-4)
+    x = clf.tensor(crop)
+    with torch.inference_mode():
+        two = dihedral_logits(clf.model, x, 2)
+        expected = (clf.model(x) + clf.model(torch.flip(x, dims=(3,)))) / 2
+    np.testing.assert_allclose(two.numpy(), expected.numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="views"):
+        dihedral_logits(clf.model, x, 3)
+
+
+def test_weight_averaging_and_test_time_views_are_kept_in_the_run(tmp_path):
+    from ml.classification.data import synthetic_cells
+
+    cells = synthetic_cells(n_per_class=12, classes=["lymphocyte", "neutrophil", "monocyte"])
+    tr, va, _ = fixed_split(cells.names, cells.labels, val=0.3, test=0.0)
+    cfg = TrainConfig(backbone="cbam_cnn_small", img_size=32, batch=8, epochs=2, ema=0.9, tta=4)
+    run = fit(cfg, cells.subset(tr), cells.subset(va), tmp_path / "run")
+    log = json.loads((run / "log.json").read_text())
+    assert {"val_accuracy_raw", "val_macro_f1_raw"} <= set(log[-1])
+    averaged, raw = load_classifier(run / "last.pt"), load_classifier(run / "raw.pt")
+    assert averaged.tta == raw.tta == 4
+    a = dict(averaged.model.state_dict())
+    b = dict(raw.model.state_dict())
+    assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
