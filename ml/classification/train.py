@@ -50,15 +50,15 @@ class TrainConfig:
     augment: float = 1.0  # photometric augmentation strength
     augment_options: dict = field(default_factory=dict)  # AugmentConfig fields, e.g. {"stain_scale": 1.0}
     time_budget_s: float | None = None
-    # Two cores: one torch thread for the model, one thread for augmentation. More
-    # threads than free cores slows torch down ten-fold on a busy machine. On a GPU the model
-    # waits for augmentation: give it as many workers as there are free cores.
     # Exponential moving average of the weights (decay per step; 0: off). Validation, best.pt and
     # last.pt then hold the averaged weights; the log keeps the raw weights' validation scores too.
     ema: float = 0.0
     # Test-time augmentation kept in the checkpoint: predictions average the logits of this many
     # rotations/flips of each crop (1, 2, 4 or 8; see artifact.dihedral_logits).
     tta: int = 1
+    # Two cores: one torch thread for the model, one thread for augmentation. More
+    # threads than free cores slows torch down ten-fold on a busy machine. On a GPU the model
+    # waits for augmentation: give it as many workers as there are free cores.
     threads: int | None = 1
     workers: int = 1  # augmentation threads (0: augment in the training loop)
     model_kwargs: dict = field(default_factory=dict)
@@ -195,6 +195,7 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+    served = averaged.module if averaged is not None else model  # what validation and checkpoints see
     ds = AugmentedCrops(train, cfg)
     rng = np.random.default_rng(cfg.seed)
     val_crops = eval_crops(val, cfg) if val is not None and len(val) else None
@@ -270,7 +271,6 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
         entry = {"epoch": epoch + 1, "lr": lr, "time_s": round(time.time() - t_start, 1),
                  "train_loss": float(np.mean(losses)), "train_accuracy": tr["accuracy"], "train_macro_f1": tr["macro_f1"]}
         score = tr["macro_f1"]
-        served = averaged.module if averaged is not None else model
         if val_crops is not None:
             vl = predict_logits(served, val_crops)
             vr = classification_report(val.labels, vl.argmax(1), classes)
@@ -293,7 +293,6 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
     metrics = {"train_time_s": round(time.time() - t_start, 1), "epochs_run": len(log), "steps": step,
                "train_images_per_s": round(step * cfg.batch / max(1e-6, time.time() - t_loop), 1),
                "n_train": len(train), "n_val": len(val) if val is not None else 0, **(extra_metrics or {})}
-    served = averaged.module if averaged is not None else model
     save_checkpoint(out_dir / "last.pt", served, **ckpt_args, metrics={**metrics, **(log[-1] if log else {})})
     if best < 0:  # the budget ran out before a whole epoch was scored
         save_checkpoint(out_dir / "best.pt", served, **ckpt_args, metrics=metrics)
