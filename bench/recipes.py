@@ -67,7 +67,7 @@ def run_one(args, spec: dict) -> dict:
     cfg = TrainConfig(**{"backbone": "cbam_cnn", "stain_norm": "background", "workers": args.workers, **spec})
     size = cache_size_for(cfg.img_size, cfg.margin)
     cells = import_cells(args.cells, size) if args.cells else load_folder(args.data, size=size)
-    tr, va, te = fixed_split(cells.names, cells.labels, seed=cfg.seed)
+    tr, va, te = fixed_split(cells.names, cells.labels, seed=args.split_seed)  # the same split for every seed
     t = time.time()
     run = fit(cfg, cells.subset(tr), cells.subset(va), args.out / name)
     r = evaluate_cells(load_classifier(run), cells.subset(te))
@@ -91,6 +91,7 @@ def main(argv=None) -> int:
     p.add_argument("--tecom", type=Path, default=datasets_root() / "tecom")
     p.add_argument("--recipe", action="append", default=[], help="JSON of TrainConfig fields plus a name")
     p.add_argument("--workers", type=int, default=1, help="augmentation threads per recipe")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the fixed split (a recipe's seed changes training only)")
     p.add_argument("--out", type=Path, default=Path("/tmp/bench-recipes"))
     p.add_argument("--export-cells", type=Path, help="write the data's cell crops to this file and stop")
     p.add_argument("--cache-size", type=int, default=CACHE_SIZE, help="context-crop side of the export")
@@ -112,6 +113,7 @@ def main(argv=None) -> int:
         print("error: give at least one --recipe, each with a \"name\"", file=sys.stderr)
         return 2
     base = [sys.executable, __file__, "--out", str(args.out), "--workers", str(args.workers),
+            "--split-seed", str(args.split_seed),
             "--tecom", str(args.tecom or "")]
     base += ["--cells", str(args.cells)] if args.cells else ["--data", str(args.data)]
     procs = [subprocess.Popen(base + ["--one", json.dumps(s)], stdout=subprocess.PIPE, text=True) for s in specs]

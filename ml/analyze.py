@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="expected class frequencies of the cells: blood (a normal peripheral-blood differential, "
                         "default), uniform (the classifier as trained on balanced classes) or a JSON file "
                         "{class: weight}; see ml.classification.priors")
+    p.add_argument("--device", help="where the networks run: auto (a GPU when there is one; the default, or "
+                                    "$LEUKOLAB_DEVICE), cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--heatmaps", type=Path, metavar="DIR", help="write each cell's heatmap overlay as PNG here")
     args = p.parse_args(argv)
@@ -92,12 +94,12 @@ def main(argv: list[str] | None = None) -> int:
 
         from ml.localization.scale import parse_rescale
 
-        localizer = load_localizer(args.localizer, rescale=parse_rescale(args.rescale))
+        localizer = load_localizer(args.localizer, rescale=parse_rescale(args.rescale), device=args.device)
         classifier = None
         if args.classifier is not None:
             from ml.classification import load_classifier
 
-            classifier = load_classifier(args.classifier, prior=args.prior)
+            classifier = load_classifier(args.classifier, prior=args.prior, device=args.device)
         if args.heatmaps and classifier is None:
             raise ValueError("--heatmaps needs --classifier")
         out = []

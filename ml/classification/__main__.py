@@ -35,10 +35,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--budget-s", type=float, dest="time_budget_s", help="wall-clock budget per training")
     t.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
     t.add_argument("--workers", type=int, help="augmentation threads (default 1; on a GPU, the free cores)")
+    t.add_argument("--device", help="auto (a GPU when there is one; the default, or $LEUKOLAB_DEVICE), cpu, cuda or cuda:N")
     t.add_argument("--ema", type=float, help="moving average of the weights, decay per step (0 = off)")
     t.add_argument("--tta", type=int, choices=[1, 2, 4, 8],
                    help="test-time views kept in the checkpoint: rotations/flips averaged per cell")
     t.add_argument("--folds", type=int, default=0, help="k-fold cross-validation (K >= 2)")
+    t.add_argument("--split-seed", type=int, default=0,
+                   help="seed of the train/validation/test split (default 0: the benchmark's fixed split; "
+                        "--seed changes the training's randomness only)")
 
     d = sub.add_parser("train-default", help="train the product's default classifier within a budget")
     d.add_argument("--out", type=Path, required=True)
@@ -57,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--tta", type=int, choices=[1, 2, 4, 8],
                    help="test-time views (default: the checkpoint's; the temperature stays as fitted)")
     e.add_argument("--tecom-boxes", choices=["expert", "localizer"], default="expert")
+    e.add_argument("--device", help="auto (a GPU when there is one; the default, or $LEUKOLAB_DEVICE), cpu, cuda or cuda:N")
     e.add_argument("--prior", default="uniform",
                    help="expected class frequencies: uniform (as trained, default), blood (a normal "
                         "peripheral-blood differential) or a JSON file {class: weight}")
@@ -96,9 +101,9 @@ def _train(args) -> int:
                         size=cache_size_for(cfg.img_size, cfg.margin))
     if args.folds and args.folds >= 2:
         results = []
-        for k, (tr, te) in enumerate(kfold_indices(cells.labels, args.folds, cfg.seed)):
+        for k, (tr, te) in enumerate(kfold_indices(cells.labels, args.folds, args.split_seed)):
             run = fit(cfg, cells.subset(tr), cells.subset(te), args.out / f"fold{k}")
-            r = evaluate_cells(load_classifier(run), cells.subset(te))
+            r = evaluate_cells(load_classifier(run, device=cfg.device), cells.subset(te))
             results.append({"fold": k, "accuracy": r["accuracy"], "macro_f1": r["macro_f1"]})
             print(json.dumps(results[-1]), file=sys.stderr)
         acc = np.array([r["accuracy"] for r in results])
@@ -108,9 +113,9 @@ def _train(args) -> int:
         (args.out / "kfold.json").write_text(json.dumps(summary, indent=2))
         print(json.dumps(summary))
         return 0
-    tr, va, te = fixed_split(cells.names, cells.labels, seed=cfg.seed)
+    tr, va, te = fixed_split(cells.names, cells.labels, seed=args.split_seed)
     run = fit(cfg, cells.subset(tr), cells.subset(va), args.out)
-    r = evaluate_cells(load_classifier(run), cells.subset(te))
+    r = evaluate_cells(load_classifier(run, device=cfg.device), cells.subset(te))
     out = {"run": str(run), "test_accuracy": r["accuracy"], "test_macro_f1": r["macro_f1"], "test_ece": r["ece"]}
     (Path(run) / "test.json").write_text(json.dumps(r, indent=2))
     print(json.dumps(out))
@@ -123,7 +128,7 @@ def _evaluate(args) -> int:
     from ml.classification.evaluate import (evaluate_cells, evaluate_tecom, plot_confusion, plot_curves,
                                             plot_reliability)
 
-    clf = load_classifier(args.checkpoint, prior=args.prior)
+    clf = load_classifier(args.checkpoint, prior=args.prior, device=args.device)
     if args.tta:
         clf.tta = args.tta
     run_dir = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent

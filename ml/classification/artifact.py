@@ -23,6 +23,7 @@ from ml.classification.metrics import softmax
 from ml.classification.registry import create_classifier
 from ml.classification.stain import normalize
 from ml.classification.transforms import IMAGENET_MEAN, IMAGENET_STD, to_tensor
+from ml.device import resolve_device
 
 FORMAT = "leukolab-classifier/1"
 
@@ -108,9 +109,10 @@ def _resolve(path: Path) -> Path:
 
 
 class Classifier:
-    """A trained classifier ready to serve: crops cells by the artifact's rule, batches them."""
+    """A trained classifier ready to serve: crops cells by the artifact's rule, batches them, runs
+    them on ``device`` (see :mod:`ml.device`; the GPU when there is one, unless told otherwise)."""
 
-    def __init__(self, ckpt: dict, path: Path | None = None, batch_size: int = 256, prior=None):
+    def __init__(self, ckpt: dict, path: Path | None = None, batch_size: int = 256, prior=None, device=None):
         if ckpt.get("format") != FORMAT:
             raise ValueError(f"{path or 'checkpoint'} is not a Leukolab classifier ({FORMAT})")
         self.path = path
@@ -125,7 +127,8 @@ class Classifier:
         self.model_kwargs = ckpt.get("model_kwargs", {})
         self.model = create_classifier(self.architecture, len(self.classes), **self.model_kwargs)
         self.model.load_state_dict(ckpt["state_dict"])
-        self.model.eval()
+        self.device = resolve_device(device)
+        self.model.to(self.device).eval()
         self.batch_size = batch_size
         self.trained_prior = ckpt.get("trained_prior")
         self.tta: int = int(ckpt.get("tta", 1))  # test-time views (dihedral_logits)
@@ -148,7 +151,8 @@ class Classifier:
         return np.stack(out) if out else np.zeros((0, r.out_size, r.out_size, 3), np.uint8)
 
     def tensor(self, crops: np.ndarray) -> torch.Tensor:
-        return to_tensor(crops, self.mean, self.std)
+        """The crops as a normalized ``Nx3xHxW`` batch on the classifier's device."""
+        return to_tensor(crops, self.mean, self.std).to(self.device)
 
     # -- inference -------------------------------------------------------------------------
     def logits_of_crops(self, crops: np.ndarray) -> np.ndarray:
@@ -156,7 +160,7 @@ class Classifier:
         with torch.inference_mode():
             for i in range(0, len(crops), self.batch_size):
                 x = self.tensor(crops[i:i + self.batch_size]).contiguous(memory_format=torch.channels_last)
-                outs.append(dihedral_logits(self.model, x, self.tta).float().numpy())
+                outs.append(dihedral_logits(self.model, x, self.tta).float().cpu().numpy())
         return np.concatenate(outs) if outs else np.zeros((0, len(self.classes)), np.float32)
 
     def scaled_logits(self, logits: np.ndarray) -> np.ndarray:
@@ -200,9 +204,10 @@ class Classifier:
         return [overlay(c, m) for c, m in zip(crops, maps)]
 
 
-def load_classifier(path: str | os.PathLike, prior=None) -> Classifier:
+def load_classifier(path: str | os.PathLike, prior=None, device=None) -> Classifier:
     """Load a classifier from a run directory (its ``best.pt``) or a checkpoint file; ``prior``: the
-    expected class frequencies (see :mod:`ml.classification.priors`; default as trained)."""
+    expected class frequencies (see :mod:`ml.classification.priors`; default as trained); ``device``:
+    where it runs (:func:`ml.device.resolve_device`; default ``$LEUKOLAB_DEVICE`` or auto)."""
     p = _resolve(Path(path))
     ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    return Classifier(ckpt, p, prior=prior)
+    return Classifier(ckpt, p, prior=prior, device=device)

@@ -17,7 +17,7 @@ def _normalize(maps: torch.Tensor, size: int) -> np.ndarray:
     maps = F.interpolate(maps.float(), size=(size, size), mode="bilinear", align_corners=False)[:, 0]
     lo = maps.flatten(1).min(1).values.view(-1, 1, 1)
     hi = maps.flatten(1).max(1).values.view(-1, 1, 1)
-    return ((maps - lo) / (hi - lo).clamp_min(1e-8)).numpy()
+    return ((maps - lo) / (hi - lo).clamp_min(1e-8)).cpu().numpy()
 
 
 def attention_heatmaps(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:

@@ -27,6 +27,8 @@ from ml.classification.metrics import classification_report, fit_temperature, so
 from ml.classification.registry import create_classifier
 from ml.classification.stain import normalize
 from ml.classification.transforms import AugmentConfig, geometric_crop, photometric, to_tensor
+from ml.device import free_cores, resolve_device
+from ml.prefetch import prefetched
 
 Progress = Callable[[float, str], None]
 
@@ -58,9 +60,10 @@ class TrainConfig:
     tta: int = 1
     # Two cores: one torch thread for the model, one thread for augmentation. More
     # threads than free cores slows torch down ten-fold on a busy machine. On a GPU the model
-    # waits for augmentation: give it as many workers as there are free cores.
+    # waits for augmentation: there ``workers=None`` gives it as many threads as there are free cores.
     threads: int | None = 1
-    workers: int = 1  # augmentation threads (0: augment in the training loop)
+    workers: int | None = None  # augmentation threads (0: in the training loop; None: 1 on a CPU, free cores on a GPU)
+    device: str = "auto"  # auto (a GPU when torch sees one), cpu, cuda or cuda:N (ml.device)
     model_kwargs: dict = field(default_factory=dict)
 
 
@@ -93,7 +96,7 @@ class EpochBatches:
     seeded by (seed, epoch, b), so the result does not depend on how many threads prepare them.
 
     With ``workers`` > 0, that many threads prepare the next batches while the model trains on
-    this one (OpenCV and numpy release the GIL; threads avoid fork deadlocks).
+    this one (:mod:`ml.prefetch`).
     """
 
     def __init__(self, ds: AugmentedCrops, order: np.ndarray, batch: int, epoch: int, workers: int = 0):
@@ -104,26 +107,7 @@ class EpochBatches:
         return self.ds.batch(self.order[b * self.bs:(b + 1) * self.bs], rng)
 
     def __iter__(self):
-        n = len(self)
-        if self.workers <= 0:
-            yield from (self.make(b) for b in range(n))
-            return
-        from collections import deque
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(self.workers) as pool:
-            ahead = deque(pool.submit(self.make, b) for b in range(min(n, 2 * self.workers)))
-            nxt = len(ahead)
-            try:
-                while ahead:
-                    item = ahead.popleft().result()
-                    if nxt < n:
-                        ahead.append(pool.submit(self.make, nxt))
-                        nxt += 1
-                    yield item
-            finally:  # the consumer stopped early (time budget): drop what was queued
-                for f in ahead:
-                    f.cancel()
+        return prefetched(self.make, len(self), self.workers)
 
     def __len__(self):
         return len(self.order) // self.bs
@@ -185,11 +169,14 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     classes = train.classes
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(cfg.device)
+    on_gpu = device.type == "cuda"
+    workers = cfg.workers if cfg.workers is not None else (free_cores() if on_gpu else 1)
     model = create_classifier(cfg.backbone, len(classes), pretrained=cfg.pretrained, **cfg.model_kwargs)
     model = model.to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    # mixed precision on a GPU (float16 with loss scaling); full precision on the CPU
+    scaler = torch.amp.GradScaler("cuda", enabled=on_gpu)
     averaged = None
     if cfg.ema > 0:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -222,7 +209,7 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
             _set_bn_eval(model)
         order = epoch_order(train.labels, cfg.balance, rng)
         losses, correct, seen, preds, trues = [], 0, 0, [], []
-        loader = EpochBatches(ds, order, cfg.batch, epoch, workers=cfg.workers)
+        loader = EpochBatches(ds, order, cfg.batch, epoch, workers=workers)
         bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=None) if tqdm else loader
         for x, y in bar:
@@ -239,14 +226,14 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
                 lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * (frac - warmup) / (1 - warmup)))
             for g in opt.param_groups:
                 g["lr"] = lr
-            x = x.to(device).contiguous(memory_format=torch.channels_last)
-            y = y.to(device)
+            x = x.to(device, non_blocking=on_gpu).contiguous(memory_format=torch.channels_last)
+            y = y.to(device, non_blocking=on_gpu)
             lam, perm = 1.0, None
             if cfg.mixup > 0 and rng.random() < 0.5:
                 lam = float(rng.beta(cfg.mixup, cfg.mixup))
                 perm = torch.randperm(len(x), device=device)
                 x = lam * x + (1 - lam) * x[perm]
-            with torch.autocast(device.type, enabled=device.type == "cuda"):
+            with torch.autocast(device.type, enabled=on_gpu):
                 logits = model(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
                 if perm is not None:
@@ -291,6 +278,7 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
             break
     # Final artifacts: last weights; temperature fitted on validation for both checkpoints.
     metrics = {"train_time_s": round(time.time() - t_start, 1), "epochs_run": len(log), "steps": step,
+               "device": str(device), "mixed_precision": on_gpu,
                "train_images_per_s": round(step * cfg.batch / max(1e-6, time.time() - t_loop), 1),
                "n_train": len(train), "n_val": len(val) if val is not None else 0, **(extra_metrics or {})}
     save_checkpoint(out_dir / "last.pt", served, **ckpt_args, metrics={**metrics, **(log[-1] if log else {})})
@@ -304,7 +292,7 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
         from ml.classification.artifact import load_classifier
 
         for name in finals:
-            clf = load_classifier(out_dir / name)
+            clf = load_classifier(out_dir / name, device=device)
             vl = predict_logits(clf.model, val_crops, tta=cfg.tta)
             t = fit_temperature(vl, val.labels)
             vr = classification_report(val.labels, vl.argmax(1), classes)

@@ -32,10 +32,16 @@ from ml.localization.classical import ClassicalConfig, ClassicalLocalizer
 def load_localizer(spec: str | os.PathLike = "classical", **options):
     """Build a localizer from ``"classical"``, ``"classical:CONFIG.yaml"``, or a trained deep-detector
     run (its directory, its ``model.pt``, or ``"deep:PATH"``). ``options`` go to the deep localizer
-    (``score_threshold``, ``rescale``); the classical one takes ``rescale`` only. ``rescale`` is a
-    factor for another magnification or ``"auto"`` (see :mod:`ml.localization.scale`)."""
+    (``score_threshold``, ``rescale``, ``device``); the classical one takes ``rescale`` (and runs on
+    the CPU whatever ``device`` says). ``rescale`` is a factor for another magnification or ``"auto"``
+    (see :mod:`ml.localization.scale`); ``device`` see :func:`ml.device.resolve_device`."""
     text = str(spec)
     if text == "classical" or text.startswith("classical:"):
+        device = options.pop("device", None)  # OpenCV runs on the CPU; a bad name still gets its error
+        if device is not None:
+            from ml.device import resolve_device
+
+            resolve_device(device)
         unknown = set(options) - {"rescale"}
         if unknown:
             raise ValueError(f"the classical localizer takes no {', '.join(sorted(unknown))}")

@@ -25,10 +25,11 @@ def _localizer(args):
     from ml.localization import load_localizer
 
     if args.method == "classical":
-        return load_localizer(f"classical:{args.config}" if args.config else "classical", rescale=args.rescale)
+        return load_localizer(f"classical:{args.config}" if args.config else "classical", rescale=args.rescale,
+                              device=args.device)
     if not args.checkpoint:
         raise ValueError("--method deep needs --checkpoint RUN_DIR (a directory written by 'train')")
-    return load_localizer(args.checkpoint, rescale=args.rescale)
+    return load_localizer(args.checkpoint, rescale=args.rescale, device=args.device)
 
 
 def _rescale(text: str):
@@ -61,13 +62,14 @@ def cmd_train(args) -> int:
         raise ValueError(f"{args.data}: no training fields")
     cfg = TrainConfig(backbone=args.backbone, pretrained=args.pretrained, epochs=args.epochs,
                       img_size=args.img_size, scale=args.scale, batch_size=args.batch_size, lr=args.lr,
-                      num_threads=args.threads, seed=args.seed, ema=args.ema)
+                      num_threads=args.threads, seed=args.seed, ema=args.ema, device=args.device,
+                      workers=args.workers)
     torch.set_num_threads(args.threads)
     summary = train_detector(fit, val, args.out, cfg, progress=not args.quiet)
     if val:
         from ml.localization.deep import DeepLocalizer
 
-        metrics, preds = evaluate_localizer(DeepLocalizer(args.out), val)
+        metrics, preds = evaluate_localizer(DeepLocalizer(args.out, device=args.device), val)
         metrics.update({"split": "validation", **summary})
         write_report(args.out, metrics, val, preds)
     print(json.dumps(summary, indent=2))
@@ -174,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--threads", type=int, default=2, help="CPU threads for torch (default 2)")
         sp.add_argument("--quiet", action="store_true")
 
+    def device(sp):
+        sp.add_argument("--device", help="auto (a GPU when there is one; the default, or $LEUKOLAB_DEVICE), "
+                                         "cpu, cuda or cuda:N")
+
     def method(sp):
         sp.add_argument("--method", choices=["classical", "deep"], default="classical")
         sp.add_argument("--checkpoint", help="deep: run directory (or model.pt) written by 'train'")
@@ -185,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train the deep detector")
     common(t)
+    device(t)
     t.add_argument("--method", choices=["deep"], default="deep")
     t.add_argument("--out", required=True, help="run directory to write")
     t.add_argument("--epochs", type=int, default=80)
@@ -197,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ema", type=float, default=0.0, help="weight averaging decay, e.g. 0.998 (default off)")
     t.add_argument("--val-every", type=int, default=10, help="every Nth field validates (0: none)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--workers", type=int, help="augmentation threads (default: none on a CPU, up to 8 on a GPU)")
     t.set_defaults(func=cmd_train)
 
     u = sub.add_parser("tune", help="search the classical parameters on annotated fields")
@@ -211,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="metrics of a localizer on annotated fields")
     common(e)
     method(e)
+    device(e)
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--out", help="also write metrics.json and plots here")
     e.set_defaults(func=cmd_evaluate)
@@ -221,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--min-score", type=float, help="report boxes down to this score (default: trained threshold)")
     r.add_argument("--wbc-only", action="store_true", help="only white cells (default: every class found)")
     r.add_argument("--threads", type=int, default=2)
+    device(r)
     r.set_defaults(func=cmd_predict)
 
     c = sub.add_parser("convert", help="convert annotations between VOC, COCO and YOLO")

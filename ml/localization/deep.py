@@ -225,7 +225,8 @@ def build_model(arch: dict) -> CenterNet:
 
 def save_artifact(path: str | os.PathLike, model: CenterNet, meta: dict) -> None:
     """``meta``: ``arch`` (backbone, width, classes), ``scale``, ``mean``, ``std``, ``score_threshold``, ``tile``..."""
-    torch.save({"format": "leukolab-centernet-1", "meta": meta, "state_dict": model.state_dict()}, path)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # loads anywhere
+    torch.save({"format": "leukolab-centernet-1", "meta": meta, "state_dict": state}, path)
 
 
 def resolve_checkpoint(spec: str | os.PathLike) -> Path:
@@ -243,10 +244,15 @@ class DeepLocalizer:
     method = "deep"
 
     def __init__(self, checkpoint: str | os.PathLike, *, score_threshold: float | None = None,
-                 num_threads: int | None = None, rescale: float | str = 1.0):
+                 num_threads: int | None = None, rescale: float | str = 1.0, device=None):
         """``rescale`` multiplies the trained input scale: use about 2 when cells appear half as large
         as in the training images (lower magnification or camera resolution), 0.5 when twice as large,
-        ``"auto"`` to judge the magnification from the cells found (:mod:`ml.localization.scale`)."""
+        ``"auto"`` to judge the magnification from the cells found (:mod:`ml.localization.scale`).
+        ``device``: where the network runs (:func:`ml.device.resolve_device`; default the GPU when
+        there is one)."""
+        from ml.device import resolve_device
+
+        self.device = resolve_device(device)
         path = resolve_checkpoint(checkpoint)
         try:
             blob = torch.load(path, map_location="cpu", weights_only=False)
@@ -268,7 +274,7 @@ class DeepLocalizer:
         self.overlap = int(meta.get("overlap", 512))
         self.model = build_model({**meta["arch"], "_loading": True})
         self.model.load_state_dict(blob["state_dict"])
-        self.model.eval()
+        self.model.to(self.device).eval()
         if num_threads:
             torch.set_num_threads(num_threads)
 
@@ -278,9 +284,9 @@ class DeepLocalizer:
         return self.trained_scale * (1.0 if self.rescale == AUTO else float(self.rescale))
 
     def _detect_tile(self, tile: np.ndarray, min_score: float, scale: float) -> list[Box]:
-        x = preprocess(tile, scale, self.mean, self.std)
+        x = preprocess(tile, scale, self.mean, self.std).to(self.device)
         with torch.inference_mode():
-            hm, reg = self.model(x)
+            hm, reg = (t.float().cpu() for t in self.model(x))  # decoding reads single values: on the CPU
         h, w = tile.shape[:2]
         return [b.clip(w, h) for b in decode(hm, reg, scale=scale, classes=self.classes,
                                                 min_score=min_score)[0]]

@@ -19,10 +19,12 @@ import numpy as np
 import torch
 
 from ml.boxes import Box
+from ml.device import free_cores, resolve_device
 from ml.imageio import load_image
 from ml.localization.deep import STRIDE, CenterNet, build_model, centernet_loss, decode, encode_targets, save_artifact
 from ml.localization.formats import Sample
 from ml.localization.metrics import detection_metrics
+from ml.prefetch import prefetched
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,8 @@ class TrainConfig:
     ema: float = 0.0  # exponential moving average of the weights, e.g. 0.998 (0 disables); evaluated and saved
     seed: int = 0
     num_threads: int = 2
+    device: str = "auto"  # auto (a GPU when torch sees one), cpu, cuda or cuda:N (ml.device)
+    workers: int | None = None  # augmentation threads (None: 0 on a CPU, the free cores up to 8 on a GPU)
     max_steps: int | None = None  # stop early (tests)
     time_budget_s: float | None = None  # stop after this many seconds of training (best checkpoint kept)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -132,15 +136,46 @@ class BoxDataset(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, i):
+        return self.sample(i, self.rng)
+
+    def sample(self, i: int, rng: np.random.Generator):
+        """Field ``i`` augmented with ``rng``: the input and its heatmap, offset and weight targets."""
         cfg = self.cfg
-        img, b, keep = geometric_augment(self.images[i], self.boxes[i], self.rng, cfg.scale, cfg.img_size,
+        img, b, keep = geometric_augment(self.images[i], self.boxes[i], rng, cfg.scale, cfg.img_size,
                                          cfg.scale_jitter)
-        img = colour_augment(img, self.rng, cfg.colour_jitter)
+        img = colour_augment(img, rng, cfg.colour_jitter)
         out = cfg.img_size // STRIDE
         hm, reg, wt = encode_targets(b[keep], self.labels[i][keep], len(cfg.classes), out, out)
         x = (img.astype(np.float32) / 255.0 - np.float32(cfg.mean)) / np.float32(cfg.std)
         return (torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))), torch.from_numpy(hm),
                 torch.from_numpy(reg), torch.from_numpy(wt))
+
+
+class ThreadedBatches:
+    """The batches of a :class:`BoxDataset`, prepared by ``workers`` threads ahead of the model (for a
+    GPU, which would otherwise wait for augmentation; :mod:`ml.prefetch`). Epoch ``e`` is shuffled by
+    its own generator and batch ``b`` augmented by another, seeded by (seed, e, b), so the batches do
+    not depend on the number of threads."""
+
+    def __init__(self, ds: BoxDataset, batch_size: int, seed: int, workers: int, drop_last: bool):
+        self.ds, self.bs, self.seed, self.workers = ds, batch_size, seed, workers
+        self.n = len(ds) // batch_size if drop_last else -(-len(ds) // batch_size)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def make(self, epoch: int, order: np.ndarray, b: int):
+        rng = np.random.default_rng([self.seed, epoch, b])
+        items = [self.ds.sample(int(i), rng) for i in order[b * self.bs:(b + 1) * self.bs]]
+        return tuple(torch.stack(t) for t in zip(*items))
+
+    def __iter__(self):
+        from functools import partial
+
+        self.epoch += 1
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.ds))
+        return prefetched(partial(self.make, self.epoch, order), self.n, self.workers)
 
 
 # ---------------------------------------------------------------- evaluation during training
@@ -149,11 +184,13 @@ def predict_samples(model: CenterNet, samples: Sequence[Sample], cfg: TrainConfi
     from ml.localization.deep import preprocess
 
     model.eval()
+    device = next(model.parameters()).device
     out = []
     with torch.inference_mode():
         for k, s in enumerate(samples):
             img = images[k] if images is not None else load_image(s.image_path)
-            hm, reg = model(preprocess(img, cfg.scale, cfg.mean, cfg.std))
+            x = preprocess(img, cfg.scale, cfg.mean, cfg.std).to(device)
+            hm, reg = (t.float().cpu() for t in model(x))
             h, w = img.shape[:2]
             out.append([b.clip(w, h) for b in decode(hm, reg, scale=cfg.scale, classes=list(cfg.classes),
                                                         min_score=min_score)[0]])
@@ -204,15 +241,22 @@ def _train_detector(train, val, out_dir, cfg: TrainConfig, *, progress: bool) ->
     (out / "config.json").write_text(json.dumps({"method": "deep", **asdict(cfg)}, indent=2, default=repr))
     arch = {"backbone": cfg.backbone, "width": cfg.width, "classes": list(cfg.classes),
             "pretrained": cfg.pretrained}
-    model = build_model(arch)
-    ema = build_model({**arch, "_loading": True}) if cfg.ema > 0 else model
+    device = resolve_device(cfg.device)
+    on_gpu = device.type == "cuda"
+    fmt = torch.channels_last if on_gpu else torch.contiguous_format  # the CPU path as it always was
+    model = build_model(arch).to(device).to(memory_format=fmt)
+    ema = build_model({**arch, "_loading": True}).to(device) if cfg.ema > 0 else model
     if cfg.ema > 0:
         ema.load_state_dict(model.state_dict())
         for p in ema.parameters():
             p.requires_grad_(False)
     ds = BoxDataset(train, cfg, seed=cfg.seed)
-    loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, drop_last=len(ds) > cfg.batch_size,
-                                         num_workers=0)
+    workers = cfg.workers if cfg.workers is not None else (min(8, free_cores()) if on_gpu else 0)
+    drop_last = len(ds) > cfg.batch_size
+    if workers > 0:
+        loader = ThreadedBatches(ds, cfg.batch_size, cfg.seed, workers, drop_last)
+    else:  # augmentation in the training loop, one generator for the whole run
+        loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, drop_last=drop_last)
     steps_per_epoch = max(1, len(loader))
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     epochs = math.ceil(total_steps / steps_per_epoch)
@@ -220,7 +264,7 @@ def _train_detector(train, val, out_dir, cfg: TrainConfig, *, progress: bool) ->
     warm = min(100, total_steps // 10 + 1)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: min(1.0, (k + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(k, total_steps) / total_steps)))
-    cw = torch.tensor(cfg.class_weights, dtype=torch.float32)
+    cw = torch.tensor(cfg.class_weights, dtype=torch.float32, device=device)
     val_images = [load_image(s.image_path) for s in val]
     val_gts = [s.annotation.of_label("WBC") for s in val]
     history, best_score, best = [], -1.0, None
@@ -234,8 +278,12 @@ def _train_detector(train, val, out_dir, cfg: TrainConfig, *, progress: bool) ->
         sums = {"loss": 0.0, "focal": 0.0, "reg": 0.0}
         n = 0
         for x, hm, reg, wt in loader:
-            pred_hm, pred_reg = model(x)
-            loss, parts = centernet_loss(pred_hm, pred_reg, hm, reg, wt, cw)
+            x = x.to(device, non_blocking=on_gpu).contiguous(memory_format=fmt)
+            hm, reg, wt = (t.to(device, non_blocking=on_gpu) for t in (hm, reg, wt))
+            # mixed precision (bfloat16) for the network on a GPU; the loss in full precision
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
+                pred_hm, pred_reg = model(x)
+            loss, parts = centernet_loss(pred_hm.float(), pred_reg.float(), hm, reg, wt, cw)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
@@ -297,6 +345,7 @@ def _train_detector(train, val, out_dir, cfg: TrainConfig, *, progress: bool) ->
         meta["score_threshold"] = choose_threshold(val_gts, preds)
         save_artifact(out / "model.pt", model, meta)
     summary = {"train_seconds": round(train_seconds, 1), "steps": step, "epochs": epoch,
+               "device": str(device), "mixed_precision": on_gpu,
                "n_train": len(train), "n_val": len(val), "score_threshold": meta["score_threshold"],
                "final_loss": history[-1]["loss"] if history else None,
                "first_loss": history[0]["loss"] if history else None}

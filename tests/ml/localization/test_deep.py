@@ -91,3 +91,19 @@ def test_train_default_respects_a_time_budget(smear_samples, tmp_path):
     assert loc.architecture == "centernet-tiny" and "train_seconds" in loc.metrics
     assert loc.metrics["train_seconds"] < 30
     assert seen and seen[-1] == pytest.approx(1.0)
+
+
+def test_augmentation_threads_give_the_same_batches_whatever_their_number(smear_samples):
+    """On a GPU the detector's batches are prepared by threads; each batch has its own generator,
+    so one thread or three give the same batches, and two epochs differ."""
+    from ml.localization.train import BoxDataset, ThreadedBatches
+
+    cfg = TrainConfig(img_size=128, batch_size=2)
+    ds = BoxDataset(smear_samples[:5], cfg)
+    one, three = ThreadedBatches(ds, 2, 0, 1, True), ThreadedBatches(ds, 2, 0, 3, True)
+    a, b = list(one), list(three)
+    assert len(a) == len(b) == len(one) == 2
+    for x, y in zip(a, b):
+        for u, v in zip(x, y):
+            assert torch.equal(u, v)
+    assert not torch.equal(list(one)[0][0], a[0][0])  # the next epoch draws anew
