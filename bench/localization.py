@@ -99,6 +99,10 @@ def main(argv=None) -> int:
     m["run"] = str(run)
     write_report(out / "deep", m, test, preds)
     rows["deep"] = m
+    one = DeepLocalizer(run, device=args.device, views=1)
+    if one.views != DeepLocalizer(run, device=args.device).views:  # what the mirrored views add
+        m1, _ = evaluate_localizer(one, test, progress=True)
+        rows["deep, 1 view"] = {**m1, "train_seconds": m["train_seconds"]}
 
     # how far box regression goes: the classical box from the bare nucleus, then calibrated, then
     # with the cytoplasm edge, each calibration fitted on the training fields only
@@ -120,13 +124,15 @@ def main(argv=None) -> int:
     (out / "localization.json").write_text(json.dumps(rows, indent=2))
     print(f"\nBCCD WBC localization, {len(test)} test fields ({len(train)} for training), "
           f"timed on {args.device}, {args.threads} torch threads; deep detector trained on {rows['deep']['trained_on']}")
-    head = f"{'method':<10} {'meanIoU':>8} {'recall50':>9} {'prec50':>7} {'AP50':>6} {'AP50:95':>8} " \
+    head = f"{'method':<12} {'meanIoU':>8} {'recall50':>9} {'prec50':>7} {'AP50':>6} {'AP50:95':>8} " \
            f"{'ms/img':>7} {'train s':>8}"
     print(head)
     print("-" * len(head))
-    for name in ("classical", "deep"):
+    for name in ("classical", "deep", "deep, 1 view"):
+        if name not in rows:
+            continue
         r = rows[name]
-        print(f"{name:<10} {r['mean_iou']:>8.3f} {r['recall50']:>9.3f} {r['precision50']:>7.3f} {r['ap50']:>6.3f} "
+        print(f"{name:<12} {r['mean_iou']:>8.3f} {r['recall50']:>9.3f} {r['precision50']:>7.3f} {r['ap50']:>6.3f} "
               f"{r['ap50_95']:>8.3f} {r['ms_per_image']:>7.1f} {r['train_seconds']:>8.0f}")
     print("\nhow far box regression goes (test fields):")
     for k, v in rows["box_edge"].items():

@@ -24,12 +24,13 @@ from pathlib import Path
 def _localizer(args):
     from ml.localization import load_localizer
 
+    views = {} if args.views is None else {"views": args.views}
     if args.method == "classical":
         return load_localizer(f"classical:{args.config}" if args.config else "classical", rescale=args.rescale,
-                              device=args.device)
+                              device=args.device, **views)
     if not args.checkpoint:
         raise ValueError("--method deep needs --checkpoint RUN_DIR (a directory written by 'train')")
-    return load_localizer(args.checkpoint, rescale=args.rescale, device=args.device)
+    return load_localizer(args.checkpoint, rescale=args.rescale, device=args.device, **views)
 
 
 def _rescale(text: str):
@@ -63,7 +64,7 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(backbone=args.backbone, pretrained=args.pretrained, epochs=args.epochs,
                       img_size=args.img_size, scale=args.scale, batch_size=args.batch_size, lr=args.lr,
                       num_threads=args.threads, seed=args.seed, ema=args.ema, device=args.device,
-                      workers=args.workers)
+                      workers=args.workers, views=args.views)
     torch.set_num_threads(args.threads)
     summary = train_detector(fit, val, args.out, cfg, progress=not args.quiet)
     if val:
@@ -188,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="multiply the trained scale (about 2 when cells look half as large as in the "
                              "training images), or 'auto': judged from the size of the cells found "
                              "(default 1)")
+        sp.add_argument("--views", type=int, choices=[1, 2, 4],
+                        help="deep: mirrored views averaged per field (default: the checkpoint's own)")
 
     t = sub.add_parser("train", help="train the deep detector")
     common(t)
@@ -205,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-every", type=int, default=10, help="every Nth field validates (0: none)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--workers", type=int, help="augmentation threads (default: none on a CPU, up to 8 on a GPU)")
+    t.add_argument("--views", type=int, choices=[1, 2, 4], default=4,
+                   help="mirrored views averaged at inference, kept in the checkpoint; the validation "
+                        "fields choose the score threshold with them (default 4)")
     t.set_defaults(func=cmd_train)
 
     u = sub.add_parser("tune", help="search the classical parameters on annotated fields")

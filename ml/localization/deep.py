@@ -205,6 +205,32 @@ def decode(pred_hm: torch.Tensor, pred_reg: torch.Tensor, *, scale: float, class
     return out
 
 
+FLIPS = {1: [()], 2: [(), (3,)], 4: [(), (3,), (2,), (2, 3)]}
+
+
+def forward_views(model: nn.Module, x: torch.Tensor, views: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Heatmap logits and box regression averaged over ``views`` mirrored copies of the input.
+
+    1: the input as is; 2: also mirrored left-right; 4: also top-bottom and both. Each copy's
+    output is mirrored back; a mirrored centre offset ``o`` (within its grid cell) is ``1 - o``.
+    """
+    if views not in FLIPS:
+        raise ValueError(f"views must be one of {sorted(FLIPS)}, got {views}")
+    hm_sum = reg_sum = None
+    for dims in FLIPS[views]:
+        hm, reg = model(x.flip(dims) if dims else x)
+        hm, reg = hm.float(), reg.float()
+        if dims:
+            hm, reg = hm.flip(dims), reg.flip(dims).clone()
+            if 3 in dims:
+                reg[:, 0] = 1 - reg[:, 0]
+            if 2 in dims:
+                reg[:, 1] = 1 - reg[:, 1]
+        hm_sum = hm if hm_sum is None else hm_sum + hm
+        reg_sum = reg if reg_sum is None else reg_sum + reg
+    return hm_sum / len(FLIPS[views]), reg_sum / len(FLIPS[views])
+
+
 def preprocess(image: np.ndarray, scale: float, mean, std) -> torch.Tensor:
     """Resize an RGB uint8 image by ``scale``, pad to a multiple of 32, normalize; returns ``1x3xHxW``."""
     h, w = image.shape[:2]
@@ -244,12 +270,14 @@ class DeepLocalizer:
     method = "deep"
 
     def __init__(self, checkpoint: str | os.PathLike, *, score_threshold: float | None = None,
-                 num_threads: int | None = None, rescale: float | str = 1.0, device=None):
+                 num_threads: int | None = None, rescale: float | str = 1.0, device=None,
+                 views: int | None = None):
         """``rescale`` multiplies the trained input scale: use about 2 when cells appear half as large
         as in the training images (lower magnification or camera resolution), 0.5 when twice as large,
         ``"auto"`` to judge the magnification from the cells found (:mod:`ml.localization.scale`).
         ``device``: where the network runs (:func:`ml.device.resolve_device`; default the GPU when
-        there is one)."""
+        there is one). ``views``: test-time mirrored views averaged (1, 2 or 4; default the
+        checkpoint's own, 1 for checkpoints that keep none)."""
         from ml.device import resolve_device
 
         self.device = resolve_device(device)
@@ -267,6 +295,9 @@ class DeepLocalizer:
         self.mean, self.std = meta["mean"], meta["std"]
         self.score_threshold = float(meta.get("score_threshold", 0.3) if score_threshold is None
                                      else score_threshold)
+        self.views = int(meta.get("views", 1) if views is None else views)
+        if self.views not in FLIPS:
+            raise ValueError(f"views must be one of {sorted(FLIPS)}, got {self.views}")
         self.architecture = f"centernet-{meta['arch']['backbone'].replace(':', '-')}"
         self.version = f"{path.parent.name}-{int(path.stat().st_mtime)}"
         self.metrics = dict(meta.get("metrics", {}))
@@ -286,7 +317,7 @@ class DeepLocalizer:
     def _detect_tile(self, tile: np.ndarray, min_score: float, scale: float) -> list[Box]:
         x = preprocess(tile, scale, self.mean, self.std).to(self.device)
         with torch.inference_mode():
-            hm, reg = (t.float().cpu() for t in self.model(x))  # decoding reads single values: on the CPU
+            hm, reg = (t.cpu() for t in forward_views(self.model, x, self.views))  # decoding: on the CPU
         h, w = tile.shape[:2]
         return [b.clip(w, h) for b in decode(hm, reg, scale=scale, classes=self.classes,
                                                 min_score=min_score)[0]]

@@ -45,6 +45,7 @@ class TrainConfig:
     scale_jitter: tuple[float, float] = (0.7, 1.4)
     colour_jitter: float = 1.0  # 0 disables the colour/stain augmentation
     val_every: int = 5
+    views: int = 4  # mirrored views averaged at inference (1, 2, 4), kept in the checkpoint; the threshold is chosen with them
     ema: float = 0.0  # exponential moving average of the weights, e.g. 0.998 (0 disables); evaluated and saved
     seed: int = 0
     num_threads: int = 2
@@ -181,7 +182,7 @@ class ThreadedBatches:
 # ---------------------------------------------------------------- evaluation during training
 def predict_samples(model: CenterNet, samples: Sequence[Sample], cfg: TrainConfig, *,
                     min_score: float = 0.05, images: Sequence[np.ndarray] | None = None) -> list[list[Box]]:
-    from ml.localization.deep import preprocess
+    from ml.localization.deep import forward_views, preprocess
 
     model.eval()
     device = next(model.parameters()).device
@@ -190,7 +191,7 @@ def predict_samples(model: CenterNet, samples: Sequence[Sample], cfg: TrainConfi
         for k, s in enumerate(samples):
             img = images[k] if images is not None else load_image(s.image_path)
             x = preprocess(img, cfg.scale, cfg.mean, cfg.std).to(device)
-            hm, reg = (t.float().cpu() for t in model(x))
+            hm, reg = (t.cpu() for t in forward_views(model, x, cfg.views))
             h, w = img.shape[:2]
             out.append([b.clip(w, h) for b in decode(hm, reg, scale=cfg.scale, classes=list(cfg.classes),
                                                         min_score=min_score)[0]])
@@ -269,7 +270,8 @@ def _train_detector(train, val, out_dir, cfg: TrainConfig, *, progress: bool) ->
     val_gts = [s.annotation.of_label("WBC") for s in val]
     history, best_score, best = [], -1.0, None
     meta = {"arch": arch, "scale": cfg.scale, "mean": list(cfg.mean), "std": list(cfg.std),
-            "score_threshold": 0.3, "tile": cfg.tile, "overlap": cfg.overlap, "stride": STRIDE}
+            "score_threshold": 0.3, "tile": cfg.tile, "overlap": cfg.overlap, "stride": STRIDE,
+            "views": cfg.views}
     t0 = time.time()
     step = 0
     bar = tqdm(total=total_steps, desc="train", disable=not progress, mininterval=5)

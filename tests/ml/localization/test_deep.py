@@ -8,7 +8,7 @@ from ml.boxes import Box
 from ml.imageio import load_image
 from ml.localization import load_localizer
 from ml.localization.__main__ import main
-from ml.localization.deep import CenterNet, centernet_loss, decode, encode_targets
+from ml.localization.deep import CenterNet, centernet_loss, decode, encode_targets, forward_views
 from ml.localization.train import TrainConfig, train_detector
 
 
@@ -37,6 +37,43 @@ def test_targets_decode_back_to_the_boxes():
         assert b.iou(truth) > 0.98
 
 
+class _Oracle(torch.nn.Module):
+    """Answers the exact targets of its boxes for the input and for each mirrored copy of it."""
+
+    def __init__(self, x: torch.Tensor, boxes: np.ndarray, classes: np.ndarray):
+        super().__init__()
+        self.x, self.boxes, self.classes = x, boxes, classes
+        self.calls = 0
+
+    def forward(self, inp):
+        self.calls += 1
+        h, w = inp.shape[-2:]
+        b = self.boxes.copy()
+        flips = next(d for d in [(), (3,), (2,), (2, 3)] if torch.equal(inp, self.x.flip(d) if d else self.x))
+        if 3 in flips:
+            b[:, [0, 2]] = w - b[:, [2, 0]]
+        if 2 in flips:
+            b[:, [1, 3]] = h - b[:, [3, 1]]
+        hm, reg, _ = encode_targets(b, self.classes, 2, h // 8, w // 8)
+        hm = np.clip(hm, 1e-6, 1 - 1e-6)
+        return torch.from_numpy(np.log(hm / (1 - hm)))[None], torch.from_numpy(reg)[None]
+
+
+@pytest.mark.parametrize("views", [1, 2, 4])
+def test_mirrored_views_are_mirrored_back_onto_the_same_boxes(views):
+    boxes = np.array([[41, 57, 123, 149], [203, 13, 229, 45], [150, 180, 250, 250]], np.float32)
+    x = torch.randn(1, 3, 256, 320)
+    model = _Oracle(x, boxes, np.array([0, 1, 0]))
+    hm, reg = forward_views(model, x, views)
+    assert model.calls == views
+    out = decode(hm, reg, scale=1.0, classes=["WBC", "RBC"], min_score=0.5)[0]
+    assert len(out) == 3
+    for b in out:
+        assert max(b.iou(Box(*t)) for t in boxes) > 0.98
+    with pytest.raises(ValueError, match="views must be one of"):
+        forward_views(model, x, 3)
+
+
 def test_short_training_on_real_fields_lowers_the_loss_and_yields_a_working_run(smear_samples, tmp_path):
     torch.manual_seed(0)
     fit, val = smear_samples[:8], smear_samples[8:10]
@@ -47,7 +84,8 @@ def test_short_training_on_real_fields_lowers_the_loss_and_yields_a_working_run(
     for name in ("config.json", "model.pt", "history.json", "loss.png"):
         assert (tmp_path / "run" / name).exists()
     loc = load_localizer(tmp_path / "run")
-    assert loc.method == "deep"
+    assert loc.method == "deep" and loc.views == 4  # mirrored views kept in the checkpoint
+    assert load_localizer(tmp_path / "run", views=1).views == 1
     img = load_image(val[0].image_path)
     seen = []
     boxes = loc.detect(img, progress=seen.append, min_score=0.0, labels=None)
@@ -78,6 +116,9 @@ def test_deep_without_a_checkpoint_is_a_clear_error(capsys, smear_samples):
     assert main(["predict", "--method", "deep", str(smear_samples[0].image_path)]) == 2
     assert "--checkpoint" in capsys.readouterr().err
     assert main(["predict", "--method", "deep", "--checkpoint", "/nonexistent/run", "x.jpg"]) == 2
+    capsys.readouterr()
+    assert main(["predict", "--views", "2", str(smear_samples[0].image_path)]) == 2  # classical
+    assert "takes no views" in capsys.readouterr().err
 
 
 def test_train_default_respects_a_time_budget(smear_samples, tmp_path):
