@@ -93,15 +93,15 @@ def main(argv=None) -> int:
         tcfg = TrainConfig(backbone=args.backbone, scale=args.scale, img_size=args.img_size, epochs=args.epochs,
                            num_threads=args.threads, device=args.train_device)
         summary = train_detector(fit, val, run, tcfg)
-    m, preds = evaluate_localizer(DeepLocalizer(run, device=args.device), test, progress=True)
+    deep = DeepLocalizer(run, device=args.device)
+    m, preds = evaluate_localizer(deep, test, progress=True)
     m["trained_on"] = summary.get("device", "cpu")
     m["train_seconds"] = summary.get("train_seconds", float("nan"))
     m["run"] = str(run)
     write_report(out / "deep", m, test, preds)
     rows["deep"] = m
-    one = DeepLocalizer(run, device=args.device, views=1)
-    if one.views != DeepLocalizer(run, device=args.device).views:  # what the mirrored views add
-        m1, _ = evaluate_localizer(one, test, progress=True)
+    if deep.views != 1:  # what the mirrored views add: the same checkpoint, one view
+        m1, _ = evaluate_localizer(DeepLocalizer(run, device=args.device, views=1), test, progress=True)
         rows["deep, 1 view"] = {**m1, "train_seconds": m["train_seconds"]}
 
     # how far box regression goes: the classical box from the bare nucleus, then calibrated, then
