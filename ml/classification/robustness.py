@@ -53,9 +53,39 @@ def _colour_cast(c, s, rng):
     return np.clip(c.astype(np.float32) * gain, 0, 255)
 
 
+def field_edge(crop: np.ndarray, sides: tuple[int, ...], depth: float) -> np.ndarray:
+    """The crop as if the field ended ``depth`` (a fraction of the side) inside it on each of
+    ``sides`` (0 left, 1 top, 2 right, 3 bottom): the pixels beyond repeat the last row or column
+    kept, which is what the crop rule does at a field's edge."""
+    out = crop.copy()
+    h, w = out.shape[:2]
+    for side in sides:
+        d = min(int(round(depth * (h if side in (1, 3) else w))), (h if side in (1, 3) else w) - 1)
+        if d <= 0:
+            continue
+        if side == 0:
+            out[:, :d] = out[:, d:d + 1]
+        elif side == 2:
+            out[:, w - d:] = out[:, w - d - 1:w - d]
+        elif side == 1:
+            out[:d] = out[d:d + 1]
+        else:
+            out[h - d:] = out[h - d - 1:h - d]
+    return out
+
+
+def _field_edge(c, s, rng):
+    # A cell at the field's edge: the field ends half-way into the crop's margin (1), at the
+    # cell's box (2, the rule's margin 0.2 puts the box edge 1/7 of the side in), or at the box on
+    # two adjacent sides, a corner (3); the side drawn per cell.
+    first = int(rng.integers(4))
+    sides = (first,) if s < 2 else (first, (first + 1) % 4)
+    return field_edge(c, sides, (1 / 14, 1 / 7, 1 / 7)[s])
+
+
 CORRUPTIONS = {"gaussian_noise": _gauss, "salt_pepper": _salt_pepper, "speckle": _speckle, "blur": _blur,
                "jpeg": _jpeg, "brightness": _brightness, "contrast": _contrast, "stain_shift": _stain,
-               "colour_cast": _colour_cast}
+               "colour_cast": _colour_cast, "field_edge": _field_edge}
 
 
 def corrupt(crops: np.ndarray, name: str, severity: int, seed: int = 0) -> np.ndarray:

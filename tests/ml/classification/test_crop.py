@@ -58,3 +58,23 @@ def test_training_and_inference_share_the_rule(small_cells):
     served = cells.crops(rule.margin, rule.out_size)[0].astype(int)
     trained = geometric_crop(cells.images[0], cells.box(0), rule, NoJitter(), cfg).astype(int)
     assert np.abs(served - trained).mean() < 3
+
+
+@pytest.mark.parametrize("side", [0, 1, 2, 3])
+def test_field_edge_corruption_is_what_the_rule_does_at_a_field_edge(side):
+    """Cutting a crop with ``field_edge`` gives the crop the rule cuts from a field that ends there."""
+    from ml.classification.robustness import field_edge
+
+    rng = np.random.default_rng(side)
+    field = rng.integers(0, 255, (120, 120, 3), dtype=np.uint8)
+    box = Box(40, 40, 80, 70)  # window: side 56 around (60, 55), scale 1 with out_size 56
+    whole = cell_crop(field, box, 0.2, 56)
+    # The field ends 6 px inside the window on one side: x < 38, y < 33, x >= 82 or y >= 77 is gone.
+    cut = {0: (slice(None), slice(38, None)), 1: (slice(33, None), slice(None)),
+           2: (slice(None), slice(None, 82)), 3: (slice(None, 77), slice(None))}[side]
+    offset = {0: (38, 0), 1: (0, 33), 2: (0, 0), 3: (0, 0)}[side]
+    shifted = Box(box.x0 - offset[0], box.y0 - offset[1], box.x1 - offset[0], box.y1 - offset[1])
+    at_edge = cell_crop(np.ascontiguousarray(field[cut]), shifted, 0.2, 56)
+    assert (field_edge(whole, (side,), 6 / 56) == at_edge).all()
+    assert not (whole == at_edge).all()
+
