@@ -71,7 +71,7 @@ def train_default(data_dir: Path | None, out_dir: Path, *, time_budget_s: float 
 
 
 def _brief(r: dict) -> dict:
-    keys = ("n", "accuracy", "macro_f1", "weighted_f1", "ece", "ece_raw", "restricted_to", "prior", "boxes")
+    keys = ("n", "accuracy", "macro_f1", "weighted_f1", "ece", "ece_raw", "restricted_to", "prior", "boxes", "any_class")
     return {k: r[k] for k in keys if k in r}
 
 

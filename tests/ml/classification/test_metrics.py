@@ -76,3 +76,17 @@ def test_bad_class_priors_are_refused_with_a_message(tmp_path):
         load_prior(tmp_path / "p.json")
     (tmp_path / "p.json").write_text('{"neutrophil": 3, "eosinophil": 1}')
     assert load_prior(tmp_path / "p.json") == {"neutrophil": 3.0, "eosinophil": 1.0}
+
+
+def test_cross_lab_scores_count_an_answer_outside_the_labelled_classes_as_wrong():
+    """As ml.analyze answers: any of the model's classes; an ig answer or a missed cell is wrong."""
+    from ml.classification.evaluate import _any_class_scores
+
+    classes = ["basophil", "eosinophil", "ig", "lymphocyte", "monocyte", "neutrophil"]
+    labels = ["neutrophil", "neutrophil", "lymphocyte", "monocyte"]
+    pred = np.array([5, 2, 3, 5])  # neutrophil, ig, lymphocyte, neutrophil (but that cell was not found)
+    found = np.array([True, True, True, False])
+    r = _any_class_scores(pred, found, classes, labels)
+    assert r["accuracy"] == 0.5 and r["other_answers"] == 1
+    # neutrophil P 1 R 1/2; lymphocyte 1; monocyte 0; basophil, eosinophil neither labelled nor answered
+    assert r["macro_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)
