@@ -12,9 +12,9 @@
 Each recipe trains in its own process (``--workers`` augmentation threads each; on a GPU the model
 waits for augmentation, so spread the cores over the recipes). Prints one JSON line per recipe:
 PBC held-out test accuracy, macro-F1 and ECE, epochs run, and tecom accuracy / macro-F1 (expert
-boxes as trained; expert boxes with the blood prior; as ``ml.analyze`` answers, argmax over tecom's five classes and over all
-the model's classes). Tecom is for
-validation only: never choose a recipe by it.
+boxes as trained; expert boxes with the blood prior; as ``ml.analyze`` answers, with the argmax over
+tecom's five classes and over all the model's classes). Tecom is for validation only: never choose
+a recipe by it.
 """
 from __future__ import annotations
 
