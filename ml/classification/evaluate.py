@@ -8,7 +8,8 @@ import numpy as np
 
 from ml.classification.artifact import Classifier
 from ml.classification.data import CellSet, TECOM_CLASSES, load_tecom
-from ml.classification.metrics import abstention, classification_report, per_class, reliability, softmax
+from ml.classification.metrics import (abstention, classification_report, confusion_matrix, per_class, reliability,
+                                       softmax)
 
 
 def report_from_logits(logits: np.ndarray, y: np.ndarray, classes: list[str], temperature: float,
@@ -99,8 +100,7 @@ def _any_class_scores(pred: np.ndarray, found: np.ndarray, classes: list[str], l
     answer = np.array([TECOM_CLASSES.index(classes[k]) if classes[k] in TECOM_CLASSES else other for k in pred])
     answer[~found] = other
     y = np.array([TECOM_CLASSES.index(c) for c in labels])
-    cm = np.zeros((other + 1, other + 1), np.int64)
-    np.add.at(cm, (y, answer), 1)
+    cm = confusion_matrix(y, answer, other + 1)
     f1 = per_class(cm)[2][:other]
     present = (cm[:other].sum(1) > 0) | (cm[:, :other].sum(0) > 0)
     return {"accuracy": float((answer == y).mean()), "macro_f1": float(f1[present].mean()),
