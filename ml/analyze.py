@@ -11,6 +11,11 @@ import numpy as np
 
 from ml.boxes import Box
 
+# Per-sample class-frequency adaptation (ml.classification.priors.adapt): how ``python -m ml.analyze``
+# groups cells by default, and how many cells the prior counts for.
+ADAPT_DEFAULT = "off"
+ADAPT_STRENGTH = 100.0
+
 
 @dataclass
 class CellResult:
@@ -54,6 +59,24 @@ def analyze_image(
     return cells
 
 
+def adapt_to_sample(cell_lists: list[list[CellResult]], classifier, strength: float) -> dict[str, float] | None:
+    """Re-weight the classified cells of one sample (a slide: all its images) towards the sample's
+    own class frequencies (:func:`ml.classification.priors.adapt`, ``strength`` pseudo-cells of the
+    classifier's prior); updates the cells in place and returns the estimated frequencies (None
+    when no cell was classified)."""
+    cells = [c for cl in cell_lists for c in cl if c.probabilities]
+    if not cells:
+        return None
+    classes = classifier.classes
+    probs = np.array([[c.probabilities[k] for k in classes] for c in cells], np.float64)
+    new, freq = classifier.adapt(probs, strength)
+    for cell, p in zip(cells, new):
+        k = int(p.argmax())
+        cell.probabilities = {c: float(v) for c, v in zip(classes, p)}
+        cell.label, cell.confidence = classes[k], float(p[k])
+    return freq
+
+
 def cells_as_json(cells: list[CellResult]) -> list[dict]:
     """The cells of one image in the ``ml.analyze --json`` format (boxes in original pixels)."""
     return [
@@ -83,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="expected class frequencies of the cells: blood (a normal peripheral-blood differential, "
                         "default), uniform (the classifier as trained on balanced classes) or a JSON file "
                         "{class: weight}; see ml.classification.priors")
+    p.add_argument("--adapt", default=ADAPT_DEFAULT, choices=["all", "image", "off"],
+                   help="estimate the class frequencies of the sample from the cells themselves, starting from "
+                        "--prior: 'all' (the images of this call are one sample, e.g. the fields of one slide), "
+                        "'image' (each image is a sample) or 'off'; see ml.classification.priors.adapt")
+    p.add_argument("--adapt-strength", type=float, default=ADAPT_STRENGTH, metavar="CELLS",
+                   help=f"weight of --prior against the sample's cells, in cells (default {ADAPT_STRENGTH:g})")
     p.add_argument("--device", help="where the networks run: auto (a GPU when there is one; the default, or "
                                     "$LEUKOLAB_DEVICE), cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -102,13 +131,22 @@ def main(argv: list[str] | None = None) -> int:
             classifier = load_classifier(args.classifier, prior=args.prior, device=args.device)
         if args.heatmaps and classifier is None:
             raise ValueError("--heatmaps needs --classifier")
-        out = []
+        if args.adapt_strength < 0:
+            raise ValueError("--adapt-strength must be >= 0")
+        results = []
         for path in args.images:
             try:
                 image = load_image(path)
             except (OSError, ValueError) as exc:
                 raise ValueError(f"cannot read image {path}: {exc}") from exc
             cells = analyze_image(image, localizer=localizer, classifier=classifier, heatmaps=bool(args.heatmaps))
+            if classifier is not None and args.adapt == "image":
+                adapt_to_sample([cells], classifier, args.adapt_strength)
+            results.append((path, cells))
+        if classifier is not None and args.adapt == "all":
+            adapt_to_sample([cells for _, cells in results], classifier, args.adapt_strength)
+        out = []
+        for path, cells in results:
             if args.heatmaps:
                 from ml.classification.heatmaps import save_png
 

@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--prior", default="uniform",
                    help="expected class frequencies: uniform (as trained, default), blood (a normal "
                         "peripheral-blood differential) or a JSON file {class: weight}")
+    e.add_argument("--adapt", type=float, metavar="CELLS",
+                   help="tecom: treat its cells as one sample and estimate its class frequencies from them, "
+                        "--prior counting as this many cells (as ml.analyze --adapt all)")
 
     sub.add_parser("list", help="list registered architectures")
     return p
@@ -135,9 +138,11 @@ def _evaluate(args) -> int:
     plots = args.plots or run_dir / "eval"
     plots.mkdir(parents=True, exist_ok=True)
     if (args.data / "labels.csv").exists():
-        r = evaluate_tecom(clf, args.data, boxes=args.tecom_boxes, threshold=args.threshold)
+        r = evaluate_tecom(clf, args.data, boxes=args.tecom_boxes, threshold=args.threshold, adapt=args.adapt)
         cells = None
     else:
+        if args.adapt is not None:
+            raise ValueError("--adapt applies to a tecom-style folder (labels.csv), whose cells form one sample")
         cells = load_folder(args.data, size=cache_size_for(clf.crop_rule.out_size, clf.crop_rule.margin))
         if args.split != "all":
             tr, va, te = fixed_split(cells.names, cells.labels)

@@ -137,11 +137,20 @@ class Classifier:
     def set_prior(self, prior) -> None:
         """Expected class frequencies of the cells to classify (:mod:`priors`): ``None`` or
         ``"uniform"`` (the model as trained), ``"blood"``, a dict or a JSON file."""
-        from ml.classification.priors import load_prior, prior_shift
+        from ml.classification.priors import load_prior, prior_shift, prior_vector
 
         self.prior = load_prior(prior)
         self.prior_name = prior if isinstance(prior, str) else ("uniform" if prior is None else "custom")
         self.log_prior = prior_shift(self.classes, self.prior, self.trained_prior)
+        self.prior_probs = prior_vector(self.classes, self.prior)
+
+    def adapt(self, probabilities: np.ndarray, strength: float) -> tuple[np.ndarray, dict[str, float]]:
+        """The probabilities of one sample's cells (as this classifier gave them) re-weighted to the
+        sample's own class frequencies (:func:`priors.adapt`); returns them and the frequencies."""
+        from ml.classification.priors import adapt
+
+        probs, freq = adapt(probabilities, self.prior_probs, strength)
+        return probs, {c: float(f) for c, f in zip(self.classes, freq)}
 
     # -- preprocessing ---------------------------------------------------------------------
     def crops(self, image: np.ndarray, boxes: list[Box]) -> np.ndarray:

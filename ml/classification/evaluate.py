@@ -40,13 +40,15 @@ def evaluate_cells(clf: Classifier, cells: CellSet, threshold: float | None = No
 
 
 def evaluate_tecom(clf: Classifier, tecom_dir: Path, *, restrict: bool = True, boxes: str = "expert",
-                   localizer=None, threshold: float | None = None) -> dict:
+                   localizer=None, threshold: float | None = None, adapt: float | None = None) -> dict:
     """Cross-lab accuracy on tecom (validation only: nothing here may feed training or tuning).
 
     ``restrict``: the argmax is taken over the five WBC classes tecom labels (basophil,
     eosinophil, lymphocyte, monocyte, neutrophil); otherwise any other answer counts as wrong.
     ``boxes``: ``expert`` crops the annotated WBC box; ``localizer`` uses the localizer's box
     nearest the expert one, as ``ml.analyze`` would (a cell it misses counts as wrong).
+    ``adapt``: the 300 cells are one sample whose class frequencies are estimated from the cells
+    (:func:`priors.adapt` with this strength), as ``ml.analyze --adapt all`` does over its images.
     """
     images, gt_boxes, labels, _ = load_tecom(Path(tecom_dir))
     keep = [clf.classes.index(c) for c in TECOM_CLASSES if c in clf.classes]
@@ -72,6 +74,13 @@ def evaluate_tecom(clf: Classifier, tecom_dir: Path, *, restrict: bool = True, b
         raise ValueError(f"unknown box source {boxes!r}; known: expert, localizer")
     crops = np.concatenate([clf.crops(im, [b]) for im, b in zip(images, use)])
     logits = clf.scaled_logits(clf.logits_of_crops(crops))
+    freq = None
+    if adapt is not None:
+        # ml.analyze adapts over the cells it found; the temperature-scaled log-probabilities stand
+        # in for the logits (their softmax at the model's temperature gives the adapted probabilities)
+        probs, freq = clf.adapt(softmax(logits[found], clf.temperature), adapt)
+        logits = logits.copy()
+        logits[found] = clf.temperature * np.log(np.clip(probs, 1e-12, None))
     any_class = _any_class_scores(logits.argmax(1), found, list(clf.classes), labels)
     if restrict:
         classes = [clf.classes[k] for k in keep]
@@ -89,6 +98,9 @@ def evaluate_tecom(clf: Classifier, tecom_dir: Path, *, restrict: bool = True, b
     r["restricted_to"] = classes if restrict else None
     r["prior"] = clf.prior_name
     r["boxes"] = boxes
+    r["adapt"] = adapt
+    if freq is not None:
+        r["sample_frequencies"] = freq
     return r
 
 

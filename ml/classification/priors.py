@@ -12,6 +12,12 @@ adult peripheral-blood smear (textbook ranges: neutrophils 40-70 %, lymphocytes 
 a JSON file ``{"class": weight, ...}`` gives any other. The price of a prior is sensitivity to
 what it calls rare: a sample far from it (an eosinophilia, a leukaemia) is pulled towards it, so
 reviewers must see every cell either way.
+
+:func:`adapt` lessens that price where a sample holds many cells: it estimates the sample's own
+class frequencies from the model's answers (the EM of Saerens, Latinne and Decaestecker, 2002, with
+the prior as a Dirichlet pseudo-count of ``strength`` cells), so a slide of 200 cells with an
+eosinophilia is judged with an eosinophil frequency near its own, while one or two cells keep the
+prior.
 """
 from __future__ import annotations
 
@@ -52,16 +58,60 @@ def load_prior(spec: str | Path | dict | None) -> dict[str, float] | None:
     return {str(k): float(v) for k, v in prior.items()}
 
 
-def prior_shift(classes: list[str], prior: dict[str, float] | None,
-                trained_prior: list[float] | None = None) -> np.ndarray:
-    """``log(pi / q)`` per class, added to the (temperature-scaled) logits; zeros without a prior.
+def prior_vector(classes: list[str], prior: dict[str, float] | None) -> np.ndarray:
+    """The prior over ``classes``, normalized; uniform without one.
 
     Classes the prior does not name get the mean weight of those it does (so a prior naming none of
     them is uniform)."""
-    k = len(classes)
     prior = prior or {}
     known = [prior[c] for c in classes if c in prior]
     fill = float(np.mean(known)) if known else 1.0
     pi = np.array([prior.get(c, fill) for c in classes], np.float64)
+    return pi / pi.sum()
+
+
+def adapt(probabilities: np.ndarray, prior: np.ndarray, strength: float = 100.0,
+          max_iter: int = 200, tol: float = 1e-7) -> tuple[np.ndarray, np.ndarray]:
+    """Re-weight a sample's class probabilities towards the sample's own class frequencies.
+
+    ``probabilities`` (cells x classes) were computed under ``prior`` (normalized, as
+    :func:`prior_vector`). EM: the frequencies ``f`` are the mean of the cells' probabilities under
+    ``f`` itself, plus ``strength`` pseudo-cells distributed as ``prior`` (a maximum a posteriori
+    estimate with a Dirichlet prior); each cell's probabilities become ``p * f / prior``
+    (renormalized). ``strength`` 0 trusts the sample alone; a large one keeps ``prior``.
+    Returns the new probabilities and ``f``."""
+    p = np.asarray(probabilities, np.float64)
+    prior = np.asarray(prior, np.float64)
+    if p.ndim != 2 or p.shape[1] != prior.shape[0]:
+        raise ValueError(f"probabilities of shape {p.shape} do not match a prior over {prior.shape[0]} classes")
+    if strength < 0:
+        raise ValueError(f"adaptation strength must be >= 0, got {strength}")
+    if len(p) == 0:
+        return p.astype(np.float32), prior.copy()
+    p = np.clip(p, 1e-12, None)
+    p /= p.sum(1, keepdims=True)
+    freq = prior.copy()
+    post = p
+    for _ in range(max_iter):
+        post = p * (freq / prior)
+        post /= post.sum(1, keepdims=True)
+        new = (post.sum(0) + strength * prior) / (len(p) + strength)
+        new = np.clip(new, 1e-12, None)
+        new /= new.sum()
+        done = np.abs(new - freq).max() < tol
+        freq = new
+        if done:
+            break
+    post = p * (freq / prior)
+    post /= post.sum(1, keepdims=True)
+    return post.astype(np.float32), freq
+
+
+def prior_shift(classes: list[str], prior: dict[str, float] | None,
+                trained_prior: list[float] | None = None) -> np.ndarray:
+    """``log(pi / q)`` per class, added to the (temperature-scaled) logits; zeros without a prior
+    (:func:`prior_vector` fills classes the prior does not name)."""
+    k = len(classes)
+    pi = prior_vector(classes, prior)
     q = np.full(k, 1.0 / k) if trained_prior is None else np.asarray(trained_prior, np.float64)
-    return (np.log(pi / pi.sum()) - np.log(q / q.sum())).astype(np.float32)
+    return (np.log(pi) - np.log(q / q.sum())).astype(np.float32)

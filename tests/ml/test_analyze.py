@@ -97,3 +97,50 @@ def test_a_bad_class_prior_is_a_clear_error(run_dir, tmp_path, capsys):
     Image.fromarray(_field()).save(tmp_path / "f.png")
     assert main(["--classifier", str(run_dir), "--prior", "bloood", str(tmp_path / "f.png"), "--json"]) == 2
     assert "unknown class prior" in capsys.readouterr().err
+
+
+def test_adaptation_to_a_sample_moves_its_cells_towards_its_own_frequencies(run_dir):
+    from ml.analyze import CellResult, adapt_to_sample
+    from ml.classification import load_classifier
+
+    clf = load_classifier(run_dir, prior={"basophil": 0.1, "eosinophil": 0.1, "lymphocyte": 0.8})
+    # 40 cells that look like eosinophils, one doubtful between eosinophil and lymphocyte
+    clear = {"basophil": 0.02, "eosinophil": 0.9, "lymphocyte": 0.08}
+    doubtful = {"basophil": 0.02, "eosinophil": 0.3, "lymphocyte": 0.68}
+    images = [[CellResult(box=Box(0, 0, 9, 9), label="eosinophil", probabilities=dict(clear), confidence=0.9)
+               for _ in range(40)],
+              [CellResult(box=Box(0, 0, 9, 9), label="lymphocyte", probabilities=dict(doubtful), confidence=0.68),
+               CellResult(box=Box(0, 0, 9, 9))]]  # found but not classified: left alone
+    freq = adapt_to_sample(images, clf, strength=10)
+    assert freq["eosinophil"] > 0.5 and sum(freq.values()) == pytest.approx(1)
+    cell = images[1][0]
+    assert cell.label == "eosinophil" and cell.confidence == pytest.approx(cell.probabilities["eosinophil"])
+    assert sum(cell.probabilities.values()) == pytest.approx(1, abs=1e-5)
+    assert images[1][1].label is None and images[1][1].probabilities == {}
+    # without classified cells there is nothing to estimate
+    assert adapt_to_sample([[CellResult(box=Box(0, 0, 9, 9))]], clf, strength=10) is None
+
+
+def test_cli_adapts_over_all_images_or_each_and_refuses_a_negative_strength(run_dir, tmp_path, capsys):
+    from PIL import Image
+
+    from ml.localization.synthetic import synthetic_field
+
+    paths = []
+    for seed in (3, 4):
+        field, _ = synthetic_field(seed=seed, n_wbc=2)
+        paths.append(tmp_path / f"field{seed}.png")
+        Image.fromarray(field).save(paths[-1])
+    outs = {}
+    for mode in ("off", "image", "all"):
+        assert main([*map(str, paths), "--classifier", str(run_dir), "--adapt", mode, "--json"]) == 0
+        outs[mode] = json.loads(capsys.readouterr().out)
+    n = [len(im["cells"]) for im in outs["off"]["images"]]
+    assert n == [len(im["cells"]) for im in outs["all"]["images"]] and sum(n) >= 2
+    for mode in ("image", "all"):
+        for im in outs[mode]["images"]:
+            for cell in im["cells"]:
+                assert sum(cell["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+                assert cell["class"] == max(cell["probabilities"], key=cell["probabilities"].get)
+    assert main([str(paths[0]), "--classifier", str(run_dir), "--adapt-strength", "-1", "--json"]) == 2
+    assert "--adapt-strength" in capsys.readouterr().err

@@ -25,6 +25,20 @@ def env_int(name: str, default: int) -> int:
     return int(value) if value is not None else default
 
 
+def env_adapt(name: str, default: str) -> float | None:
+    """A count of cells (a number >= 0) or ``off`` (None)."""
+    value = (env(name) or default).strip().lower()
+    if value in {"off", "no", "false"}:
+        return None
+    try:
+        cells = float(value)
+    except ValueError:
+        cells = -1.0
+    if not cells >= 0:
+        raise ValueError(f"{name} must be a number of cells >= 0 or 'off', got {value!r}")
+    return cells
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     value = env(name)
     return [v.strip() for v in value.split(",") if v.strip()] if value is not None else default

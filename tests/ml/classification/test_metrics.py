@@ -63,6 +63,50 @@ def test_class_priors_follow_bayes_rule():
     assert load_prior("blood") == PERIPHERAL_BLOOD and load_prior("uniform") is None
 
 
+def test_adaptation_recovers_a_samples_class_frequencies():
+    from ml.classification.priors import adapt
+
+    # cells of three classes with Gaussian features; posteriors exact under equal frequencies
+    rng = np.random.default_rng(0)
+    truth = np.array([0.1, 0.2, 0.7])
+    y = rng.choice(3, 6000, p=truth)
+    x = rng.normal(y.astype(float), 0.6)
+    lik = np.exp(-0.5 * ((x[:, None] - np.arange(3)[None]) / 0.6) ** 2)
+    post = lik / lik.sum(1, keepdims=True)
+    equal = np.full(3, 1 / 3)
+    probs, freq = adapt(post, equal, strength=0)
+    assert np.allclose(freq, np.bincount(y) / len(y), atol=0.02)
+    assert np.allclose(probs.sum(1), 1, atol=1e-5)
+    # Bayes' rule with the recovered frequencies: more cells right than under equal frequencies
+    assert (probs.argmax(1) == y).mean() > (post.argmax(1) == y).mean() + 0.03
+    # the prior counts as `strength` cells: the estimate lies between the sample's alone and the prior
+    _, half = adapt(post, equal, strength=len(post))
+    assert np.all((np.minimum(freq, equal) < half) & (half < np.maximum(freq, equal)))
+    assert np.abs(half - equal).min() > 0.03 and np.abs(half - freq).min() > 0.03
+
+
+def test_adaptation_keeps_the_prior_for_a_few_cells_and_hand_computed_cases():
+    from ml.classification.priors import adapt
+
+    prior = np.array([0.9, 0.1])
+    p = np.array([[0.3, 0.7]])
+    # one certain-looking cell against 100 pseudo-cells: f = (post + 100 prior) / 101, post at f
+    probs, freq = adapt(p, prior, strength=100)
+    post = p[0] * freq / prior
+    post /= post.sum()
+    assert np.allclose(freq, (post + 100 * prior) / 101, atol=1e-6)
+    assert abs(freq[1] - 0.1) < 0.01 and probs.argmax() == 1
+    # a sample of cells all certain of class 1: f = (n + strength * 0.1) / (n + strength) for class 1
+    certain = np.tile([[1e-9, 1 - 1e-9]], (50, 1))
+    _, freq = adapt(certain, prior, strength=50)
+    assert freq[1] == pytest.approx((50 + 5) / 100, abs=1e-4)
+    assert adapt(np.zeros((0, 2)), prior)[0].shape == (0, 2)
+    with pytest.raises(ValueError, match="do not match"):
+        adapt(p, np.array([0.2, 0.3, 0.5]))
+    with pytest.raises(ValueError, match=">= 0"):
+        adapt(p, prior, strength=-1)
+
+
 def test_bad_class_priors_are_refused_with_a_message(tmp_path):
     from ml.classification.priors import load_prior
 

@@ -108,3 +108,42 @@ def test_a_registered_deep_localizer_is_used_by_the_analysis(deep_localizer_run,
     job = job_execute(job_id=Job.objects.get(key=f"analyze:slide:{slide.pk}").pk)
     assert job.status == "succeeded", job.error
     assert all(c.localizer_version_id == mv.pk for c in slide.cells.all())
+
+
+def test_a_slide_is_one_sample_when_its_class_frequencies_are_estimated(active_classifier, slide, settings):
+    import numpy as np
+
+    from ml.classification import load_classifier
+    from webapp.slides.services import slide_analyze
+
+    settings.LEUKOLAB_HEATMAPS = False
+    settings.LEUKOLAB_CLASS_ADAPT = None
+    slide_analyze(slide_id=slide.pk)
+    before = list(slide.cells.order_by("x0", "y0").values_list("probabilities", flat=True))
+    assert before
+    settings.LEUKOLAB_CLASS_ADAPT = 0.5  # a prior worth half a cell: the slide's own frequencies decide
+    slide_analyze(slide_id=slide.pk)
+    after = list(slide.cells.order_by("x0", "y0").values("probabilities", "predicted_class", "confidence"))
+    clf = load_classifier(active_classifier.artifact.path, prior=settings.LEUKOLAB_CLASS_PRIOR)
+    p = np.array([[c[k] for k in clf.classes] for c in before])
+    expected, _ = clf.adapt(p, 0.5)
+    assert len(after) == len(before)
+    for cell, e in zip(after, expected):
+        assert np.allclose([cell["probabilities"][k] for k in clf.classes], e, atol=1e-4)
+        assert cell["predicted_class"] == clf.classes[int(e.argmax())]
+        assert cell["confidence"] == pytest.approx(float(e.max()), abs=1e-4)
+
+
+def test_the_adaptation_setting_is_a_cell_count_or_off(monkeypatch):
+    from webapp.config.env import env_adapt
+
+    monkeypatch.setenv("LEUKOLAB_CLASS_ADAPT", "150")
+    assert env_adapt("LEUKOLAB_CLASS_ADAPT", "off") == 150.0
+    monkeypatch.setenv("LEUKOLAB_CLASS_ADAPT", "Off")
+    assert env_adapt("LEUKOLAB_CLASS_ADAPT", "100") is None
+    monkeypatch.delenv("LEUKOLAB_CLASS_ADAPT")
+    assert env_adapt("LEUKOLAB_CLASS_ADAPT", "100") == 100.0
+    for bad in ("-3", "many", "nan"):
+        monkeypatch.setenv("LEUKOLAB_CLASS_ADAPT", bad)
+        with pytest.raises(ValueError, match="LEUKOLAB_CLASS_ADAPT"):
+            env_adapt("LEUKOLAB_CLASS_ADAPT", "off")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from webapp.config.env import BASE_DIR, env, env_int, env_list
+from webapp.config.env import BASE_DIR, env, env_adapt, env_int, env_list
 
 VAR_DIR = Path(env("LEUKOLAB_VAR_DIR", str(BASE_DIR / "var")))
 
@@ -107,6 +107,9 @@ LEUKOLAB_HEATMAPS = env("LEUKOLAB_HEATMAPS", "1") not in {"0", "false", "no"}
 # Expected class frequencies of the analysed cells (ml.classification.priors): "blood" (a normal
 # peripheral-blood differential), "uniform" (the classifier as trained) or a JSON file.
 LEUKOLAB_CLASS_PRIOR = env("LEUKOLAB_CLASS_PRIOR", "blood")
+# Each slide's own class frequencies, estimated from its cells with the prior counting as this many
+# cells (ml.classification.priors.adapt), or "off": the prior alone.
+LEUKOLAB_CLASS_ADAPT = env_adapt("LEUKOLAB_CLASS_ADAPT", "off")
 LEUKOLAB_TORCH_THREADS = env_int("LEUKOLAB_TORCH_THREADS", 1)  # per job process; raise it on big machines
 
 REST_FRAMEWORK = {
