@@ -68,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--adapt", type=float, metavar="CELLS",
                    help="tecom: treat its cells as one sample and estimate its class frequencies from them, "
                         "--prior counting as this many cells (as ml.analyze --adapt all)")
+    e.add_argument("--norm", type=float, metavar="CELLS",
+                   help="tecom: move the network's normalization statistics towards those of its cells, the "
+                        "trained ones counting as this many cells (ml.classification.sample_norm)")
+    e.add_argument("--norm-balanced", action="store_true",
+                   help="with --norm: take the statistics over the cells resampled to a balanced class mix")
 
     sub.add_parser("list", help="list registered architectures")
     return p
@@ -138,11 +143,12 @@ def _evaluate(args) -> int:
     plots = args.plots or run_dir / "eval"
     plots.mkdir(parents=True, exist_ok=True)
     if (args.data / "labels.csv").exists():
-        r = evaluate_tecom(clf, args.data, boxes=args.tecom_boxes, threshold=args.threshold, adapt=args.adapt)
+        r = evaluate_tecom(clf, args.data, boxes=args.tecom_boxes, threshold=args.threshold, adapt=args.adapt,
+                           norm=args.norm, norm_balanced=args.norm_balanced)
         cells = None
     else:
-        if args.adapt is not None:
-            raise ValueError("--adapt applies to a tecom-style folder (labels.csv), whose cells form one sample")
+        if args.adapt is not None or args.norm is not None:
+            raise ValueError("--adapt and --norm apply to a tecom-style folder (labels.csv), whose cells form one sample")
         cells = load_folder(args.data, size=cache_size_for(clf.crop_rule.out_size, clf.crop_rule.margin))
         if args.split != "all":
             tr, va, te = fixed_split(cells.names, cells.labels)

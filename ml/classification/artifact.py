@@ -7,6 +7,7 @@ temperature, version, metrics and the state dict. A run directory holds ``best.p
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -151,6 +152,27 @@ class Classifier:
 
         probs, freq = adapt(probabilities, self.prior_probs, strength)
         return probs, {c: float(f) for c, f in zip(self.classes, freq)}
+
+    def sample_normalized(self, crops: np.ndarray, strength: float, balanced: bool = False) -> "Classifier":
+        """This classifier with its network's normalization statistics moved towards those of one
+        sample's cells (``crops`` as :meth:`crops` cuts them; :mod:`sample_norm`, the trained
+        statistics counting as ``strength`` cells). ``balanced``: the statistics are taken over the
+        cells resampled to a balanced class mix, as in training (:func:`sample_norm.balanced_draw`,
+        by the model's answers as trained). The copy shares everything else."""
+        from ml.classification.sample_norm import balanced_draw, sample_normalized
+
+        use = crops
+        if balanced and len(crops):
+            as_trained = softmax(self.logits_of_crops(crops), self.temperature)
+            use = crops[balanced_draw(as_trained)]
+
+        def batches():
+            for i in range(0, len(use), self.batch_size):
+                yield self.tensor(use[i:i + self.batch_size]).contiguous(memory_format=torch.channels_last)
+
+        other = copy.copy(self)
+        other.model = sample_normalized(self.model, batches(), len(crops), strength)
+        return other
 
     # -- preprocessing ---------------------------------------------------------------------
     def crops(self, image: np.ndarray, boxes: list[Box]) -> np.ndarray:

@@ -40,7 +40,8 @@ def evaluate_cells(clf: Classifier, cells: CellSet, threshold: float | None = No
 
 
 def evaluate_tecom(clf: Classifier, tecom_dir: Path, *, restrict: bool = True, boxes: str = "expert",
-                   localizer=None, threshold: float | None = None, adapt: float | None = None) -> dict:
+                   localizer=None, threshold: float | None = None, adapt: float | None = None,
+                   norm: float | None = None, norm_balanced: bool = False) -> dict:
     """Cross-lab accuracy on tecom (validation only: nothing here may feed training or tuning).
 
     ``restrict``: the argmax is taken over the five WBC classes tecom labels (basophil,
@@ -49,6 +50,9 @@ def evaluate_tecom(clf: Classifier, tecom_dir: Path, *, restrict: bool = True, b
     nearest the expert one, as ``ml.analyze`` would (a cell it misses counts as wrong).
     ``adapt``: the 300 cells are one sample whose class frequencies are estimated from the cells
     (:func:`priors.adapt` with this strength), as ``ml.analyze --adapt all`` does over its images.
+    ``norm``: the network's normalization statistics are moved towards those of the cells found
+    (:mod:`sample_norm`, the trained ones counting as this many cells); ``norm_balanced``: over the
+    cells resampled to a balanced class mix.
     """
     images, gt_boxes, labels, _ = load_tecom(Path(tecom_dir))
     keep = [clf.classes.index(c) for c in TECOM_CLASSES if c in clf.classes]
@@ -73,6 +77,8 @@ def evaluate_tecom(clf: Classifier, tecom_dir: Path, *, restrict: bool = True, b
     else:
         raise ValueError(f"unknown box source {boxes!r}; known: expert, localizer")
     crops = np.concatenate([clf.crops(im, [b]) for im, b in zip(images, use)])
+    if norm is not None:
+        clf = clf.sample_normalized(crops[found], norm, balanced=norm_balanced)
     logits = clf.scaled_logits(clf.logits_of_crops(crops))
     freq = None
     if adapt is not None:
@@ -99,6 +105,8 @@ def evaluate_tecom(clf: Classifier, tecom_dir: Path, *, restrict: bool = True, b
     r["prior"] = clf.prior_name
     r["boxes"] = boxes
     r["adapt"] = adapt
+    r["norm"] = norm
+    r["norm_balanced"] = bool(norm is not None and norm_balanced)
     if freq is not None:
         r["sample_frequencies"] = freq
     return r

@@ -1,7 +1,7 @@
-"""Differential counts of simulated slides: a fixed class prior against per-sample adaptation.
+"""Differential counts of simulated slides: a fixed class prior against adapting to each sample.
 
-    python bench/prior_adaptation.py --checkpoint runs/default --data ../shared/datasets/pbc \\
-        [--cells 200 --slides 200 --strength 0 100 1000 --out runs/prior-adaptation.json]
+    python bench/sample_adaptation.py --checkpoint runs/default --data ../shared/datasets/pbc \\
+        [--cells 200 --slides 200 --strength 0 100 1000 --norm-strength 100 --out runs/sample-adaptation.json]
 
 A slide is simulated by drawing ``--cells`` white cells (with replacement) from the held-out test
 split of the benchmark's fixed PBC split (``ml.classification.data.fixed_split``), with the class
@@ -11,7 +11,10 @@ differential error, half the summed absolute difference between the labelled and
 percentage points (the share of the slide's cells counted in a wrong class). Methods: ``uniform``
 (the model as trained on balanced classes), ``blood`` (the fixed peripheral-blood prior of
 ``ml.analyze``) and ``adapt N`` (:func:`ml.classification.priors.adapt` starting from the blood prior,
-which counts as N cells). The crops are scored clean and under corruptions of
+which counts as N cells) and ``norm N`` (the blood prior, with the network's normalization
+statistics moved towards the slide's cells, the trained ones counting as N cells:
+:mod:`ml.classification.sample_norm`; ``balanced norm N``: the same over the slide's cells
+resampled to a balanced class mix). The crops are scored clean and under corruptions of
 ``ml.classification.robustness`` (``--corruptions name:severity ...``), a stand-in for another lab.
 """
 from __future__ import annotations
@@ -50,8 +53,11 @@ def differential_error(pred: np.ndarray, true: np.ndarray, k: int) -> float:
 
 def simulate(probs_blood: np.ndarray, probs_uniform: np.ndarray, y: np.ndarray, classes: list[str],
              prior: np.ndarray, strengths: list[float], *, cells: int, slides: int, seed: int,
-             progress=None) -> dict:
-    """``{scenario: {method: {"accuracy", "differential_error"}}}`` averaged over ``slides`` slides."""
+             extra: dict | None = None, progress=None) -> dict:
+    """``{scenario: {method: {"accuracy", "differential_error"}}}`` averaged over ``slides`` slides.
+
+    ``extra``: more methods, ``{name: f}`` with ``f(indices)`` the probabilities of those cells
+    when they form one slide."""
     from ml.classification.priors import adapt
 
     k = len(classes)
@@ -69,6 +75,8 @@ def simulate(probs_blood: np.ndarray, probs_uniform: np.ndarray, y: np.ndarray, 
             answers = {"uniform": probs_uniform[idx].argmax(1), "blood": probs_blood[idx].argmax(1)}
             for s in strengths:
                 answers[f"adapt {s:g}"] = adapt(probs_blood[idx], prior, s)[0].argmax(1)
+            for m, f in (extra or {}).items():
+                answers[m] = f(idx).argmax(1)
             for m, a in answers.items():
                 scores.setdefault(m, []).append((float((a == truth).mean()), differential_error(a, truth, k)))
             if progress:
@@ -76,6 +84,17 @@ def simulate(probs_blood: np.ndarray, probs_uniform: np.ndarray, y: np.ndarray, 
         out[name] = {m: {"accuracy": float(np.mean([v[0] for v in vs])),
                          "differential_error": float(np.mean([v[1] for v in vs]))} for m, vs in scores.items()}
     return out
+
+
+def _normalized(clf, crops: np.ndarray, strength: float, balanced: bool = False):
+    """Probabilities (blood prior) of a slide's cells with normalization statistics from the slide."""
+    from ml.classification.metrics import softmax
+
+    def run(idx: np.ndarray) -> np.ndarray:
+        sub = crops[idx]
+        own = clf.sample_normalized(sub, strength, balanced=balanced)
+        return softmax(own.scaled_logits(own.logits_of_crops(sub)), own.temperature)
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slides", type=int, default=200, help="slides per scenario")
     ap.add_argument("--strength", type=float, nargs="+", default=[100.0],
                     help="adaptation strengths to compare (the prior counts as this many cells)")
+    ap.add_argument("--norm-strength", type=float, nargs="*", default=[],
+                    help="also re-estimate the network's normalization statistics on each slide, the trained "
+                         "ones counting as this many cells")
+    ap.add_argument("--balanced-norm-strength", type=float, nargs="*", default=[],
+                    help="the same with the statistics of the slide's cells resampled to a balanced class mix")
     ap.add_argument("--corruptions", nargs="*", default=["stain_shift:2", "colour_cast:2"],
                     help="name:severity (1-3) of ml.classification.robustness, besides the clean crops")
     ap.add_argument("--seed", type=int, default=0)
@@ -133,11 +157,15 @@ def main(argv: list[str] | None = None) -> int:
         p_uniform = softmax(logits, clf.temperature)
         p_blood = softmax(clf.scaled_logits(logits), clf.temperature)
         label = name if name == "clean" else f"{name} {sev}"
+        extra = {f"norm {s:g}": _normalized(clf, x, s) for s in args.norm_strength}
+        extra.update({f"balanced norm {s:g}": _normalized(clf, x, s, True) for s in args.balanced_norm_strength})
         results["conditions"][label] = simulate(p_blood, p_uniform, y, clf.classes, clf.prior_probs, args.strength,
-                                                cells=args.cells, slides=args.slides, seed=args.seed,
+                                                cells=args.cells, slides=args.slides, seed=args.seed, extra=extra,
                                                 progress=lambda: bar.update())
     bar.close()
-    methods = ["uniform", "blood"] + [f"adapt {s:g}" for s in args.strength]
+    methods = (["uniform", "blood"] + [f"adapt {s:g}" for s in args.strength]
+               + [f"norm {s:g}" for s in args.norm_strength]
+               + [f"balanced norm {s:g}" for s in args.balanced_norm_strength])
     print(f"{args.slides} simulated slides of {args.cells} cells per scenario from {len(y)} held-out PBC cells; "
           f"{clf.architecture} {clf.version}")
     print("differential error (pp of the slide's cells in a wrong class) / cell accuracy")

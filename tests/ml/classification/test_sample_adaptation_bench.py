@@ -1,4 +1,4 @@
-"""bench/prior_adaptation.py: the differential error and the slide simulation it reports."""
+"""bench/sample_adaptation.py: the differential error and the slide simulation it reports."""
 import importlib.util
 from pathlib import Path
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 _spec = importlib.util.spec_from_file_location(
-    "prior_adaptation", Path(__file__).resolve().parents[3] / "bench" / "prior_adaptation.py")
+    "sample_adaptation", Path(__file__).resolve().parents[3] / "bench" / "sample_adaptation.py")
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 CLASSES = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]

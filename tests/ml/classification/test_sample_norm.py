@@ -1,0 +1,109 @@
+"""Normalization statistics of the sample: the trained ones blended with the sample's own."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ml.classification.sample_norm import sample_normalized
+
+
+def _net():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 1, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    net.train()
+    with torch.no_grad():
+        for _ in range(20):  # trained statistics of inputs around 0
+            net(torch.randn(16, 3, 8, 8))
+    return net.eval()
+
+
+def test_the_samples_own_statistics_undo_a_shift_of_its_inputs():
+    net = _net()
+    x = torch.randn(32, 3, 8, 8)
+    shifted = x * 2.0 + torch.tensor([2.0, -1.5, 1.0]).view(1, 3, 1, 1)  # another lab's colour and contrast
+    with torch.no_grad():
+        before = net(x)
+        off = net(shifted)
+        on_x = sample_normalized(net, [x], len(x), strength=0)(x)
+        on_shifted = sample_normalized(net, [shifted], len(shifted), strength=0)(shifted)
+    assert (off - before).abs().mean() > 0.1  # the trained statistics do not fit the shifted sample
+    assert torch.allclose(on_x, on_shifted, atol=1e-3)  # its own statistics remove the shift
+    # and the statistics are the sample's: the first layer's mean is the mean of its input
+    bn = sample_normalized(net, [x[:16], x[16:]], len(x), strength=0)[1]
+    with torch.no_grad():
+        h = net[0](x)
+    assert torch.allclose(bn.running_mean, h.mean((0, 2, 3)), atol=1e-5)
+
+
+def test_the_trained_statistics_count_as_strength_cells_and_stay_untouched():
+    net = _net()
+    mean0 = net[1].running_mean.clone()
+    x = torch.randn(10, 3, 8, 8) + 2.0
+    with torch.no_grad():
+        h_mean = net[0](x).mean((0, 2, 3))
+    half = sample_normalized(net, [x], len(x), strength=10)[1]
+    assert torch.allclose(half.running_mean, 0.5 * h_mean + 0.5 * mean0, atol=1e-5)
+    strong = sample_normalized(net, [x], len(x), strength=1e9)
+    with torch.no_grad():
+        assert torch.allclose(strong(x), net(x), atol=1e-4)
+    assert torch.equal(net[1].running_mean, mean0) and not net.training  # the served model is unchanged
+    assert not half.training and half.momentum == net[1].momentum
+    with pytest.raises(ValueError, match=">= 0"):
+        sample_normalized(net, [x], len(x), strength=-1)
+
+
+def test_a_network_without_batch_norm_is_left_as_it_is():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4), nn.Flatten())
+    x = torch.randn(4, 3, 6, 6) * 3
+    with torch.no_grad():
+        assert torch.allclose(sample_normalized(net, [x], len(x), strength=0)(x), net(x))
+
+
+def test_a_classifier_adapts_a_copy_for_one_sample(tmp_path):
+    from ml.classification import load_classifier
+    from ml.classification.artifact import save_checkpoint
+    from ml.classification.crop import CropRule
+    from ml.classification.registry import create_classifier
+
+    torch.manual_seed(0)
+    model = create_classifier("cbam_cnn_small", 3)
+    save_checkpoint(tmp_path / "best.pt", model, architecture="cbam_cnn_small", model_kwargs={},
+                    classes=["a", "b", "c"], crop=CropRule(0.2, 32))
+    clf = load_classifier(tmp_path / "best.pt")
+    crops = np.random.default_rng(0).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
+    own = clf.sample_normalized(crops, strength=0)
+    assert own is not clf and own.model is not clf.model and own.classes == clf.classes
+    p, q = clf.probabilities_of_crops(crops), own.probabilities_of_crops(crops)
+    assert p.shape == q.shape and np.allclose(q.sum(1), 1, atol=1e-5) and not np.allclose(p, q)
+    assert np.allclose(clf.probabilities_of_crops(crops), p)  # the classifier itself is unchanged
+
+
+def test_a_balanced_draw_evens_out_the_sample_class_mix():
+    from ml.classification.sample_norm import balanced_draw
+
+    rng = np.random.default_rng(1)
+    y = rng.choice(3, 400, p=[0.8, 0.15, 0.05])
+    probs = np.eye(3)[y] * 0.99 + 0.01 / 3  # confident answers; diffuse ones leak weight to other classes
+    idx = balanced_draw(probs, draws=3000)
+    assert len(idx) == 3000 and idx.min() >= 0 and idx.max() < 400
+    shares = np.bincount(y[idx], minlength=3) / len(idx)
+    assert np.allclose(shares, 1 / 3, atol=0.04)
+    assert np.array_equal(balanced_draw(probs, draws=3000), idx)  # seeded
+    assert len(balanced_draw(probs[:5], draws=2)) == 5 and len(balanced_draw(np.zeros((0, 3)))) == 0
+
+
+def test_a_classifier_can_take_balanced_statistics(tmp_path):
+    from ml.classification import load_classifier
+    from ml.classification.artifact import save_checkpoint
+    from ml.classification.crop import CropRule
+    from ml.classification.registry import create_classifier
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "best.pt", create_classifier("cbam_cnn_small", 3), architecture="cbam_cnn_small",
+                    model_kwargs={}, classes=["a", "b", "c"], crop=CropRule(0.2, 32))
+    clf = load_classifier(tmp_path / "best.pt")
+    crops = np.random.default_rng(0).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
+    own = clf.sample_normalized(crops, strength=0, balanced=True)
+    q = own.probabilities_of_crops(crops)
+    assert q.shape == (6, 3) and np.allclose(q.sum(1), 1, atol=1e-5)
+    assert clf.sample_normalized(crops[:0], strength=0, balanced=True).probabilities_of_crops(crops).shape == (6, 3)
