@@ -1,0 +1,59 @@
+"""``python -m ml.classification evaluate`` on a second lab laid out as tecom: one sample of cells."""
+import json
+
+import numpy as np
+import pytest
+
+from ml.classification.__main__ import main
+
+
+@pytest.fixture
+def second_lab(tmp_path, smear):
+    """A tecom-style folder (labels.csv, JPEGImages, VOC Annotations) of 10 single-cell images."""
+    from PIL import Image
+
+    root = tmp_path / "lab"
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "Annotations").mkdir()
+    rows = ["image,category"]
+    classes = ["neutrophil", "lymphocyte", "monocyte", "eosinophil", "basophil"]
+    for i in range(10):
+        name = f"{i:03d}"
+        Image.fromarray(np.roll(smear, 3 * i, axis=1)).save(root / "JPEGImages" / f"{name}.png")
+        x0 = 80 - 22 + 3 * i
+        (root / "Annotations" / f"{name}.xml").write_text(
+            f"<annotation><object><name>WBC</name><bndbox><xmin>{x0}</xmin><ymin>68</ymin>"
+            f"<xmax>{x0 + 44}</xmax><ymax>112</ymax></bndbox></object></annotation>")
+        rows.append(f"{name},{classes[i % 5]}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def _scores(capsys, *args):
+    assert main(["evaluate", *map(str, args), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_a_second_lab_is_scored_as_trained_and_adapted_to_as_one_sample(saved_classifier, second_lab, tmp_path,
+                                                                         capsys):
+    common = ["--checkpoint", saved_classifier, "--data", second_lab, "--prior", "blood", "--plots", tmp_path / "p"]
+    plain = _scores(capsys, *common)
+    assert plain["adapt"] is None and plain["norm"] is None and 0 <= plain["accuracy"] <= 1
+    adapted = _scores(capsys, *common, "--adapt", "0")
+    freq = adapted["sample_frequencies"]
+    assert set(freq) >= {"neutrophil", "erythroblast"} and sum(freq.values()) == pytest.approx(1, abs=1e-6)
+    normed = _scores(capsys, *common, "--norm", "0")
+    balanced = _scores(capsys, *common, "--norm", "0", "--norm-balanced")
+    assert normed["norm"] == 0 and balanced["norm_balanced"] and not normed["norm_balanced"]
+    # the sample's own statistics change what this (untrained, random-statistics) network answers
+    assert normed["confusion_matrix"] != plain["confusion_matrix"] or normed["ece"] != plain["ece"]
+
+
+def test_adapting_a_class_folder_is_refused(saved_classifier, tmp_path, capsys):
+    folder = tmp_path / "cells"
+    (folder / "neutrophil").mkdir(parents=True)
+    from PIL import Image
+
+    Image.fromarray(np.full((60, 60, 3), 200, np.uint8)).save(folder / "neutrophil" / "a.png")
+    assert main(["evaluate", "--checkpoint", str(saved_classifier), "--data", str(folder), "--adapt", "100"]) == 2
+    assert "tecom-style folder" in capsys.readouterr().err
