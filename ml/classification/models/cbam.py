@@ -58,13 +58,33 @@ class MixStyle(nn.Module):
         return (x - mu) / sig * sig2 + mu2
 
 
+class IBN(nn.Module):
+    """Instance and batch normalization side by side (IBN-a; Pan et al., ECCV 2018): the first half
+    of the channels is normalized per cell (removing that cell's own contrast and colour level, the
+    "style" another lab changes), the rest per batch (keeping what tells the classes apart)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.half = channels // 2
+        self.inorm = nn.InstanceNorm2d(self.half, affine=True)
+        self.bn = nn.BatchNorm2d(channels - self.half)
+
+    def forward(self, x):
+        a, b = torch.split(x, [self.half, x.shape[1] - self.half], dim=1)
+        return torch.cat([self.inorm(a.contiguous()), self.bn(b.contiguous())], dim=1)
+
+
+def _norm(channels: int, ibn: bool) -> nn.Module:
+    return IBN(channels) if ibn else nn.BatchNorm2d(channels)
+
+
 class CBAMBlock(nn.Module):
     """Residual basic block followed by CBAM."""
 
-    def __init__(self, cin: int, cout: int, stride: int):
+    def __init__(self, cin: int, cout: int, stride: int, ibn: bool = False):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
+        self.bn1 = _norm(cout, ibn)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.ca = ChannelAttention(cout)
@@ -83,17 +103,19 @@ class CBAMBlock(nn.Module):
 
 class CBAMNet(nn.Module):
     def __init__(self, num_classes: int, widths=(32, 64, 128, 256), drop: float = 0.2, in_chans: int = 3,
-                 depths=(1, 1, 1, 1), mixstyle: float = 0.0):
+                 depths=(1, 1, 1, 1), mixstyle: float = 0.0, ibn: bool = False):
+        """``ibn``: instance + batch normalization (:class:`IBN`) in the stem and the first
+        normalization of every stage but the last, as IBN-Net-a does."""
         super().__init__()
         if len(depths) != len(widths):
             raise ValueError(f"depths {tuple(depths)} and widths {tuple(widths)} must have the same length")
         self.stem = nn.Sequential(
-            nn.Conv2d(in_chans, widths[0], 3, 2, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+            nn.Conv2d(in_chans, widths[0], 3, 2, 1, bias=False), _norm(widths[0], ibn), nn.ReLU(inplace=True)
         )
         blocks, cin = [], widths[0]
         for i, (w, d) in enumerate(zip(widths, depths)):
             for j in range(d):
-                blocks.append(CBAMBlock(cin, w, 2 if i > 0 and j == 0 else 1))
+                blocks.append(CBAMBlock(cin, w, 2 if i > 0 and j == 0 else 1, ibn=ibn and i < len(widths) - 1))
                 cin = w
         self.blocks = nn.Sequential(*blocks)
         # MixStyle after the stem and the first stage (where features carry style, not yet class)

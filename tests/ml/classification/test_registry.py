@@ -63,3 +63,24 @@ def test_mixstyle_mixes_feature_statistics_in_training_only():
     b.load_state_dict(a.state_dict())
     img = torch.randn(2, 3, 48, 48)
     torch.testing.assert_close(a.eval()(img), b.eval()(img))
+
+
+def test_ibn_normalizes_half_the_channels_per_cell():
+    from ml.classification.models.cbam import IBN
+
+    torch.manual_seed(0)
+    layer = IBN(8).eval()
+    x = torch.randn(3, 8, 6, 6)
+    # a cell brighter and more contrasted in every channel: the instance half does not see it
+    y, y2 = layer(x), layer(x * 3 + 2)
+    torch.testing.assert_close(y2[:, :4], y[:, :4], atol=1e-3, rtol=1e-3)
+    assert not torch.allclose(y2[:, 4:], y[:, 4:], atol=1e-2)
+    # in the network: the stem and the first norm of every stage but the last; trains and explains
+    model = create_classifier("cbam_cnn_small", 4, ibn=True)
+    ibns = [m for m in model.modules() if isinstance(m, IBN)]
+    assert len(ibns) == 4 and isinstance(model.blocks[-1].bn1, torch.nn.BatchNorm2d)
+    out = model.train()(torch.randn(4, 3, 48, 48))
+    out.sum().backward()
+    assert out.shape == (4, 4) and model.stem[1].inorm.weight.grad is not None
+    model.eval()(torch.randn(2, 3, 48, 48))
+    assert model.attention_maps()
