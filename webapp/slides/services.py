@@ -82,9 +82,10 @@ def slide_analyze_request(*, slide: Slide, user: User | None) -> Job:
 def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callable[[float, str], None] | None = None) -> None:
     """Find and classify the white cells of every image of the slide with the active model versions.
 
-    The slide is one sample: with ``LEUKOLAB_CLASS_ADAPT`` set, its cells' probabilities are
-    re-weighted towards the slide's own class frequencies (``ml.analyze.adapt_to_sample``) before
-    any is stored."""
+    Each image's cells are stored as it is done, so memory holds one image at a time. The slide is
+    one sample: with ``LEUKOLAB_CLASS_ADAPT`` set, its cells' probabilities are re-weighted towards
+    the slide's own class frequencies (``ml.analyze.adapt_to_sample``), so every image is analysed
+    before any cell is stored."""
     from ml.analyze import adapt_to_sample, analyze_image
     from ml.imageio import load_image
     from ml.localization.scale import rescale_for_microns_per_pixel
@@ -103,6 +104,7 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
     images = list(slide.images.all())
     # The slide's pixel size when known; otherwise the localizer finds the magnification itself.
     rescale = rescale_for_microns_per_pixel(slide.microns_per_pixel)
+    adapt = classifier is not None and settings.LEUKOLAB_CLASS_ADAPT is not None
     found = []
     for i, image in enumerate(images):
         label = f"image {i + 1} of {len(images)}"
@@ -126,8 +128,13 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
         )
         slide_image_preview_ensure(image=image, array=array)
         del array
-        found.append((image, results))
-    if classifier is not None and settings.LEUKOLAB_CLASS_ADAPT is not None:
+        if adapt:
+            found.append((image, results))
+        else:
+            cells_replace_from_model(
+                image=image, results=results, classifier_version=classifier_mv, localizer_version=localizer_mv
+            )
+    if adapt:
         report(0.97, "estimating the slide's class frequencies")
         adapt_to_sample([results for _, results in found], classifier, settings.LEUKOLAB_CLASS_ADAPT)
     for image, results in found:
