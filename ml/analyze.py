@@ -15,6 +15,10 @@ from ml.boxes import Box
 # groups cells by default, and how many cells the prior counts for.
 ADAPT_DEFAULT = "off"
 ADAPT_STRENGTH = 100.0
+# The network's normalization statistics moved towards those of the sample's cells, drawn to a
+# balanced class mix (ml.classification.sample_norm), the trained statistics counting as this many
+# cells: a 200-cell slide weighs its own by 200 / 1200. "off": the trained statistics alone.
+NORM_DEFAULT = "1000"
 
 
 @dataclass
@@ -34,16 +38,19 @@ def analyze_image(
     heatmaps: bool = False,
     progress: Callable[[float], None] | None = None,
     rescale: float | str | None = None,
+    boxes: list[Box] | None = None,
 ) -> list[CellResult]:
     """Find and (when a classifier is given) classify the white cells of one RGB image.
 
     ``rescale`` tells the localizer the image's magnification relative to its training images
-    (a factor, or ``"auto"``; None: the localizer's own setting), see :mod:`ml.localization.scale`."""
+    (a factor, or ``"auto"``; None: the localizer's own setting), see :mod:`ml.localization.scale`.
+    ``boxes``: the cells already found in this image (the localizer is then not asked)."""
     def loc_progress(f: float) -> None:
         if progress:
             progress(0.5 * f if classifier is not None else f)
 
-    boxes = localizer.detect(image, progress=loc_progress, rescale=rescale)
+    if boxes is None:
+        boxes = localizer.detect(image, progress=loc_progress, rescale=rescale)
     cells = [CellResult(box=b) for b in boxes]
     if classifier is not None and boxes:
         predictions = classifier.classify(image, boxes)
@@ -75,6 +82,31 @@ def adapt_to_sample(cell_lists: list[list[CellResult]], classifier, strength: fl
         cell.probabilities = {c: float(v) for c, v in zip(classes, p)}
         cell.label, cell.confidence = classes[k], float(p[k])
     return freq
+
+
+def parse_norm(value: str | float | None) -> float | None:
+    """A normalization strength in cells (a number >= 0), or None for ``off``."""
+    if value is None or str(value).strip().lower() in {"off", "no", "false", "none"}:
+        return None
+    try:
+        cells = float(value)
+    except ValueError:
+        cells = -1.0
+    if not cells >= 0:
+        raise ValueError(f"the normalization strength must be a number of cells >= 0 or 'off', got {value!r}")
+    return cells
+
+
+def classifier_for_sample(classifier, crops: list[np.ndarray], strength: float | None):
+    """``classifier`` with its network's normalization statistics moved towards those of one
+    sample's cells (``crops``: per image, as ``classifier.crops`` cuts them), drawn to a balanced
+    class mix, the trained statistics counting as ``strength`` cells
+    (:meth:`ml.classification.Classifier.sample_normalized`). Unchanged when ``strength`` is None
+    or the sample holds no cell."""
+    crops = [c for c in crops if len(c)]
+    if classifier is None or strength is None or not crops:
+        return classifier
+    return classifier.sample_normalized(np.concatenate(crops), strength, balanced=True)
 
 
 def cells_as_json(cells: list[CellResult]) -> list[dict]:
@@ -112,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
                         "'image' (each image is a sample) or 'off'; see ml.classification.priors.adapt")
     p.add_argument("--adapt-strength", type=float, default=ADAPT_STRENGTH, metavar="CELLS",
                    help=f"weight of --prior against the sample's cells, in cells (default {ADAPT_STRENGTH:g})")
+    p.add_argument("--norm", default=NORM_DEFAULT, metavar="CELLS|off",
+                   help="move the classifier's normalization statistics towards those of the cells of this call "
+                        "(one sample, e.g. the fields of one slide), the trained ones counting as this many cells "
+                        f"(default {NORM_DEFAULT}); 'off' keeps the trained ones; see ml.classification.sample_norm")
     p.add_argument("--device", help="where the networks run: auto (a GPU when there is one; the default, or "
                                     "$LEUKOLAB_DEVICE), cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -133,13 +169,31 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--heatmaps needs --classifier")
         if args.adapt_strength < 0:
             raise ValueError("--adapt-strength must be >= 0")
-        results = []
-        for path in args.images:
+        try:
+            norm = parse_norm(args.norm)
+        except ValueError as exc:
+            raise ValueError(f"--norm: {exc}") from exc
+
+        def read(path: Path) -> np.ndarray:
             try:
-                image = load_image(path)
+                return load_image(path)
             except (OSError, ValueError) as exc:
                 raise ValueError(f"cannot read image {path}: {exc}") from exc
-            cells = analyze_image(image, localizer=localizer, classifier=classifier, heatmaps=bool(args.heatmaps))
+
+        found: dict[int, list[Box]] = {}
+        if classifier is not None and norm is not None:
+            # The sample's cells first: the classifier is normalized on all of them, then classifies them.
+            crops = []
+            for i, path in enumerate(args.images):
+                image = read(path)
+                found[i] = localizer.detect(image)
+                crops.append(classifier.crops(image, found[i]))
+            classifier = classifier_for_sample(classifier, crops, norm)
+        results = []
+        for i, path in enumerate(args.images):
+            image = read(path)
+            cells = analyze_image(image, localizer=localizer, classifier=classifier, heatmaps=bool(args.heatmaps),
+                                  boxes=found.get(i))
             if classifier is not None and args.adapt == "image":
                 adapt_to_sample([cells], classifier, args.adapt_strength)
             results.append((path, cells))

@@ -144,3 +144,77 @@ def test_cli_adapts_over_all_images_or_each_and_refuses_a_negative_strength(run_
                 assert cell["class"] == max(cell["probabilities"], key=cell["probabilities"].get)
     assert main([str(paths[0]), "--classifier", str(run_dir), "--adapt-strength", "-1", "--json"]) == 2
     assert "--adapt-strength" in capsys.readouterr().err
+
+
+class RefusingLocalizer:
+    def detect(self, image, **kwargs):
+        raise AssertionError("the localizer was asked although the cells were given")
+
+
+def test_analyze_classifies_given_boxes_without_asking_the_localizer(run_dir):
+    from ml.classification import load_classifier
+
+    boxes = [Box(25, 25, 55, 55)]
+    cells = analyze_image(_field(), localizer=RefusingLocalizer(), classifier=load_classifier(run_dir), boxes=boxes)
+    assert [c.box for c in cells] == boxes and cells[0].label is not None
+
+
+def test_the_classifier_is_normalized_on_a_sample_only_when_asked_and_when_it_holds_cells(run_dir):
+    import torch
+
+    from ml.analyze import classifier_for_sample, parse_norm
+    from ml.classification import load_classifier
+
+    clf = load_classifier(run_dir)
+    crops = [clf.crops(_field(), [Box(25, 25, 55, 55), Box(102, 62, 138, 98)]), clf.crops(_field(), [])]
+    assert classifier_for_sample(clf, crops, None) is clf
+    assert classifier_for_sample(clf, [crops[1]], 100.0) is clf
+    other = classifier_for_sample(clf, crops, 0.0)
+    bn = [m for m in other.model.modules() if isinstance(m, torch.nn.BatchNorm2d)][0]
+    trained = [m for m in clf.model.modules() if isinstance(m, torch.nn.BatchNorm2d)][0]
+    assert not torch.allclose(bn.running_mean, trained.running_mean)  # the sample's own statistics
+    assert torch.equal(trained.running_mean, torch.zeros_like(trained.running_mean))  # the original is untouched
+    assert parse_norm("off") is None and parse_norm("OFF") is None and parse_norm("250") == 250.0
+    for bad in ("-1", "many", "nan"):
+        with pytest.raises(ValueError, match="number of cells"):
+            parse_norm(bad)
+
+
+def test_cli_normalizes_on_the_cells_of_all_its_images(run_dir, tmp_path, capsys):
+    from PIL import Image
+
+    from ml.analyze import classifier_for_sample
+    from ml.classification import load_classifier
+    from ml.localization import load_localizer
+    from ml.localization.scale import parse_rescale
+    from ml.localization.synthetic import synthetic_field
+
+    paths, fields = [], []
+    for seed in (3, 4):
+        field, _ = synthetic_field(seed=seed, n_wbc=2)
+        fields.append(field)
+        paths.append(tmp_path / f"field{seed}.png")
+        Image.fromarray(field).save(paths[-1])
+    outs = {}
+    for norm in ("off", "0"):
+        assert main([*map(str, paths), "--classifier", str(run_dir), "--norm", norm, "--json"]) == 0
+        outs[norm] = json.loads(capsys.readouterr().out)
+    # what the command answers with --norm 0: the classifier normalized on the cells of both images
+    localizer = load_localizer("classical", rescale=parse_rescale("auto"))  # as the command loads it
+    clf = load_classifier(run_dir, prior="blood")
+    boxes = [localizer.detect(f) for f in fields]
+    assert sum(map(len, boxes)) >= 2
+    normalized = classifier_for_sample(clf, [clf.crops(f, b) for f, b in zip(fields, boxes)], 0.0)
+    for norm, c in (("off", clf), ("0", normalized)):
+        for im, f, b in zip(outs[norm]["images"], fields, boxes):
+            assert [cell["box"] for cell in im["cells"]] == [[round(v, 1) for v in x.as_list()] for x in b]
+            expected = c.classify(f, b)
+            got = [cell["probabilities"] for cell in im["cells"]]
+            assert np.allclose([[p[k] for k in clf.classes] for p in got],
+                               [[e.probabilities[k] for k in clf.classes] for e in expected], atol=1e-4)
+    first_off = outs["off"]["images"][0]["cells"][0]["probabilities"]
+    first_norm = outs["0"]["images"][0]["cells"][0]["probabilities"]
+    assert not np.allclose(list(first_off.values()), list(first_norm.values()), atol=1e-3)
+    for bad in ("-5", "lots"):
+        assert main([str(paths[0]), "--classifier", str(run_dir), "--norm", bad, "--json"]) == 2
+        assert "--norm" in capsys.readouterr().err
