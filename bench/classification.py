@@ -10,7 +10,7 @@ cells/s of the served ``Classifier`` on test crops, batch 256, ``torch.set_num_t
 Tecom (validation only, never trained or tuned on), argmax restricted to its five classes: with
 the expert WBC boxes and the model as trained ("tecom"), and as ``ml.analyze`` answers by default
 ("tecom analyze": the classical localizer's boxes at automatic magnification, a cell it misses
-counting as wrong, and the peripheral-blood class prior); "any class" lets that answer be any of the
+counting as wrong, the peripheral-blood class prior and the normalization statistics of the sample); "any class" lets that answer be any of the
 model's eight classes, as ``ml.analyze`` does (an ig, erythroblast or platelet answer is wrong).
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ml.classification import DEFAULT_CONFIG, load_classifier  # noqa: E402
 from ml.classification.data import datasets_root, fixed_split, kfold_indices, load_folder  # noqa: E402
-from ml.classification.evaluate import evaluate_cells, evaluate_tecom  # noqa: E402
+from ml.classification.evaluate import evaluate_cells, evaluate_tecom, evaluate_tecom_as_analyzed  # noqa: E402
 from ml.classification.train import TrainConfig, fit  # noqa: E402
 
 MODELS = ["cbam_cnn_small", "cbam_cnn", "conv_attention", "resnet18", "resnet50_gn", "resnetv2_50x1_bit"]
@@ -70,12 +70,9 @@ def main(argv=None) -> int:
         clf = load_classifier(run)
         test = evaluate_cells(clf, cells.subset(te))
         tecom = evaluate_tecom(clf, args.tecom) if args.tecom.is_dir() else {}
-        # as `ml.analyze` answers: the classical localizer's boxes (auto magnification), blood prior
-        analyze = {}
-        if args.tecom.is_dir():
-            clf.set_prior("blood")
-            analyze = evaluate_tecom(clf, args.tecom, boxes="localizer")
-            clf.set_prior(None)
+        # as `ml.analyze` answers: the classical localizer's boxes (auto magnification), blood prior,
+        # the sample's normalization statistics
+        analyze = evaluate_tecom_as_analyzed(clf, args.tecom) if args.tecom.is_dir() else {}
         crops = np.concatenate([clf.crops(cells.images[i], [cells.box(i)]) for i in te[:512]])
         row = {"model": name, "accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "ece": test["ece"],
                "params_M": sum(q.numel() for q in clf.model.parameters()) / 1e6,

@@ -60,7 +60,7 @@ def run_one(args, spec: dict) -> dict:
 
     from ml.classification import load_classifier
     from ml.classification.data import fixed_split
-    from ml.classification.evaluate import evaluate_cells, evaluate_tecom
+    from ml.classification.evaluate import evaluate_cells, evaluate_tecom, evaluate_tecom_as_analyzed
     from ml.classification.train import TrainConfig, fit
 
     torch.set_num_threads(1)
@@ -79,7 +79,9 @@ def run_one(args, spec: dict) -> dict:
     if args.tecom and Path(args.tecom).is_dir():
         for label, prior, boxes in (("tecom_expert", None, "expert"), ("tecom_expert_blood", "blood", "expert"),
                                     ("tecom_analyze", "blood", "localizer")):
-            tr_ = evaluate_tecom(load_classifier(run, prior=prior), args.tecom, boxes=boxes)
+            clf = load_classifier(run, prior=prior)
+            tr_ = (evaluate_tecom_as_analyzed(clf, args.tecom) if label == "tecom_analyze"
+                   else evaluate_tecom(clf, args.tecom, boxes=boxes))
             res[label] = [round(tr_["accuracy"], 3), round(tr_["macro_f1"], 3)]
             if boxes == "localizer":  # ml.analyze may answer any of the model's classes
                 res["tecom_analyze_any_class"] = [round(tr_["any_class"]["accuracy"], 3),

@@ -34,7 +34,7 @@ def train_default(data_dir: Path | None, out_dir: Path, *, time_budget_s: float 
     data, trains on generated synthetic cells so a model still exists, and says so.
     """
     from ml.classification.data import datasets_root, fixed_split, load_folder, synthetic_cells
-    from ml.classification.evaluate import evaluate_cells, evaluate_tecom
+    from ml.classification.evaluate import evaluate_cells, evaluate_tecom, evaluate_tecom_as_analyzed
     from ml.classification.train import TrainConfig, fit
 
     t0 = time.time()
@@ -63,15 +63,14 @@ def train_default(data_dir: Path | None, out_dir: Path, *, time_budget_s: float 
 
     if tecom.is_dir() and not source.startswith("synthetic") and set(TECOM_CLASSES) <= set(clf.classes):
         extra["tecom"] = _brief(evaluate_tecom(clf, tecom))
-        clf.set_prior("blood")  # as smear analysis answers: localizer boxes, peripheral-blood prior
-        extra["tecom_analyze"] = _brief(evaluate_tecom(clf, tecom, boxes="localizer"))
+        extra["tecom_analyze"] = _brief(evaluate_tecom_as_analyzed(clf, tecom))
     _update_metrics(run, extra)
     report(1.0, f"default classifier ready in {time.time() - t0:.0f} s")
     return run
 
 
 def _brief(r: dict) -> dict:
-    keys = ("n", "accuracy", "macro_f1", "weighted_f1", "ece", "ece_raw", "restricted_to", "prior", "boxes", "any_class")
+    keys = ("n", "accuracy", "macro_f1", "weighted_f1", "ece", "ece_raw", "restricted_to", "prior", "boxes", "any_class", "norm", "norm_balanced")
     return {k: r[k] for k in keys if k in r}
 
 

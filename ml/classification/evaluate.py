@@ -39,6 +39,22 @@ def evaluate_cells(clf: Classifier, cells: CellSet, threshold: float | None = No
     return r
 
 
+def evaluate_tecom_as_analyzed(clf: Classifier, tecom_dir: Path) -> dict:
+    """Tecom as ``ml.analyze`` answers by default: the classical localizer's boxes, the
+    peripheral-blood prior and the normalization statistics of the sample (its 300 cells) at
+    ``ml.analyze``'s default strength. ``clf``'s own prior is left as it was."""
+    from ml.analyze import NORM_DEFAULT, parse_norm
+
+    prior, name = clf.prior, clf.prior_name
+    clf.set_prior("blood")
+    try:
+        norm = parse_norm(NORM_DEFAULT)
+        return evaluate_tecom(clf, tecom_dir, boxes="localizer", norm=norm, norm_balanced=norm is not None)
+    finally:
+        clf.set_prior(prior)
+        clf.prior_name = name
+
+
 def evaluate_tecom(clf: Classifier, tecom_dir: Path, *, restrict: bool = True, boxes: str = "expert",
                    localizer=None, threshold: float | None = None, adapt: float | None = None,
                    norm: float | None = None, norm_balanced: bool = False) -> dict:
