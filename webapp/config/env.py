@@ -25,7 +25,7 @@ def env_int(name: str, default: int) -> int:
     return int(value) if value is not None else default
 
 
-def env_adapt(name: str, default: str) -> float | None:
+def env_cells(name: str, default: str) -> float | None:
     """A count of cells (a number >= 0) or ``off`` (None)."""
     value = (env(name) or default).strip().lower()
     if value in {"off", "no", "false"}:

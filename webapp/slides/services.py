@@ -82,11 +82,13 @@ def slide_analyze_request(*, slide: Slide, user: User | None) -> Job:
 def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callable[[float, str], None] | None = None) -> None:
     """Find and classify the white cells of every image of the slide with the active model versions.
 
-    Each image's cells are stored as it is done, so memory holds one image at a time. The slide is
-    one sample: with ``LEUKOLAB_CLASS_ADAPT`` set, its cells' probabilities are re-weighted towards
-    the slide's own class frequencies (``ml.analyze.adapt_to_sample``), so every image is analysed
-    before any cell is stored."""
-    from ml.analyze import adapt_to_sample, analyze_image
+    The slide is one sample. With ``LEUKOLAB_CLASS_NORM`` set, the cells of all its images are found
+    first and the classifier's normalization statistics are moved towards theirs
+    (``ml.analyze.classifier_for_sample``) before it classifies them. With ``LEUKOLAB_CLASS_ADAPT``
+    set, the cells' probabilities are re-weighted towards the slide's own class frequencies
+    (``ml.analyze.adapt_to_sample``), so every image is classified before any cell is stored;
+    otherwise each image's cells are stored as it is done (memory holds one image at a time)."""
+    from ml.analyze import adapt_to_sample, analyze_image, classifier_for_sample
     from ml.imageio import load_image
     from ml.localization.scale import rescale_for_microns_per_pixel
 
@@ -102,21 +104,48 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
     localizer_mv, localizer = active_localizer()
     classifier_mv, classifier = active_classifier()
     images = list(slide.images.all())
+    n = len(images)
     # The slide's pixel size when known; otherwise the localizer finds the magnification itself.
     rescale = rescale_for_microns_per_pixel(slide.microns_per_pixel)
     adapt = classifier is not None and settings.LEUKOLAB_CLASS_ADAPT is not None
-    found = []
-    for i, image in enumerate(images):
-        label = f"image {i + 1} of {len(images)}"
-        report(i / len(images), f"{label}: reading")
+    norm = settings.LEUKOLAB_CLASS_NORM if classifier is not None else None
+
+    def read(image: SlideImage):
         try:
             with image.file.open("rb") as fh:
-                array = load_image(fh)
+                return load_image(fh)
         except FileNotFoundError as exc:
             raise PermanentJobError(f"{image.filename}: the stored file is missing") from exc
 
+    found: dict[int, list] = {}
+    start = 0.0
+    if norm is not None:
+        # Finding the cells is most of the work: 70 % of the progress bar.
+        crops = []
+        for i, image in enumerate(images):
+            label = f"image {i + 1} of {n}"
+            report(0.7 * i / n, f"{label}: reading")
+            array = read(image)
+            found[i] = localizer.detect(
+                array, rescale=rescale,
+                progress=lambda f, _i=i, _label=label: report(0.7 * (_i + 0.95 * f) / n, f"{_label}: finding cells"),
+            )
+            crops.append(classifier.crops(array, found[i]))
+            slide_image_preview_ensure(image=image, array=array)
+            del array
+        report(0.7, "normalizing the classifier on the slide's cells")
+        classifier = classifier_for_sample(classifier, crops, norm)
+        del crops
+        start = 0.7
+    share = 0.97 - start
+    results_of = []
+    for i, image in enumerate(images):
+        label = f"image {i + 1} of {n}"
+        report(start + share * i / n, f"{label}: reading")
+        array = read(image)
+
         def on_progress(fraction: float, _i=i, _label=label) -> None:
-            report((_i + 0.95 * fraction) / len(images), f"{_label}: finding and classifying cells")
+            report(start + share * (_i + 0.95 * fraction) / n, f"{_label}: finding and classifying cells")
 
         results = analyze_image(
             array,
@@ -125,22 +154,24 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
             heatmaps=bool(classifier is not None and settings.LEUKOLAB_HEATMAPS),
             progress=on_progress,
             rescale=rescale,
+            boxes=found.get(i),
         )
-        slide_image_preview_ensure(image=image, array=array)
+        if i not in found:
+            slide_image_preview_ensure(image=image, array=array)
         del array
         if adapt:
-            found.append((image, results))
+            results_of.append((image, results))
         else:
             cells_replace_from_model(
                 image=image, results=results, classifier_version=classifier_mv, localizer_version=localizer_mv
             )
     if adapt:
         report(0.97, "estimating the slide's class frequencies")
-        adapt_to_sample([results for _, results in found], classifier, settings.LEUKOLAB_CLASS_ADAPT)
-    for image, results in found:
-        cells_replace_from_model(
-            image=image, results=results, classifier_version=classifier_mv, localizer_version=localizer_mv
-        )
+        adapt_to_sample([results for _, results in results_of], classifier, settings.LEUKOLAB_CLASS_ADAPT)
+        for image, results in results_of:
+            cells_replace_from_model(
+                image=image, results=results, classifier_version=classifier_mv, localizer_version=localizer_mv
+            )
     Slide.objects.filter(pk=slide_id).update(status=Slide.Status.ANALYZED, analyzed_at=timezone.now(), error="")
     report(1.0, "analyzed")
 

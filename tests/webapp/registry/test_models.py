@@ -135,15 +135,57 @@ def test_a_slide_is_one_sample_when_its_class_frequencies_are_estimated(active_c
 
 
 def test_the_adaptation_setting_is_a_cell_count_or_off(monkeypatch):
-    from webapp.config.env import env_adapt
+    from webapp.config.env import env_cells
 
     monkeypatch.setenv("LEUKOLAB_CLASS_ADAPT", "150")
-    assert env_adapt("LEUKOLAB_CLASS_ADAPT", "off") == 150.0
+    assert env_cells("LEUKOLAB_CLASS_ADAPT", "off") == 150.0
     monkeypatch.setenv("LEUKOLAB_CLASS_ADAPT", "Off")
-    assert env_adapt("LEUKOLAB_CLASS_ADAPT", "100") is None
+    assert env_cells("LEUKOLAB_CLASS_ADAPT", "100") is None
     monkeypatch.delenv("LEUKOLAB_CLASS_ADAPT")
-    assert env_adapt("LEUKOLAB_CLASS_ADAPT", "100") == 100.0
+    assert env_cells("LEUKOLAB_CLASS_ADAPT", "100") == 100.0
     for bad in ("-3", "many", "nan"):
         monkeypatch.setenv("LEUKOLAB_CLASS_ADAPT", bad)
         with pytest.raises(ValueError, match="LEUKOLAB_CLASS_ADAPT"):
-            env_adapt("LEUKOLAB_CLASS_ADAPT", "off")
+            env_cells("LEUKOLAB_CLASS_ADAPT", "off")
+
+
+def test_the_classifier_is_normalized_on_all_the_cells_of_a_slide(active_classifier, patient, settings):
+    import numpy as np
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from ml.analyze import classifier_for_sample
+    from ml.imageio import load_image
+    from ml.localization.scale import rescale_for_microns_per_pixel
+    from tests.helpers import smear_field
+    from webapp.registry.runtime import active_classifier as runtime_classifier
+    from webapp.registry.runtime import active_localizer
+    from webapp.slides.services import slide_analyze, slide_upload
+
+    files = [SimpleUploadedFile(*smear_field(i)[:2]) for i in (0, 1)]
+    slide, _job = slide_upload(user=patient.created_by, patient=patient, files=files)
+    settings.LEUKOLAB_HEATMAPS = False
+    settings.LEUKOLAB_CLASS_NORM = None
+    slide_analyze(slide_id=slide.pk)
+    before = {c.pk: c.probabilities for c in slide.cells.all()}
+    settings.LEUKOLAB_CLASS_NORM = 0.0  # the slide's own statistics alone
+    slide_analyze(slide_id=slide.pk)
+    cells = list(slide.cells.order_by("image_id", "y0", "x0"))
+    assert len(cells) == len(before) >= 2 and {c.image_id for c in cells} == {im.pk for im in slide.images.all()}
+
+    # the same answers, computed here: one classifier normalized on the cells of both images
+    _, localizer = active_localizer()
+    _, clf = runtime_classifier()
+    rescale = rescale_for_microns_per_pixel(slide.microns_per_pixel)
+    arrays, boxes = [], []
+    for image in slide.images.order_by("pk"):
+        with image.file.open("rb") as fh:
+            arrays.append(load_image(fh))
+        boxes.append(localizer.detect(arrays[-1], rescale=rescale))
+    normalized = classifier_for_sample(clf, [clf.crops(a, b) for a, b in zip(arrays, boxes)], 0.0)
+    expected = [p for a, b in zip(arrays, boxes) for p in normalized.classify(a, b)]
+    assert len(expected) == len(cells)
+    got = sorted(tuple(round(c.probabilities[k], 3) for k in clf.classes) for c in cells)
+    want = sorted(tuple(round(e.probabilities[k], 3) for k in clf.classes) for e in expected)
+    assert np.allclose(got, want, atol=2e-3)
+    old = sorted(tuple(round(p[k], 3) for k in clf.classes) for p in before.values())
+    assert not np.allclose(got, old, atol=2e-3)  # the normalization changed the answers

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from webapp.config.env import BASE_DIR, env, env_adapt, env_int, env_list
+from webapp.config.env import BASE_DIR, env, env_cells, env_int, env_list
 
 VAR_DIR = Path(env("LEUKOLAB_VAR_DIR", str(BASE_DIR / "var")))
 
@@ -109,7 +109,11 @@ LEUKOLAB_HEATMAPS = env("LEUKOLAB_HEATMAPS", "1") not in {"0", "false", "no"}
 LEUKOLAB_CLASS_PRIOR = env("LEUKOLAB_CLASS_PRIOR", "blood")
 # Each slide's own class frequencies, estimated from its cells with the prior counting as this many
 # cells (ml.classification.priors.adapt), or "off": the prior alone.
-LEUKOLAB_CLASS_ADAPT = env_adapt("LEUKOLAB_CLASS_ADAPT", "off")
+LEUKOLAB_CLASS_ADAPT = env_cells("LEUKOLAB_CLASS_ADAPT", "off")
+# The classifier's normalization statistics moved towards those of each slide's cells (drawn to a
+# balanced class mix), the trained ones counting as this many cells (ml.classification.sample_norm),
+# or "off".
+LEUKOLAB_CLASS_NORM = env_cells("LEUKOLAB_CLASS_NORM", "1000")
 LEUKOLAB_TORCH_THREADS = env_int("LEUKOLAB_TORCH_THREADS", 1)  # per job process; raise it on big machines
 
 REST_FRAMEWORK = {
