@@ -84,8 +84,9 @@ def adapt_to_sample(cell_lists: list[list[CellResult]], classifier, strength: fl
     return freq
 
 
-def parse_norm(value: str | float | None) -> float | None:
-    """A normalization strength in cells (a number >= 0), or None for ``off``."""
+def parse_cells(value: str | float | None) -> float | None:
+    """A strength counted in cells (a number >= 0; ``--norm``, ``--adapt-strength``, the worker's
+    settings), or None for ``off``."""
     if value is None or str(value).strip().lower() in {"off", "no", "false", "none"}:
         return None
     try:
@@ -93,7 +94,7 @@ def parse_norm(value: str | float | None) -> float | None:
     except ValueError:
         cells = -1.0
     if not cells >= 0:
-        raise ValueError(f"the normalization strength must be a number of cells >= 0 or 'off', got {value!r}")
+        raise ValueError(f"must be a number of cells >= 0 or 'off', got {value!r}")
     return cells
 
 
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.adapt_strength < 0:
             raise ValueError("--adapt-strength must be >= 0")
         try:
-            norm = parse_norm(args.norm)
+            norm = parse_cells(args.norm)
         except ValueError as exc:
             raise ValueError(f"--norm: {exc}") from exc
 

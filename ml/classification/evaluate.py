@@ -43,12 +43,12 @@ def evaluate_tecom_as_analyzed(clf: Classifier, tecom_dir: Path) -> dict:
     """Tecom as ``ml.analyze`` answers by default: the classical localizer's boxes, the
     peripheral-blood prior and the normalization statistics of the sample (its 300 cells) at
     ``ml.analyze``'s default strength. ``clf``'s own prior is left as it was."""
-    from ml.analyze import NORM_DEFAULT, parse_norm
+    from ml.analyze import NORM_DEFAULT, parse_cells
 
     prior, name = clf.prior, clf.prior_name
     clf.set_prior("blood")
     try:
-        norm = parse_norm(NORM_DEFAULT)
+        norm = parse_cells(NORM_DEFAULT)
         return evaluate_tecom(clf, tecom_dir, boxes="localizer", norm=norm, norm_balanced=norm is not None)
     finally:
         clf.set_prior(prior)

@@ -162,7 +162,7 @@ def test_analyze_classifies_given_boxes_without_asking_the_localizer(run_dir):
 def test_the_classifier_is_normalized_on_a_sample_only_when_asked_and_when_it_holds_cells(run_dir):
     import torch
 
-    from ml.analyze import classifier_for_sample, parse_norm
+    from ml.analyze import classifier_for_sample, parse_cells
     from ml.classification import load_classifier
 
     clf = load_classifier(run_dir)
@@ -174,10 +174,10 @@ def test_the_classifier_is_normalized_on_a_sample_only_when_asked_and_when_it_ho
     trained = [m for m in clf.model.modules() if isinstance(m, torch.nn.BatchNorm2d)][0]
     assert not torch.allclose(bn.running_mean, trained.running_mean)  # the sample's own statistics
     assert torch.equal(trained.running_mean, torch.zeros_like(trained.running_mean))  # the original is untouched
-    assert parse_norm("off") is None and parse_norm("OFF") is None and parse_norm("250") == 250.0
+    assert parse_cells("off") is None and parse_cells("OFF") is None and parse_cells("250") == 250.0
     for bad in ("-1", "many", "nan"):
         with pytest.raises(ValueError, match="number of cells"):
-            parse_norm(bad)
+            parse_cells(bad)
 
 
 def test_cli_normalizes_on_the_cells_of_all_its_images(run_dir, tmp_path, capsys):

@@ -26,17 +26,13 @@ def env_int(name: str, default: int) -> int:
 
 
 def env_cells(name: str, default: str) -> float | None:
-    """A count of cells (a number >= 0) or ``off`` (None)."""
-    value = (env(name) or default).strip().lower()
-    if value in {"off", "no", "false"}:
-        return None
+    """A count of cells (a number >= 0) or ``off`` (None), as ``ml.analyze.parse_cells`` reads it."""
+    from ml.analyze import parse_cells
+
     try:
-        cells = float(value)
-    except ValueError:
-        cells = -1.0
-    if not cells >= 0:
-        raise ValueError(f"{name} must be a number of cells >= 0 or 'off', got {value!r}")
-    return cells
+        return parse_cells(env(name) or default)
+    except ValueError as exc:
+        raise ValueError(f"{name} {exc}") from None
 
 
 def env_list(name: str, default: list[str]) -> list[str]:

@@ -60,7 +60,7 @@ def test_adapting_a_class_folder_is_refused(saved_classifier, tmp_path, capsys):
 
 
 def test_a_second_lab_as_analyzed_uses_the_prior_boxes_and_statistics_of_ml_analyze(saved_classifier, second_lab):
-    from ml.analyze import NORM_DEFAULT, parse_norm
+    from ml.analyze import NORM_DEFAULT, parse_cells
     from ml.classification import load_classifier
     from ml.classification.evaluate import evaluate_tecom, evaluate_tecom_as_analyzed
 
@@ -68,7 +68,7 @@ def test_a_second_lab_as_analyzed_uses_the_prior_boxes_and_statistics_of_ml_anal
     got = evaluate_tecom_as_analyzed(clf, second_lab)
     assert clf.prior_name == "uniform" and clf.prior is None  # the classifier's own prior is left as it was
     assert got["prior"] == "blood" and got["boxes"] == "localizer"
-    assert got["norm"] == parse_norm(NORM_DEFAULT) and got["norm_balanced"] == (got["norm"] is not None)
+    assert got["norm"] == parse_cells(NORM_DEFAULT) and got["norm_balanced"] == (got["norm"] is not None)
     want = evaluate_tecom(load_classifier(saved_classifier, prior="blood"), second_lab, boxes="localizer",
                           norm=got["norm"], norm_balanced=got["norm_balanced"])
     assert got["confusion_matrix"] == want["confusion_matrix"] and got["accuracy"] == want["accuracy"]
