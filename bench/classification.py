@@ -10,8 +10,9 @@ cells/s of the served ``Classifier`` on test crops, batch 256, ``torch.set_num_t
 Tecom (validation only, never trained or tuned on), argmax restricted to its five classes: with
 the expert WBC boxes and the model as trained ("tecom"), and as ``ml.analyze`` answers by default
 ("tecom analyze": the classical localizer's boxes at automatic magnification, a cell it misses
-counting as wrong, the peripheral-blood class prior and the normalization statistics of the sample); "any class" lets that answer be any of the
-model's eight classes, as ``ml.analyze`` does (an ig, erythroblast or platelet answer is wrong).
+counting as wrong, the peripheral-blood class prior and the normalization statistics of the
+sample); "any class" lets that answer be any of the model's eight classes, as ``ml.analyze`` does
+(an ig, erythroblast or platelet answer is wrong).
 """
 from __future__ import annotations
 

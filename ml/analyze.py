@@ -85,8 +85,8 @@ def adapt_to_sample(cell_lists: list[list[CellResult]], classifier, strength: fl
 
 
 def parse_cells(value: str | float | None) -> float | None:
-    """A strength counted in cells (a number >= 0; ``--norm``, ``--adapt-strength``, the worker's
-    settings), or None for ``off``."""
+    """A strength counted in cells (a number >= 0; ``--norm``, the worker's settings), or None for
+    ``off``."""
     if value is None or str(value).strip().lower() in {"off", "no", "false", "none"}:
         return None
     try:

@@ -70,7 +70,8 @@ def train_default(data_dir: Path | None, out_dir: Path, *, time_budget_s: float 
 
 
 def _brief(r: dict) -> dict:
-    keys = ("n", "accuracy", "macro_f1", "weighted_f1", "ece", "ece_raw", "restricted_to", "prior", "boxes", "any_class", "norm", "norm_balanced")
+    keys = ("n", "accuracy", "macro_f1", "weighted_f1", "ece", "ece_raw", "restricted_to", "prior", "boxes",
+            "any_class", "norm", "norm_balanced")
     return {k: r[k] for k in keys if k in r}
 
 
