@@ -1,6 +1,7 @@
 """Evaluating a saved classifier: held-out cells, the tecom second lab, and the report's PNGs."""
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -42,17 +43,13 @@ def evaluate_cells(clf: Classifier, cells: CellSet, threshold: float | None = No
 def evaluate_tecom_as_analyzed(clf: Classifier, tecom_dir: Path) -> dict:
     """Tecom as ``ml.analyze`` answers by default: the classical localizer's boxes, the
     peripheral-blood prior and the normalization statistics of the sample (its 300 cells) at
-    ``ml.analyze``'s default strength. ``clf``'s own prior is left as it was."""
+    ``ml.analyze``'s default strength. ``clf`` itself is left as it was."""
     from ml.analyze import NORM_DEFAULT, parse_cells
 
-    prior, name = clf.prior, clf.prior_name
-    clf.set_prior("blood")
-    try:
-        norm = parse_cells(NORM_DEFAULT)
-        return evaluate_tecom(clf, tecom_dir, boxes="localizer", norm=norm, norm_balanced=norm is not None)
-    finally:
-        clf.set_prior(prior)
-        clf.prior_name = name
+    as_analyzed = copy.copy(clf)  # shares the network; only the prior differs
+    as_analyzed.set_prior("blood")
+    norm = parse_cells(NORM_DEFAULT)
+    return evaluate_tecom(as_analyzed, tecom_dir, boxes="localizer", norm=norm, norm_balanced=norm is not None)
 
 
 def evaluate_tecom(clf: Classifier, tecom_dir: Path, *, restrict: bool = True, boxes: str = "expert",
