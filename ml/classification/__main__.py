@@ -1,4 +1,4 @@
-"""Command line: ``python -m ml.classification {train,train-default,evaluate,list} ...``."""
+"""Command line: ``python -m ml.classification {train,train-default,evaluate,ensemble,list} ...``."""
 from __future__ import annotations
 
 import argparse
@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--stain-norm", choices=["none", "background", "reinhard", "macenko"])
     t.add_argument("--pretrained", action="store_true", default=None)
     t.add_argument("--augment", type=float, help="photometric augmentation strength (0 = off)")
+    t.add_argument("--random-conv", type=float, metavar="P",
+                   help="probability per crop of a random convolution (shape over colour and texture; 0 = off)")
     t.add_argument("--budget-s", type=float, dest="time_budget_s", help="wall-clock budget per training")
     t.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
     t.add_argument("--workers", type=int, help="augmentation threads (default 1; on a GPU, the free cores)")
@@ -73,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
                         "trained ones counting as this many cells (ml.classification.sample_norm)")
     e.add_argument("--norm-balanced", action="store_true",
                    help="with --norm: take the statistics over the cells resampled to a balanced class mix")
+
+    m = sub.add_parser("ensemble", help="save several trained classifiers as one (their probabilities averaged)")
+    m.add_argument("runs", type=Path, nargs="+", help="run directories or checkpoints (two or more)")
+    m.add_argument("--out", type=Path, required=True, help="run directory to write (best.pt)")
+    m.add_argument("--data", type=Path, help="the members' training data: fit the temperature on its validation "
+                                             "split and record test scores")
 
     sub.add_parser("list", help="list registered architectures")
     return p
@@ -197,6 +205,17 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "ensemble":
+            from ml.classification.ensemble import build_ensemble
+
+            run = build_ensemble(args.runs, args.out, args.data,
+                                 progress=lambda f, m: print(m, file=sys.stderr, flush=True))
+            from ml.classification import load_classifier
+
+            clf = load_classifier(run)
+            print(json.dumps({"run": str(run), "version": clf.version, "temperature": clf.temperature,
+                              "test": clf.metrics.get("test")}))
+            return 0
         if args.command == "train-default":
             from ml.classification import train_default
 

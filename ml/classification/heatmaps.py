@@ -48,10 +48,17 @@ def gradcam_heatmaps(model: torch.nn.Module, x: torch.Tensor, target: list[int] 
     return _normalize(maps, x.shape[-1])
 
 
-def cell_heatmaps(model: torch.nn.Module, x: torch.Tensor, method: str = "auto") -> np.ndarray:
-    """``auto``: attention for models exposing ``attention_maps``, Grad-CAM otherwise."""
+def cell_heatmaps(model: torch.nn.Module, x: torch.Tensor, method: str = "auto",
+                  target: list[int] | None = None) -> np.ndarray:
+    """``auto``: attention for models exposing ``attention_maps``, Grad-CAM otherwise (for the
+    class ``target`` of each cell; default the predicted one). An ensemble gives its members'
+    maps for its own answer, averaged."""
+    from ml.classification.ensemble import Ensemble, ensemble_heatmaps
+
     if len(x) == 0:
         return np.zeros((0, x.shape[-1], x.shape[-1]), np.float32)
+    if isinstance(model, Ensemble):
+        return ensemble_heatmaps(model, x, method, cell_heatmaps)
     if method == "auto":
         method = "attention" if hasattr(model, "attention_maps") else "gradcam"
     if method == "attention":
@@ -59,7 +66,7 @@ def cell_heatmaps(model: torch.nn.Module, x: torch.Tensor, method: str = "auto")
             raise ValueError(f"{type(model).__name__} exposes no attention maps; use gradcam")
         return attention_heatmaps(model, x)
     if method == "gradcam":
-        return gradcam_heatmaps(model, x)
+        return gradcam_heatmaps(model, x, target)
     raise ValueError(f"unknown heatmap method {method!r}; known: auto, attention, gradcam")
 
 

@@ -22,12 +22,14 @@ def register_classifier(name: str):
 
 
 def list_classifiers() -> list[str]:
+    """The architectures one can train (an ``ensemble`` is made of trained ones instead)."""
     _import_models()
-    return sorted(_REGISTRY) + list(TIMM_MODELS)
+    return sorted(n for n in _REGISTRY if n != "ensemble") + list(TIMM_MODELS)
 
 
 def _import_models() -> None:
-    from ml.classification.models import cbam, hybrid  # noqa: F401  (registers on import)
+    from ml.classification import ensemble  # noqa: F401  (registers on import)
+    from ml.classification.models import cbam, hybrid  # noqa: F401
 
 
 def create_classifier(name: str, num_classes: int, pretrained: bool = False, **kw) -> nn.Module:

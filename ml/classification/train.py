@@ -26,7 +26,8 @@ from ml.classification.data import CellSet
 from ml.classification.metrics import classification_report, fit_temperature, softmax, ece
 from ml.classification.registry import create_classifier
 from ml.classification.stain import normalize
-from ml.classification.transforms import AugmentConfig, geometric_crop, photometric, to_tensor
+from ml.classification.transforms import (AugmentConfig, geometric_crop, photometric, random_convolution,
+                                         to_tensor)
 from ml.device import free_cores, resolve_device
 from ml.prefetch import prefetched
 
@@ -51,6 +52,8 @@ class TrainConfig:
     pretrained: bool = False
     augment: float = 1.0  # photometric augmentation strength
     augment_options: dict = field(default_factory=dict)  # AugmentConfig fields, e.g. {"stain_scale": 1.0}
+    # probability per crop of a random convolution (transforms.random_convolution; 0: off)
+    random_conv: float = 0.0
     time_budget_s: float | None = None
     # Exponential moving average of the weights (decay per step; 0: off). Validation, best.pt and
     # last.pt then hold the averaged weights; the log keeps the raw weights' validation scores too.
@@ -88,6 +91,8 @@ class AugmentedCrops(torch.utils.data.Dataset):
 
     def batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         x = to_tensor([self.sample(int(i), rng) for i in idx])
+        if self.cfg.random_conv > 0 and self.cfg.augment > 0:
+            x = random_convolution(x, rng, self.cfg.random_conv)
         return x, torch.from_numpy(self.cells.labels[idx])
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ml.boxes import Box
 from ml.classification.crop import CropRule, crop_window
@@ -127,6 +128,30 @@ def photometric(crop: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) 
         ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.uniform(20, 90))])
         if ok:
             out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    return out
+
+
+def random_convolution(x: torch.Tensor, rng: np.random.Generator, p: float,
+                       sizes: tuple[int, ...] = (1, 3, 5)) -> torch.Tensor:
+    """Random convolutions (Xu et al., "Robust and generalizable visual representation learning via
+    random convolutions", ICLR 2021): each crop of the normalized ``Nx3xHxW`` batch is, with
+    probability ``p``, filtered by a fresh random ``k x k`` convolution mixing its three channels
+    (weights ~ N(0, 1 / (3 k^2)), ``k`` from ``sizes``; reflected borders), rescaled to the crop's
+    own mean and spread, and blended with the crop by a weight drawn in [0, 1]. Colour and fine
+    texture become unreliable, so the network leans on shape: the nucleus's outline and lobes,
+    the cell's size against its nucleus."""
+    chosen = np.flatnonzero(rng.random(len(x)) < p)
+    if p <= 0 or not len(chosen):
+        return x
+    out = x.clone()
+    for i in chosen:
+        k = int(rng.choice(sizes))
+        w = torch.from_numpy(rng.normal(0.0, 1.0 / np.sqrt(3 * k * k), (3, 3, k, k)).astype(np.float32))
+        xi = x[i:i + 1]
+        y = F.conv2d(F.pad(xi, (k // 2,) * 4, mode="reflect") if k > 1 else xi, w)
+        y = (y - y.mean()) / y.std().clamp_min(1e-6) * xi.std() + xi.mean()
+        a = float(rng.uniform())
+        out[i] = a * xi[0] + (1.0 - a) * y[0]
     return out
 
 

@@ -1,7 +1,8 @@
 import numpy as np
+import torch
 
 from ml.classification.stain import normalize
-from ml.classification.transforms import AugmentConfig, photometric
+from ml.classification.transforms import AugmentConfig, photometric, random_convolution, to_tensor
 
 
 def test_photometric_augmentation_changes_colours_but_keeps_shape():
@@ -46,3 +47,19 @@ def test_background_normalization_removes_a_colour_cast_and_keeps_the_cell():
     assert b[32, 32, 2] > b[32, 32, 1] + 40  # the nucleus stays violet
     g = background_gains(np.zeros((8, 8, 3), np.uint8))  # no background at all: bounded gains
     assert np.all(g <= 2.5)
+
+
+def test_random_convolution_changes_the_chosen_crops_and_keeps_their_level():
+    rng = np.random.default_rng(3)
+    x = to_tensor(rng.integers(0, 255, (16, 32, 32, 3)).astype(np.uint8))
+    assert torch.equal(random_convolution(x, np.random.default_rng(0), 0.0), x)
+    y = random_convolution(x, np.random.default_rng(0), 1.0)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    changed = (y != x).flatten(1).any(1)
+    assert changed.sum() >= 15  # a blend weight of exactly 1 is the only way to be left alone
+    # each crop keeps about its own mean (the filtered crop is rescaled to it before the blend)
+    assert torch.allclose(y.mean(dim=(1, 2, 3)), x.mean(dim=(1, 2, 3)), atol=1e-4)
+    # the same generator state gives the same batch: training stays reproducible
+    assert torch.equal(random_convolution(x, np.random.default_rng(0), 1.0), y)
+    half = random_convolution(x, np.random.default_rng(1), 0.5)
+    assert 0 < (half != x).flatten(1).any(1).sum() < 16

@@ -1,0 +1,134 @@
+"""Several trained classifiers answering as one (a deep ensemble, Lakshminarayanan et al. 2017).
+
+Networks trained from different random starts make different mistakes, most of all on images
+unlike their training data (Ovadia et al. 2019): the mean of their probabilities is more accurate
+and better calibrated than the typical member. An ensemble is saved as an ordinary classifier
+checkpoint (architecture ``ensemble``) whose network holds the members and answers the log of the
+mean of their calibrated probabilities, so everything that serves one classifier (``ml.analyze``,
+the worker, evaluation, heatmaps, the slide's own statistics) serves an ensemble unchanged, at the
+members' summed cost.
+
+    python -m ml.classification ensemble runs/a runs/b runs/c --out runs/abc [--data DIR]
+
+``--data``: the members' training data; the ensemble's temperature is fitted on the validation
+part of the benchmark's fixed split and its held-out test scores are recorded. The members must
+share that split (the default) or the validation cells would include training cells of a member.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ml.classification.registry import create_classifier, register_classifier
+
+
+@register_classifier("ensemble")
+class Ensemble(nn.Module):
+    """``members``: ``[{"architecture", "model_kwargs", "temperature"}, ...]``, as
+    :func:`build_ensemble` records them. The output is ``log(mean_i softmax(logits_i / T_i))``."""
+
+    def __init__(self, num_classes: int, members: list[dict] | None = None):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble is made of trained classifiers: "
+                             "python -m ml.classification ensemble RUN RUN ... --out DIR")
+        self.nets = nn.ModuleList(
+            create_classifier(m["architecture"], num_classes, **m.get("model_kwargs", {})) for m in members)
+        self.register_buffer("temperatures", torch.tensor([float(m["temperature"]) for m in members]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logp = torch.stack([F.log_softmax(net(x).float() / t, dim=1) for net, t in zip(self.nets, self.temperatures)])
+        return torch.logsumexp(logp, dim=0) - math.log(len(self.nets))
+
+
+SHARED = ("classes", "crop", "mean", "std", "stain_norm", "trained_prior", "tta")
+
+
+def build_ensemble(runs: list[Path], out_dir: Path, data: Path | None = None, progress=None) -> Path:
+    """Write ``out_dir/best.pt``: the classifiers of ``runs`` (run directories or checkpoints) as one.
+
+    They must agree on what inference needs (:data:`SHARED`: classes, crop rule, normalization,
+    stain normalization, trained prior, test-time views); otherwise a ``ValueError`` names the
+    first difference. With ``data`` (the members' class-per-folder training data), the ensemble's
+    temperature is fitted on the fixed split's validation cells and its test scores recorded."""
+    from ml.classification.artifact import _resolve, save_checkpoint
+    from ml.classification.crop import crop_rule_from_dict
+
+    if len(runs) < 2:
+        raise ValueError("an ensemble needs at least two classifiers")
+    paths = [_resolve(Path(r)) for r in runs]
+    ckpts = [torch.load(p, map_location="cpu", weights_only=True) for p in paths]
+    first = ckpts[0]
+    for p, c in zip(paths[1:], ckpts[1:]):
+        if c.get("architecture") == "ensemble" or first.get("architecture") == "ensemble":
+            raise ValueError(f"{p}: an ensemble cannot be a member; list its members instead")
+        for key in SHARED:
+            if c.get(key) != first.get(key):
+                raise ValueError(f"{p} differs from {paths[0]} in {key}: {c.get(key)!r} vs {first.get(key)!r}")
+    members = [{"architecture": c["architecture"], "model_kwargs": c.get("model_kwargs", {}),
+                "temperature": float(c.get("temperature", 1.0)), "version": c["version"], "path": str(p)}
+               for p, c in zip(paths, ckpts)]
+    classes = list(first["classes"])
+    model = Ensemble(len(classes), members)
+    for net, c in zip(model.nets, ckpts):
+        net.load_state_dict(c["state_dict"])
+    model.eval()
+    crop = crop_rule_from_dict(first["crop"])
+    args = dict(architecture="ensemble", model_kwargs={"members": [{k: m[k] for k in ("architecture", "model_kwargs",
+                                                                                       "temperature")}
+                                                                  for m in members]},
+                classes=classes, crop=crop, stain_norm=first.get("stain_norm", "none"), mean=first["mean"],
+                std=first["std"], trained_prior=first.get("trained_prior"), tta=int(first.get("tta", 1)))
+    metrics = {"members": [{k: m[k] for k in ("version", "path", "architecture")} |
+                           {"test": (c.get("metrics") or {}).get("test")} for m, c in zip(members, ckpts)]}
+    out = Path(out_dir) / "best.pt"
+    temperature = 1.0
+    if data is not None:
+        temperature, scores = _fit_on_split(out, model, args, Path(data), progress)
+        metrics.update(scores)
+    save_checkpoint(out, model, **args, temperature=temperature, metrics=metrics)
+    return Path(out_dir)
+
+
+def _fit_on_split(out: Path, model: nn.Module, args: dict, data: Path, progress) -> tuple[float, dict]:
+    from ml.classification.artifact import load_classifier, save_checkpoint
+    from ml.classification.data import cache_size_for, fixed_split, load_folder
+    from ml.classification.evaluate import evaluate_cells
+    from ml.classification.metrics import classification_report, ece, fit_temperature, softmax
+
+    rule = args["crop"]
+    cells = load_folder(data, size=cache_size_for(rule.out_size, rule.margin), progress=progress)
+    unknown = sorted(set(cells.classes) - set(args["classes"]))
+    if unknown:
+        raise ValueError(f"{data}: classes {unknown} are unknown to the members ({args['classes']})")
+    _, va, te = fixed_split(cells.names, cells.labels)
+    save_checkpoint(out, model, **args, temperature=1.0)  # to score it through the serving path
+    clf = load_classifier(out)
+    val = cells.subset(va)
+    index = {c: i for i, c in enumerate(clf.classes)}
+    y = np.array([index[val.classes[k]] for k in val.labels])
+    crops = np.stack([clf.crops(val.images[i], [val.box(i)])[0] for i in range(len(val))])
+    logits = clf.logits_of_crops(crops)
+    t = fit_temperature(logits, y)
+    vr = classification_report(y, logits.argmax(1), clf.classes)
+    clf.temperature = t
+    test = evaluate_cells(clf, cells.subset(te))
+    scores = {"temperature": t, "val_accuracy": vr["accuracy"], "val_macro_f1": vr["macro_f1"],
+              "val_ece_raw": ece(softmax(logits), y), "val_ece": ece(softmax(logits, t), y),
+              "test": {k: test[k] for k in ("n", "accuracy", "macro_f1", "weighted_f1", "ece")}}
+    return t, scores
+
+
+def ensemble_heatmaps(model: Ensemble, x: torch.Tensor, method: str, heatmaps) -> np.ndarray:
+    """The members' heatmaps for the ensemble's answer, averaged and rescaled to [0, 1]."""
+    with torch.inference_mode():
+        target = model.eval()(x).argmax(1).tolist()
+    maps = np.mean([heatmaps(net, x, method=method, target=target) for net in model.nets], axis=0)
+    lo = maps.reshape(len(maps), -1).min(1)[:, None, None]
+    hi = maps.reshape(len(maps), -1).max(1)[:, None, None]
+    return (maps - lo) / np.maximum(hi - lo, 1e-8)
