@@ -189,3 +189,18 @@ def test_the_classifier_is_normalized_on_all_the_cells_of_a_slide(active_classif
     assert np.allclose(got, want, atol=2e-3)
     old = sorted(tuple(round(p[k], 3) for k in clf.classes) for p in before.values())
     assert not np.allclose(got, old, atol=2e-3)  # the normalization changed the answers
+
+
+def test_an_ensemble_of_trained_classifiers_registers_and_analyzes_a_slide(db, classifier_run, slide, tmp_path,
+                                                                          settings):
+    from ml.classification.ensemble import build_ensemble
+
+    settings.LEUKOLAB_HEATMAPS = True
+    run = build_ensemble([classifier_run / "best.pt", classifier_run / "last.pt"], tmp_path / "ensemble")
+    call_command("register_model", "classifier", str(run), "--activate")
+    mv = ModelVersion.objects.get(kind="classifier", status="active")
+    assert mv.architecture == "ensemble"
+    job = job_execute(job_id=Job.objects.get(key=f"analyze:slide:{slide.pk}").pk)
+    assert job.status == "succeeded", job.error
+    cells = list(slide.cells.all())
+    assert cells and all(c.model_version_id == mv.pk and c.heatmap for c in cells)
