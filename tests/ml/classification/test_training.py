@@ -122,11 +122,12 @@ def test_the_packaged_training_configs_are_valid():
         assert cfg.backbone in list_classifiers()
 
 
-def test_augmented_batches_do_not_depend_on_the_number_of_threads(small_cells):
+@pytest.mark.parametrize("random_conv", [0.0, 0.5])
+def test_augmented_batches_do_not_depend_on_the_number_of_threads(small_cells, random_conv):
     from ml.classification.train import AugmentedCrops, EpochBatches
 
     cells, _ = small_cells
-    cfg = TrainConfig(img_size=32, seed=3)
+    cfg = TrainConfig(img_size=32, seed=3, random_conv=random_conv)
     ds = AugmentedCrops(cells, cfg)
     order = np.random.default_rng(0).permutation(len(cells))[:40]
     serial = list(EpochBatches(ds, order, batch=8, epoch=2, workers=0))
@@ -136,6 +137,11 @@ def test_augmented_batches_do_not_depend_on_the_number_of_threads(small_cells):
         assert torch.equal(xs, xt) and torch.equal(ys, yt)
     other_epoch = next(iter(EpochBatches(ds, order, batch=8, epoch=3, workers=0)))[0]
     assert not torch.equal(serial[0][0], other_epoch)
+    if random_conv:  # the same crops without random convolutions differ in some of them, not in all
+        plain = next(iter(EpochBatches(AugmentedCrops(cells, TrainConfig(img_size=32, seed=3)), order, batch=8,
+                                       epoch=2, workers=0)))[0]
+        differs = (plain != serial[0][0]).flatten(1).any(1)
+        assert 0 < differs.sum() < 8
 
 
 def test_the_cache_keeps_a_larger_input_at_full_resolution(tmp_path, monkeypatch):
