@@ -20,7 +20,7 @@ from ml.classification.registry import create_classifier, list_classifiers, regi
 
 # The served default: small, fast on two CPU cores, strongly augmented for other labs, each crop
 # white-balanced on its own background (another lab's lamp, camera and stain base).
-DEFAULT_CONFIG = dict(backbone="cbam_cnn_small", img_size=48, margin=0.2, batch=64, lr=3e-3, epochs=60,
+DEFAULT_CONFIG = dict(backbone="cbam_cnn_small", img_size=64, margin=0.2, batch=64, lr=3e-3, epochs=60,
                       mixup=0.0, balance=True, augment=1.0, stain_norm="background")
 
 
