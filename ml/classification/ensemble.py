@@ -63,10 +63,11 @@ def build_ensemble(runs: list[Path], out_dir: Path, data: Path | None = None, pr
         raise ValueError("an ensemble needs at least two classifiers")
     paths = [_resolve(Path(r)) for r in runs]
     ckpts = [torch.load(p, map_location="cpu", weights_only=True) for p in paths]
+    for p, c in zip(paths, ckpts):
+        if c.get("architecture") == "ensemble":
+            raise ValueError(f"{p}: an ensemble cannot be a member; list its members instead")
     first = ckpts[0]
     for p, c in zip(paths[1:], ckpts[1:]):
-        if c.get("architecture") == "ensemble" or first.get("architecture") == "ensemble":
-            raise ValueError(f"{p}: an ensemble cannot be a member; list its members instead")
         for key in SHARED:
             if c.get(key) != first.get(key):
                 raise ValueError(f"{p} differs from {paths[0]} in {key}: {c.get(key)!r} vs {first.get(key)!r}")

@@ -70,6 +70,9 @@ def test_members_that_disagree_on_what_inference_needs_are_refused(tmp_path):
         build_ensemble([a, b], tmp_path / "ab")
     with pytest.raises(ValueError, match="at least two"):
         build_ensemble([a], tmp_path / "a-alone")
+    ab = build_ensemble([a, _member(tmp_path, "c", 2, 1.0)], tmp_path / "ac")
+    with pytest.raises(ValueError, match="cannot be a member"):
+        build_ensemble([ab, a], tmp_path / "nested")
 
 
 def test_the_ensemble_command_fits_a_temperature_and_records_test_scores(tmp_path, small_cells, capsys):
