@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -99,21 +98,15 @@ def build_ensemble(runs: list[Path], out_dir: Path, data: Path | None = None, pr
 def _fit_on_split(out: Path, model: nn.Module, args: dict, data: Path, progress) -> tuple[float, dict]:
     from ml.classification.artifact import load_classifier, save_checkpoint
     from ml.classification.data import cache_size_for, fixed_split, load_folder
-    from ml.classification.evaluate import evaluate_cells
+    from ml.classification.evaluate import evaluate_cells, labelled_crops
     from ml.classification.metrics import classification_report, ece, fit_temperature, softmax
 
     rule = args["crop"]
     cells = load_folder(data, size=cache_size_for(rule.out_size, rule.margin), progress=progress)
-    unknown = sorted(set(cells.classes) - set(args["classes"]))
-    if unknown:
-        raise ValueError(f"{data}: classes {unknown} are unknown to the members ({args['classes']})")
     _, va, te = fixed_split(cells.names, cells.labels)
     save_checkpoint(out, model, **args, temperature=1.0)  # to score it through the serving path
     clf = load_classifier(out)
-    val = cells.subset(va)
-    index = {c: i for i, c in enumerate(clf.classes)}
-    y = np.array([index[val.classes[k]] for k in val.labels])
-    crops = np.stack([clf.crops(val.images[i], [val.box(i)])[0] for i in range(len(val))])
+    crops, y = labelled_crops(clf, cells.subset(va))
     logits = clf.logits_of_crops(crops)
     t = fit_temperature(logits, y)
     vr = classification_report(y, logits.argmax(1), clf.classes)
@@ -123,13 +116,3 @@ def _fit_on_split(out: Path, model: nn.Module, args: dict, data: Path, progress)
               "val_ece_raw": ece(softmax(logits), y), "val_ece": ece(softmax(logits, t), y),
               "test": {k: test[k] for k in ("n", "accuracy", "macro_f1", "weighted_f1", "ece")}}
     return t, scores
-
-
-def ensemble_heatmaps(model: Ensemble, x: torch.Tensor, method: str, heatmaps) -> np.ndarray:
-    """The members' heatmaps for the ensemble's answer, averaged and rescaled to [0, 1]."""
-    with torch.inference_mode():
-        target = model.eval()(x).argmax(1).tolist()
-    maps = np.mean([heatmaps(net, x, method=method, target=target) for net in model.nets], axis=0)
-    lo = maps.reshape(len(maps), -1).min(1)[:, None, None]
-    hi = maps.reshape(len(maps), -1).max(1)[:, None, None]
-    return (maps - lo) / np.maximum(hi - lo, 1e-8)

@@ -27,14 +27,21 @@ def report_from_logits(logits: np.ndarray, y: np.ndarray, classes: list[str], te
     return r
 
 
-def evaluate_cells(clf: Classifier, cells: CellSet, threshold: float | None = None) -> dict:
-    """Scores of ``clf`` on cells whose labels are among the model's classes (by name)."""
+def labelled_crops(clf: Classifier, cells: CellSet) -> tuple[np.ndarray, np.ndarray]:
+    """The cells' crops as ``clf`` sees them and their labels as indices of ``clf.classes`` (by
+    name); a ``ValueError`` when the data hold a class the model does not know."""
     index = {c: i for i, c in enumerate(clf.classes)}
     missing = sorted(set(cells.classes) - set(index))
     if missing:
         raise ValueError(f"classes {missing} of the data are unknown to the model ({clf.classes})")
     y = np.array([index[cells.classes[k]] for k in cells.labels])
     crops = np.stack([clf.crops(cells.images[i], [cells.box(i)])[0] for i in range(len(cells))])
+    return crops, y
+
+
+def evaluate_cells(clf: Classifier, cells: CellSet, threshold: float | None = None) -> dict:
+    """Scores of ``clf`` on cells whose labels are among the model's classes (by name)."""
+    crops, y = labelled_crops(clf, cells)
     r = report_from_logits(clf.scaled_logits(clf.logits_of_crops(crops)), y, clf.classes, clf.temperature, threshold)
     r["prior"] = clf.prior_name
     return r

@@ -20,6 +20,13 @@ def _normalize(maps: torch.Tensor, size: int) -> np.ndarray:
     return ((maps - lo) / (hi - lo).clamp_min(1e-8)).cpu().numpy()
 
 
+def _rescaled(maps: np.ndarray) -> np.ndarray:
+    """Each of the ``N x H x W`` maps stretched to [0, 1]."""
+    lo = maps.reshape(len(maps), -1).min(1)[:, None, None]
+    hi = maps.reshape(len(maps), -1).max(1)[:, None, None]
+    return (maps - lo) / np.maximum(hi - lo, 1e-8)
+
+
 def attention_heatmaps(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
     """The attention maps of an attention model, each scaled to [0, 1] and averaged over blocks
     (one forward pass, no gradients): deep maps say what, shallow ones where, sharply."""
@@ -28,10 +35,7 @@ def attention_heatmaps(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
     with torch.inference_mode():
         model(x)
     model.train(was_training)
-    maps = np.mean([_normalize(m, x.shape[-1]) for m in model.attention_maps()], axis=0)
-    lo = maps.reshape(len(maps), -1).min(1)[:, None, None]
-    hi = maps.reshape(len(maps), -1).max(1)[:, None, None]
-    return (maps - lo) / np.maximum(hi - lo, 1e-8)
+    return _rescaled(np.mean([_normalize(m, x.shape[-1]) for m in model.attention_maps()], axis=0))
 
 
 def gradcam_heatmaps(model: torch.nn.Module, x: torch.Tensor, target: list[int] | None = None) -> np.ndarray:
@@ -53,12 +57,14 @@ def cell_heatmaps(model: torch.nn.Module, x: torch.Tensor, method: str = "auto",
     """``auto``: attention for models exposing ``attention_maps``, Grad-CAM otherwise (for the
     class ``target`` of each cell; default the predicted one). An ensemble gives its members'
     maps for its own answer, averaged."""
-    from ml.classification.ensemble import Ensemble, ensemble_heatmaps
+    from ml.classification.ensemble import Ensemble
 
     if len(x) == 0:
         return np.zeros((0, x.shape[-1], x.shape[-1]), np.float32)
     if isinstance(model, Ensemble):
-        return ensemble_heatmaps(model, x, method, cell_heatmaps)
+        with torch.inference_mode():
+            answer = model.eval()(x).argmax(1).tolist()
+        return _rescaled(np.mean([cell_heatmaps(net, x, method, target=answer) for net in model.nets], axis=0))
     if method == "auto":
         method = "attention" if hasattr(model, "attention_maps") else "gradcam"
     if method == "attention":
