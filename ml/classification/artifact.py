@@ -22,6 +22,7 @@ from ml.boxes import Box
 from ml.classification.crop import CropRule, cell_crop, crop_rule_from_dict
 from ml.classification.metrics import softmax
 from ml.classification.registry import create_classifier
+from ml.classification.sample_norm import STATISTICS_CELLS, balanced_draw, sample_normalized, statistics_subset
 from ml.classification.stain import normalize
 from ml.classification.transforms import IMAGENET_MEAN, IMAGENET_STD, to_tensor
 from ml.device import resolve_device
@@ -153,18 +154,19 @@ class Classifier:
         probs, freq = adapt(probabilities, self.prior_probs, strength)
         return probs, {c: float(f) for c, f in zip(self.classes, freq)}
 
-    def sample_normalized(self, crops: np.ndarray, strength: float, balanced: bool = False) -> "Classifier":
+    def sample_normalized(self, crops: np.ndarray, strength: float, balanced: bool = False,
+                          max_cells: int | None = STATISTICS_CELLS) -> "Classifier":
         """This classifier with its network's normalization statistics moved towards those of one
         sample's cells (``crops`` as :meth:`crops` cuts them; :mod:`sample_norm`, the trained
         statistics counting as ``strength`` cells). ``balanced``: the statistics are taken over the
         cells resampled to a balanced class mix, as in training (:func:`sample_norm.balanced_draw`,
-        by the model's answers as trained). The copy shares everything else."""
-        from ml.classification.sample_norm import balanced_draw, sample_normalized
-
-        use = crops
-        if balanced and len(crops):
-            as_trained = softmax(self.logits_of_crops(crops), self.temperature)
-            use = crops[balanced_draw(as_trained)]
+        by the model's answers as trained). A sample of more than ``max_cells`` cells lends its
+        statistics through that many of them, drawn at random, at its full weight
+        (:func:`sample_norm.statistics_subset`; None: all). The copy shares everything else."""
+        use = crops[statistics_subset(len(crops), max_cells)]
+        if balanced and len(use):
+            as_trained = softmax(self.logits_of_crops(use), self.temperature)
+            use = use[balanced_draw(as_trained)]
 
         def batches():
             for i in range(0, len(use), self.batch_size):

@@ -107,3 +107,40 @@ def test_a_classifier_can_take_balanced_statistics(tmp_path):
     q = own.probabilities_of_crops(crops)
     assert q.shape == (6, 3) and np.allclose(q.sum(1), 1, atol=1e-5)
     assert clf.sample_normalized(crops[:0], strength=0, balanced=True).probabilities_of_crops(crops).shape == (6, 3)
+
+
+def test_a_large_sample_lends_its_statistics_through_a_seeded_subset():
+    from ml.classification.sample_norm import statistics_subset
+
+    assert np.array_equal(statistics_subset(5, 8), np.arange(5))
+    assert np.array_equal(statistics_subset(5000, None), np.arange(5000))
+    idx = statistics_subset(5000, 512)
+    assert len(idx) == 512 and len(np.unique(idx)) == 512 and np.all(np.diff(idx) > 0) and idx.max() < 5000
+    assert np.array_equal(statistics_subset(5000, 512), idx)  # the same sample, the same statistics
+    with pytest.raises(ValueError):
+        statistics_subset(10, 0)
+
+
+def test_a_capped_sample_keeps_its_full_weight(tmp_path):
+    """Statistics from a subset of the cells, blended at the weight of the whole sample."""
+    from ml.classification import load_classifier
+    from ml.classification.artifact import save_checkpoint
+    from ml.classification.crop import CropRule
+    from ml.classification.registry import create_classifier
+    from ml.classification.sample_norm import batchnorm_layers, statistics_subset
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "best.pt", create_classifier("cbam_cnn_small", 3), architecture="cbam_cnn_small",
+                    model_kwargs={}, classes=["a", "b", "c"], crop=CropRule(0.2, 32))
+    clf = load_classifier(tmp_path / "best.pt")
+    crops = np.random.default_rng(0).integers(0, 255, (40, 32, 32, 3), dtype=np.uint8)
+    crops[20:] //= 3  # two looks, so which cells are used shows in the statistics
+    capped = clf.sample_normalized(crops, strength=30, max_cells=10)
+    by_hand = sample_normalized(clf.model, [clf.tensor(crops[statistics_subset(40, 10)])], 40, strength=30)
+    everything = clf.sample_normalized(crops, strength=30, max_cells=None)
+    for a, b, c in zip(batchnorm_layers(capped.model), batchnorm_layers(by_hand), batchnorm_layers(everything.model)):
+        assert torch.allclose(a.running_mean, b.running_mean, atol=1e-5)
+        assert torch.allclose(a.running_var, b.running_var, atol=1e-5)
+    assert not torch.allclose(batchnorm_layers(capped.model)[0].running_var, batchnorm_layers(everything.model)[0].running_var)
+    same = clf.sample_normalized(crops, strength=30, max_cells=40).probabilities_of_crops(crops)
+    np.testing.assert_allclose(same, everything.probabilities_of_crops(crops), atol=1e-6)
