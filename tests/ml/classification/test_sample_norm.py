@@ -59,17 +59,21 @@ def test_a_network_without_batch_norm_is_left_as_it_is():
         assert torch.allclose(sample_normalized(net, [x], len(x), strength=0)(x), net(x))
 
 
-def test_a_classifier_adapts_a_copy_for_one_sample(tmp_path):
+def _untrained_classifier(tmp_path):
+    """A saved and reloaded cbam_cnn_small of three classes, 32 px crops, random weights (seeded)."""
     from ml.classification import load_classifier
     from ml.classification.artifact import save_checkpoint
     from ml.classification.crop import CropRule
     from ml.classification.registry import create_classifier
 
     torch.manual_seed(0)
-    model = create_classifier("cbam_cnn_small", 3)
-    save_checkpoint(tmp_path / "best.pt", model, architecture="cbam_cnn_small", model_kwargs={},
-                    classes=["a", "b", "c"], crop=CropRule(0.2, 32))
-    clf = load_classifier(tmp_path / "best.pt")
+    save_checkpoint(tmp_path / "best.pt", create_classifier("cbam_cnn_small", 3), architecture="cbam_cnn_small",
+                    model_kwargs={}, classes=["a", "b", "c"], crop=CropRule(0.2, 32))
+    return load_classifier(tmp_path / "best.pt")
+
+
+def test_a_classifier_adapts_a_copy_for_one_sample(tmp_path):
+    clf = _untrained_classifier(tmp_path)
     crops = np.random.default_rng(0).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
     own = clf.sample_normalized(crops, strength=0)
     assert own is not clf and own.model is not clf.model and own.classes == clf.classes
@@ -93,15 +97,7 @@ def test_a_balanced_draw_evens_out_the_sample_class_mix():
 
 
 def test_a_classifier_can_take_balanced_statistics(tmp_path):
-    from ml.classification import load_classifier
-    from ml.classification.artifact import save_checkpoint
-    from ml.classification.crop import CropRule
-    from ml.classification.registry import create_classifier
-
-    torch.manual_seed(0)
-    save_checkpoint(tmp_path / "best.pt", create_classifier("cbam_cnn_small", 3), architecture="cbam_cnn_small",
-                    model_kwargs={}, classes=["a", "b", "c"], crop=CropRule(0.2, 32))
-    clf = load_classifier(tmp_path / "best.pt")
+    clf = _untrained_classifier(tmp_path)
     crops = np.random.default_rng(0).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
     own = clf.sample_normalized(crops, strength=0, balanced=True)
     q = own.probabilities_of_crops(crops)
@@ -123,16 +119,9 @@ def test_a_large_sample_lends_its_statistics_through_a_seeded_subset():
 
 def test_a_capped_sample_keeps_its_full_weight(tmp_path):
     """Statistics from a subset of the cells, blended at the weight of the whole sample."""
-    from ml.classification import load_classifier
-    from ml.classification.artifact import save_checkpoint
-    from ml.classification.crop import CropRule
-    from ml.classification.registry import create_classifier
     from ml.classification.sample_norm import batchnorm_layers, statistics_subset
 
-    torch.manual_seed(0)
-    save_checkpoint(tmp_path / "best.pt", create_classifier("cbam_cnn_small", 3), architecture="cbam_cnn_small",
-                    model_kwargs={}, classes=["a", "b", "c"], crop=CropRule(0.2, 32))
-    clf = load_classifier(tmp_path / "best.pt")
+    clf = _untrained_classifier(tmp_path)
     crops = np.random.default_rng(0).integers(0, 255, (40, 32, 32, 3), dtype=np.uint8)
     crops[20:] //= 3  # two looks, so which cells are used shows in the statistics
     capped = clf.sample_normalized(crops, strength=30, max_cells=10)
