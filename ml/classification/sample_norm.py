@@ -64,10 +64,10 @@ def statistics_subset(n: int, cells: int | None = STATISTICS_CELLS, seed: int = 
     """Indices (sorted) of the cells of an ``n``-cell sample its statistics are taken from: all
     of them up to ``cells``, else ``cells`` drawn at random without replacement (seeded, so one
     sample always gets the same statistics). ``cells=None``: all."""
+    if cells is not None and cells < 1:
+        raise ValueError(f"statistics need at least one cell, got {cells}")
     if cells is None or n <= cells:
         return np.arange(n)
-    if cells < 1:
-        raise ValueError(f"statistics need at least one cell, got {cells}")
     return np.sort(np.random.default_rng(seed).choice(n, size=cells, replace=False))
 
 

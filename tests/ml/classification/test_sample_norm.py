@@ -113,8 +113,9 @@ def test_a_large_sample_lends_its_statistics_through_a_seeded_subset():
     idx = statistics_subset(5000, 512)
     assert len(idx) == 512 and len(np.unique(idx)) == 512 and np.all(np.diff(idx) > 0) and idx.max() < 5000
     assert np.array_equal(statistics_subset(5000, 512), idx)  # the same sample, the same statistics
-    with pytest.raises(ValueError):
-        statistics_subset(10, 0)
+    for cells in (0, -5):
+        with pytest.raises(ValueError):
+            statistics_subset(3, cells)
 
 
 def test_a_capped_sample_keeps_its_full_weight(tmp_path):
