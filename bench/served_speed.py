@@ -10,7 +10,8 @@ them from at most ``sample_norm.STATISTICS_CELLS`` of the sample's cells; ``all 
 from every cell, as before that cap. The crops are random pixels at the model's input size, or with
 ``--data`` the held-out test cells of the benchmark's fixed PBC split, drawn with replacement and
 optionally corrupted (``ml.classification.robustness``), and then the accuracy of each way is printed
-too. Best of ``--repeats``; one line per sample size and thread count.
+too (answers as trained, without a class prior: the test cells are balanced). Best of ``--repeats``;
+one line per sample size and thread count.
 """
 from __future__ import annotations
 
