@@ -25,15 +25,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def test_cells(clf, data: Path) -> tuple[np.ndarray, np.ndarray]:
+def held_out_cells(clf, data: Path) -> tuple[np.ndarray, np.ndarray]:
     """The fixed split's held-out cells as the classifier sees them, and their labels (model's indices)."""
     from ml.classification.data import cache_size_for, fixed_split, load_folder
+    from ml.classification.evaluate import labelled_crops
 
     r = clf.crop_rule
     cells = load_folder(data, size=cache_size_for(r.out_size, r.margin))
-    test = cells.subset(fixed_split(cells.names, cells.labels)[2])
-    crops = np.stack([clf.crops(test.images[i], [test.box(i)])[0] for i in range(len(test))])
-    return crops, np.array([clf.classes.index(test.classes[k]) for k in test.labels])
+    return labelled_crops(clf, cells.subset(fixed_split(cells.names, cells.labels)[2]))
 
 
 def timed(fn, repeats: int):
@@ -73,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         clf = load_classifier(args.checkpoint, device="cpu")
         rng = np.random.default_rng(0)
         if args.data is not None:
-            pool, labels = test_cells(clf, args.data)
+            pool, labels = held_out_cells(clf, args.data)
             if args.corruption:
                 name, _, sev = args.corruption.partition(":")
                 if name not in CORRUPTIONS or sev not in ("1", "2", "3"):
