@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--augment", type=float, help="photometric augmentation strength (0 = off)")
     t.add_argument("--random-conv", type=float, metavar="P",
                    help="probability per crop of a random convolution (shape over colour and texture; 0 = off)")
+    t.add_argument("--shape-opinion", action=argparse.BooleanOptionalAction, default=None,
+                   help="add a second opinion from the nucleus's shape (ml/classification/morphometry.py)")
     t.add_argument("--budget-s", type=float, dest="time_budget_s", help="wall-clock budget per training")
     t.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
     t.add_argument("--workers", type=int, help="augmentation threads (default 1; on a GPU, the free cores)")
@@ -81,6 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--out", type=Path, required=True, help="run directory to write (best.pt)")
     m.add_argument("--data", type=Path, help="the members' training data: fit the temperature on its validation "
                                              "split and record test scores")
+
+    o = sub.add_parser("shape-opinion", help="save a trained classifier again with a nucleus-shape opinion "
+                                             "(ml/classification/morphometry.py) fitted on its training data")
+    o.add_argument("checkpoint", type=Path, help="run directory or checkpoint")
+    o.add_argument("--data", type=Path, required=True, help="the class-per-folder data it was trained on "
+                                                             "(the benchmark's fixed split)")
+    o.add_argument("--out", type=Path, required=True, help="run directory to write (best.pt)")
+    o.add_argument("--seed", type=int, default=0)
 
     sub.add_parser("list", help="list registered architectures")
     return p
@@ -215,6 +225,16 @@ def main(argv: list[str] | None = None) -> int:
             clf = load_classifier(run)
             print(json.dumps({"run": str(run), "version": clf.version, "temperature": clf.temperature,
                               "test": clf.metrics.get("test")}))
+            return 0
+        if args.command == "shape-opinion":
+            from ml.classification import load_classifier
+            from ml.classification.morphometry import add_shape_opinion
+
+            run = add_shape_opinion(args.checkpoint, args.data, args.out, seed=args.seed,
+                                    progress=lambda f, m: print(m, file=sys.stderr, flush=True))
+            clf = load_classifier(run)
+            print(json.dumps({"run": str(run), "version": clf.version, "shape_weight": clf.shape_opinion.weight,
+                              "temperature": clf.temperature, "test": clf.metrics.get("test")}))
             return 0
         if args.command == "train-default":
             from ml.classification import train_default

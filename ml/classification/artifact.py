@@ -20,6 +20,7 @@ import torch
 
 from ml.boxes import Box
 from ml.classification.crop import CropRule, cell_crop, crop_rule_from_dict
+from ml.classification.morphometry import ShapeOpinion, features_of_crops
 from ml.classification.metrics import softmax
 from ml.classification.registry import create_classifier
 from ml.classification.sample_norm import STATISTICS_CELLS, balanced_draw, sample_normalized, statistics_subset
@@ -65,7 +66,7 @@ def save_checkpoint(path: Path, model: torch.nn.Module, *, architecture: str, mo
                     classes: list[str], crop: CropRule, stain_norm: str = "none", temperature: float = 1.0,
                     metrics: dict | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                     version: str | None = None, trained_prior: list[float] | None = None,
-                    tta: int = 1) -> dict:
+                    tta: int = 1, shape_opinion: dict | None = None) -> dict:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if version is None:
         h = hashlib.sha1()
@@ -90,6 +91,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, *, architecture: str, mo
         "metrics": json.loads(json.dumps(metrics or {})),
         "state_dict": state,
     }
+    if shape_opinion is not None:  # morphometry.ShapeOpinion.to_state(); absent: the network alone
+        ckpt["shape_opinion"] = shape_opinion
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -134,6 +137,8 @@ class Classifier:
         self.batch_size = batch_size
         self.trained_prior = ckpt.get("trained_prior")
         self.tta: int = int(ckpt.get("tta", 1))  # test-time views (dihedral_logits)
+        # the nucleus's shape as a second opinion (morphometry); None: the network alone
+        self.shape_opinion = ShapeOpinion.from_state(ckpt["shape_opinion"]) if ckpt.get("shape_opinion") else None
         self.set_prior(prior)
 
     def set_prior(self, prior) -> None:
@@ -194,7 +199,10 @@ class Classifier:
             for i in range(0, len(crops), self.batch_size):
                 x = self.tensor(crops[i:i + self.batch_size]).contiguous(memory_format=torch.channels_last)
                 outs.append(dihedral_logits(self.model, x, self.tta).float().cpu().numpy())
-        return np.concatenate(outs) if outs else np.zeros((0, len(self.classes)), np.float32)
+        logits = np.concatenate(outs) if outs else np.zeros((0, len(self.classes)), np.float32)
+        if self.shape_opinion is not None and len(logits):
+            logits = self.shape_opinion.scores(logits, features_of_crops(crops, self.crop_rule.margin))
+        return logits
 
     def scaled_logits(self, logits: np.ndarray) -> np.ndarray:
         """Logits whose softmax at the model's temperature includes the class prior."""

@@ -65,6 +65,9 @@ def build_ensemble(runs: list[Path], out_dir: Path, data: Path | None = None, pr
     for p, c in zip(paths, ckpts):
         if c.get("architecture") == "ensemble":
             raise ValueError(f"{p}: an ensemble cannot be a member; list its members instead")
+        if c.get("shape_opinion"):
+            raise ValueError(f"{p} answers with a nucleus-shape opinion added to its network's; an ensemble "
+                             "averages networks alone: use members trained without --shape-opinion")
     first = ckpts[0]
     for p, c in zip(paths[1:], ckpts[1:]):
         for key in SHARED:

@@ -24,6 +24,7 @@ from ml.classification.artifact import save_checkpoint
 from ml.classification.crop import CropRule
 from ml.classification.data import CellSet
 from ml.classification.metrics import classification_report, fit_temperature, softmax, ece
+from ml.classification.morphometry import ShapeOpinion, features_of_crops
 from ml.classification.registry import create_classifier
 from ml.classification.stain import normalize
 from ml.classification.transforms import (AugmentConfig, geometric_crop, photometric, random_convolution,
@@ -68,6 +69,9 @@ class TrainConfig:
     workers: int | None = None  # augmentation threads (0: in the training loop; None: 1 on a CPU, free cores on a GPU)
     device: str = "auto"  # auto (a GPU when torch sees one), cpu, cuda or cuda:N (ml.device)
     model_kwargs: dict = field(default_factory=dict)
+    # The nucleus's shape as a second opinion (morphometry.ShapeOpinion), fitted on the training
+    # cells, weighted and calibrated on the validation cells; needs validation cells.
+    shape_opinion: bool = False
 
 
 def seed_everything(seed: int) -> None:
@@ -157,6 +161,8 @@ def fit(cfg: TrainConfig, train: CellSet, val: CellSet | None, out_dir: Path, *,
         progress: Progress | None = None, extra_metrics: dict | None = None) -> Path:
     """Train ``cfg.backbone`` on ``train``; validate on ``val`` each epoch; write a run dir."""
     t_start = time.time()
+    if cfg.shape_opinion and (val is None or not len(val)):
+        raise ValueError("shape_opinion needs validation cells: its weight and calibration are fitted on them")
     seed_everything(cfg.seed)
     prev_threads = torch.get_num_threads()
     if cfg.threads:
@@ -296,15 +302,33 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
     if val_crops is not None:
         from ml.classification.artifact import load_classifier
 
+        shape = val_features = None
+        if cfg.shape_opinion:
+            if progress:
+                progress(0.99, "fitting the nucleus-shape opinion")
+            shape = ShapeOpinion.fit(features_of_crops(eval_crops(train, cfg), cfg.margin), train.labels,
+                                     len(classes), seed=cfg.seed)
+            val_features = features_of_crops(val_crops, cfg.margin)
         for name in finals:
             clf = load_classifier(out_dir / name, device=device)
             vl = predict_logits(clf.model, val_crops, tta=cfg.tta)
             t = fit_temperature(vl, val.labels)
+            extra, state = {}, None
+            if shape is not None:  # the network's answer at temperature t, plus the shape model's
+                opinion = replace(shape, network_temperature=t)
+                extra = {"shape_val_accuracy": opinion.choose_weight(vl, val_features, val.labels),
+                         "network_val_accuracy": float((vl.argmax(1) == val.labels).mean()),
+                         "network_temperature": t}
+                extra["shape_weight"] = opinion.weight
+                vl = opinion.scores(vl, val_features)
+                t = fit_temperature(vl, val.labels)
+                state = opinion.to_state()
             vr = classification_report(val.labels, vl.argmax(1), classes)
             m = {**metrics, **clf.metrics, "val_accuracy": vr["accuracy"], "val_macro_f1": vr["macro_f1"],
                  "temperature": t, "val_ece_raw": ece(softmax(vl), val.labels),
-                 "val_ece": ece(softmax(vl, t), val.labels)}
-            save_checkpoint(out_dir / name, clf.model, **ckpt_args, temperature=t, metrics=m, version=clf.version)
+                 "val_ece": ece(softmax(vl, t), val.labels), **extra}
+            save_checkpoint(out_dir / name, clf.model, **ckpt_args, temperature=t, metrics=m, version=clf.version,
+                            shape_opinion=state)
     if progress:
         progress(1.0, "trained")
     return out_dir

@@ -1,0 +1,159 @@
+"""The nucleus-shape opinion: its measurements on drawn nuclei, its model, and its place in a run."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from ml.classification import load_classifier
+from ml.classification.data import fixed_split, synthetic_cells
+from ml.classification.morphometry import (FEATURES, MEASURE_SIZE, WEIGHTS, ShapeOpinion, box_region,
+                                          features_of_crops, nucleus_features)
+from ml.classification.train import TrainConfig, fit, predict_logits
+
+PALE, CYTOPLASM, NUCLEUS = (235, 235, 235), (215, 190, 215), (80, 40, 150)
+
+
+def cell(nuclei: list[tuple[int, int, int]], bridges: list[tuple[tuple[int, int], tuple[int, int]]] = ()) -> np.ndarray:
+    """A 96 px box region: a cell filling it, with circular nuclei ``(x, y, radius)`` joined by thin bridges."""
+    img = np.full((MEASURE_SIZE, MEASURE_SIZE, 3), PALE, np.uint8)
+    cv2.circle(img, (48, 48), 44, CYTOPLASM, -1)
+    for x, y, r in nuclei:
+        cv2.circle(img, (x, y), r, NUCLEUS, -1)
+    for a, b in bridges:
+        cv2.line(img, a, b, NUCLEUS, 2)
+    return img
+
+
+def measured(region: np.ndarray) -> dict:
+    return dict(zip(FEATURES, nucleus_features(region)))
+
+
+def test_a_round_nucleus_is_one_convex_piece_of_its_drawn_size():
+    f = measured(cell([(48, 48, 20)]))
+    disc = np.pi * (MEASURE_SIZE * 0.48) ** 2
+    assert f["nucleus_disc_fraction"] == pytest.approx(np.pi * 20 ** 2 / disc, rel=0.08)
+    assert f["nucleus_solidity"] > 0.95
+    assert 0.9 < f["nucleus_roughness"] < 1.3
+    assert f["nucleus_pieces"] == 1 and f["nucleus_lobes"] == 1
+
+
+def test_a_segmented_nucleus_has_lobes_and_is_not_convex():
+    lobes = [(28, 40, 10), (50, 62, 10), (70, 36, 10)]
+    f = measured(cell(lobes, bridges=[((28, 40), (50, 62)), ((50, 62), (70, 36))]))
+    assert f["nucleus_lobes"] == 3  # the thin bridges do not survive the erosion
+    assert f["nucleus_pieces"] == 1  # but join the lobes into one nucleus
+    assert f["nucleus_solidity"] < 0.8
+    assert f["nucleus_roughness"] > 1.5
+    round_ = measured(cell([(48, 48, 17)]))
+    assert f["nucleus_solidity"] < round_["nucleus_solidity"]
+
+
+def test_the_measurements_do_not_depend_on_the_lamps_colour():
+    region = cell([(40, 44, 14), (58, 54, 12)], bridges=[((40, 44), (58, 54))])
+    warm = np.clip(region.astype(np.float32) * (1.0, 0.9, 0.7), 0, 255).astype(np.uint8)
+    np.testing.assert_allclose(nucleus_features(warm), nucleus_features(region), rtol=0.05, atol=0.02)
+
+
+@pytest.mark.parametrize("level", [0, 128, 255])
+def test_a_blank_region_measures_no_nucleus(level):
+    assert not nucleus_features(np.full((40, 40, 3), level, np.uint8)).any()
+
+
+def test_the_box_region_is_the_centre_of_the_crop_rule():
+    crop = np.zeros((64, 64, 3), np.uint8)
+    region = box_region(crop, 0.2)
+    assert region.shape == (46, 46, 3)  # 64 / 1.4, rounded: the box inside the rule's margin
+    assert box_region(crop, 0.0).shape == (64, 64, 3)
+    assert features_of_crops(np.zeros((0, 64, 64, 3), np.uint8), 0.2).shape == (0, len(FEATURES))
+
+
+def test_the_shape_model_separates_real_lymphocytes_from_neutrophils(small_cells):
+    """On PBC's cells (when present) a lymphocyte's round nucleus is more convex and takes more of
+    its cell than a neutrophil's segmented one; generated cells have no such nuclei."""
+    cells, real = small_cells
+    if not real:
+        pytest.skip("needs ../shared/datasets/pbc")
+    from ml.classification.stain import normalize
+
+    crops = np.stack([normalize(c, "background") for c in cells.crops(0.2, 64)])
+    f = features_of_crops(crops, 0.2)
+    names = np.array(cells.classes)[cells.labels]
+    lym, neu = f[names == "lymphocyte"], f[names == "neutrophil"]
+    solidity, fraction = FEATURES.index("nucleus_solidity"), FEATURES.index("nucleus_cell_fraction")
+    assert np.median(lym[:, solidity]) > np.median(neu[:, solidity]) + 0.05
+    assert np.median(lym[:, fraction]) > np.median(neu[:, fraction]) + 0.05
+
+
+def separable(n: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    x = rng.normal(0, 0.1, (n, len(FEATURES))).astype(np.float32)
+    x[:, 0] += y
+    return x, y
+
+
+def test_the_opinion_is_added_to_the_networks_calibrated_log_probabilities():
+    x, y = separable()
+    opinion = ShapeOpinion.fit(x, y, 3)
+    opinion.network_temperature = 2.0
+    logits = np.random.default_rng(1).normal(0, 3, (len(y), 3)).astype(np.float32)
+    alone = opinion.scores(logits, x, weight=0.0)
+    np.testing.assert_allclose(np.exp(alone).sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(alone - alone[:, :1], (logits - logits[:, :1]) / 2.0, rtol=1e-4, atol=1e-4)
+    both = opinion.scores(logits, x, weight=0.5)
+    np.testing.assert_allclose(both - alone, 0.5 * opinion.log_proba(x), rtol=1e-5, atol=1e-5)
+    # noise logits: the shape model, right on these cells, wins with the largest weight
+    acc = opinion.choose_weight(logits, x, y)
+    assert set(acc) == set(WEIGHTS) and opinion.weight == max(w for w in WEIGHTS if acc[w] == max(acc.values()))
+
+
+def test_the_opinion_travels_without_pickle_and_comes_back_the_same():
+    x, y = separable()
+    opinion = ShapeOpinion.fit(x, y, 3)
+    opinion.weight, opinion.network_temperature = 0.25, 1.3
+    state = opinion.to_state()
+    assert isinstance(state["trees"], bytes)
+    back = ShapeOpinion.from_state(state)
+    assert (back.weight, back.network_temperature) == (0.25, 1.3)
+    np.testing.assert_array_equal(back.log_proba(x), opinion.log_proba(x))
+    with pytest.raises(ValueError, match="other features"):
+        ShapeOpinion.from_state({**state, "features": ["area"]})
+    with pytest.raises(ValueError, match="every class"):
+        ShapeOpinion.fit(x[y < 2], y[y < 2], 3)
+
+
+def test_a_run_with_the_opinion_serves_it(tmp_path):
+    cells = synthetic_cells(n_per_class=14, classes=["lymphocyte", "neutrophil", "monocyte"])
+    tr, va, _ = fixed_split(cells.names, cells.labels, val=0.3, test=0.0)
+    cfg = TrainConfig(backbone="cbam_cnn_small", img_size=32, batch=8, epochs=2, shape_opinion=True)
+    run = fit(cfg, cells.subset(tr), cells.subset(va), tmp_path / "run")
+    ckpt = torch.load(run / "best.pt", map_location="cpu", weights_only=True)  # no pickle needed
+    assert ckpt["shape_opinion"]["weight"] in WEIGHTS
+    clf = load_classifier(run)
+    assert clf.shape_opinion is not None
+    assert set(clf.metrics["shape_val_accuracy"]) == {str(w) for w in WEIGHTS}
+    assert clf.metrics["shape_weight"] == clf.shape_opinion.weight
+    val = cells.subset(va)
+    crops = np.stack([clf.crops(val.images[i], [val.box(i)])[0] for i in range(len(val))])
+    expected = clf.shape_opinion.scores(predict_logits(clf.model, crops), features_of_crops(crops, clf.crop_rule.margin))
+    np.testing.assert_allclose(clf.logits_of_crops(crops), expected, rtol=1e-4, atol=1e-4)
+    assert json.loads((run / "config.json").read_text())["shape_opinion"] is True
+
+
+def test_the_opinion_needs_validation_cells(tmp_path):
+    cells = synthetic_cells(n_per_class=6, classes=["lymphocyte", "neutrophil"])
+    with pytest.raises(ValueError, match="validation cells"):
+        fit(TrainConfig(img_size=32, epochs=1, shape_opinion=True), cells, None, tmp_path / "run")
+
+
+def test_an_ensemble_refuses_members_with_an_opinion(tmp_path):
+    from ml.classification.ensemble import build_ensemble
+
+    cells = synthetic_cells(n_per_class=8, classes=["lymphocyte", "neutrophil"])
+    tr, va, _ = fixed_split(cells.names, cells.labels, val=0.3, test=0.0)
+    runs = [fit(TrainConfig(img_size=32, batch=8, epochs=1, shape_opinion=s), cells.subset(tr), cells.subset(va),
+                tmp_path / f"run{s}") for s in (False, True)]
+    with pytest.raises(ValueError, match="shape opinion"):
+        build_ensemble(runs, tmp_path / "ens")
