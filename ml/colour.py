@@ -22,7 +22,7 @@ def background_gains(image: np.ndarray, quantile: float = BACKGROUND_QUANTILE, l
     h, w = image.shape[:2]
     step = max(1, int(np.ceil(np.sqrt(h * w / max_pixels))))
     f = np.asarray(image[::step, ::step], dtype=np.float32).reshape(-1, 3)
-    grey = f.mean(axis=1)
+    grey = (f[:, 0] + f[:, 1] + f[:, 2]) / 3  # the channels' mean, without a slow reduction over 3
     background = f[grey >= np.quantile(grey, quantile)].mean(axis=0)
     return np.clip(level / np.maximum(background, 1.0), 1.0 / MAX_GAIN, MAX_GAIN).astype(np.float32)
 

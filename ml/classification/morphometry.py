@@ -35,6 +35,8 @@ TREES = dict(max_iter=200, learning_rate=0.05)
 
 _yy, _xx = np.mgrid[:MEASURE_SIZE, :MEASURE_SIZE]
 _DISC = np.hypot(_xx - MEASURE_SIZE / 2 + 0.5, _yy - MEASURE_SIZE / 2 + 0.5) < MEASURE_SIZE * DISC_RADIUS
+_DISC_AREA = int(_DISC.sum())
+_OD = (-np.log((np.arange(256, dtype=np.float32) + 1.0) / 256.0)).astype(np.float32)  # optical density per level
 _OPEN = np.ones((3, 3), np.uint8)
 _ERODE = np.ones((5, 5), np.uint8)
 
@@ -58,8 +60,8 @@ def nucleus_features(region: np.ndarray) -> np.ndarray:
     5 % that survive a 5x5 erosion (a segmented neutrophil's lobes come apart).
     """
     s = MEASURE_SIZE
-    c = white_balance(cv2.resize(region, (s, s), interpolation=cv2.INTER_LINEAR)).astype(np.float32)
-    od = -np.log((c + 1.0) / 256.0)
+    c = white_balance(cv2.resize(region, (s, s), interpolation=cv2.INTER_LINEAR))
+    od = _OD[c]
     green = od[..., 1]
     inside = green[_DISC]
     top = float(inside.max())
@@ -79,8 +81,8 @@ def nucleus_features(region: np.ndarray) -> np.ndarray:
     perimeter = sum(cv2.arcLength(k, True) for k in contours)
     ne, _, stats_e, _ = cv2.connectedComponentsWithStats(cv2.erode(nucleus, _ERODE))
     lobes = (stats_e[1:, 4] > 0.05 * area).sum() if ne > 1 else 0
-    cell = (od.sum(-1) > 0.25) & _DISC
-    return np.array([area / _DISC.sum(), area / max(cell.sum(), 1), min(area / max(hull, 1), 1),
+    cell = ((od[..., 0] + od[..., 1] + od[..., 2]) > 0.25) & _DISC
+    return np.array([area / _DISC_AREA, area / max(cell.sum(), 1), min(area / max(hull, 1), 1),
                      perimeter ** 2 / (4 * np.pi * area), pieces, lobes], np.float32)
 
 
