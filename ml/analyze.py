@@ -59,7 +59,8 @@ def analyze_image(
             cell.probabilities = dict(pred.probabilities)
             cell.confidence = float(pred.confidence)
         if heatmaps:
-            for cell, overlay in zip(cells, classifier.heatmap_overlays(image, boxes)):
+            labels = [p.label for p in predictions]  # Grad-CAM explains the class given
+            for cell, overlay in zip(cells, classifier.heatmap_overlays(image, boxes, labels=labels)):
                 cell.heatmap_overlay = overlay
     if progress:
         progress(1.0)

@@ -211,6 +211,15 @@ class Classifier:
     def probabilities_of_crops(self, crops: np.ndarray) -> np.ndarray:
         return softmax(self.scaled_logits(self.logits_of_crops(crops)), self.temperature)
 
+    def answers(self, crops: np.ndarray) -> list[int]:
+        """The class each crop is given (with the prior and any shape opinion): what Grad-CAM explains."""
+        return self.scaled_logits(self.logits_of_crops(crops)).argmax(1).tolist()
+
+    def _explained(self, crops: np.ndarray, method: str) -> list[int] | None:
+        """The classes Grad-CAM is to explain: the answers given (None where attention maps are drawn)."""
+        attention = method == "attention" or (method == "auto" and hasattr(self.model, "attention_maps"))
+        return None if attention else self.answers(crops)
+
     def predictions(self, probs: np.ndarray) -> list[Prediction]:
         out = []
         for p in probs:
@@ -229,19 +238,24 @@ class Classifier:
         from ml.classification.heatmaps import cell_heatmaps
 
         crops = self.crops(image, boxes)
-        return list(cell_heatmaps(self.model, self.tensor(crops), method=method)) if boxes else []
+        if not boxes:
+            return []
+        return list(cell_heatmaps(self.model, self.tensor(crops), method=method, target=self._explained(crops, method)))
 
-    def heatmap_overlays(self, image: np.ndarray, boxes: list[Box], method: str = "gradcam") -> list[np.ndarray]:
+    def heatmap_overlays(self, image: np.ndarray, boxes: list[Box], method: str = "gradcam",
+                         labels: list[str] | None = None) -> list[np.ndarray]:
         """One ``HxWx3`` uint8 overlay per cell: its crop with the heatmap blended in.
 
-        Grad-CAM by default (it follows the predicted class; ~200 cells/s on one thread);
-        ``method="attention"`` gives the attention models' own maps (no backward pass)."""
+        Grad-CAM by default (it explains the class given, or ``labels`` where the caller has them;
+        ~200 cells/s on one thread); ``method="attention"`` gives the attention models' own maps
+        (no backward pass)."""
         from ml.classification.heatmaps import cell_heatmaps, overlay
 
         if not boxes:
             return []
         crops = self.crops(image, boxes)
-        maps = cell_heatmaps(self.model, self.tensor(crops), method=method)
+        target = [self.classes.index(lab) for lab in labels] if labels is not None else self._explained(crops, method)
+        maps = cell_heatmaps(self.model, self.tensor(crops), method=method, target=target)
         return [overlay(c, m) for c, m in zip(crops, maps)]
 
 

@@ -62,8 +62,10 @@ def cell_heatmaps(model: torch.nn.Module, x: torch.Tensor, method: str = "auto",
     if len(x) == 0:
         return np.zeros((0, x.shape[-1], x.shape[-1]), np.float32)
     if isinstance(model, Ensemble):
-        with torch.inference_mode():
-            answer = model.eval()(x).argmax(1).tolist()
+        answer = target
+        if answer is None:
+            with torch.inference_mode():
+                answer = model.eval()(x).argmax(1).tolist()
         return _rescaled(np.mean([cell_heatmaps(net, x, method, target=answer) for net in model.nets], axis=0))
     if method == "auto":
         method = "attention" if hasattr(model, "attention_maps") else "gradcam"

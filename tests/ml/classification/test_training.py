@@ -201,3 +201,22 @@ def test_weight_averaging_and_test_time_views_are_kept_in_the_run(tmp_path):
     a = dict(averaged.model.state_dict())
     b = dict(raw.model.state_dict())
     assert any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+
+
+def test_gradcam_explains_the_class_given_not_the_networks_own(trained_run):
+    """With a prior that overrules the network, the heatmap follows the answer shown to the user."""
+    from ml.classification.heatmaps import cell_heatmaps, overlay
+
+    run, test = trained_run
+    clf = load_classifier(run)
+    image, box = test.images[0], test.box(0)
+    crops = clf.crops(image, [box])
+    x = clf.tensor(crops)
+    own = int(clf.logits_of_crops(crops)[0].argmax())
+    maps = [cell_heatmaps(clf.model, x, "gradcam", target=[k])[0] for k in range(len(clf.classes))]
+    given = next(k for k in range(len(clf.classes)) if k != own and not np.allclose(maps[k], maps[own]))
+    clf.set_prior({c: (1e6 if i == given else 1.0) for i, c in enumerate(clf.classes)})
+    assert clf.classify(image, [box])[0].label == clf.classes[given]
+    np.testing.assert_allclose(clf.heatmaps(image, [box])[0], maps[given], atol=1e-6)
+    labelled = clf.heatmap_overlays(image, [box], labels=[clf.classes[own]])[0]
+    np.testing.assert_array_equal(labelled, overlay(crops[0], maps[own]))
