@@ -164,3 +164,32 @@ def test_threads_measure_the_same():
     crops = np.stack([cell([(int(rng.integers(30, 66)), int(rng.integers(30, 66)), int(rng.integers(8, 20)))])
                       for _ in range(70)])
     np.testing.assert_array_equal(features_of_crops(crops, 0.0, threads=1), features_of_crops(crops, 0.0, threads=2))
+
+
+def test_the_cli_adds_an_opinion_to_a_trained_run_once(tmp_path, monkeypatch, capsys, saved_classifier):
+    from PIL import Image
+
+    from ml.classification.__main__ import main
+    from ml.classification.data import load_folder
+
+    monkeypatch.setenv("LEUKOLAB_CACHE", str(tmp_path / "cache"))
+    generated = synthetic_cells(n_per_class=14, classes=["lymphocyte", "monocyte", "neutrophil"])
+    data = tmp_path / "data"
+    for i, (image, label) in enumerate(zip(generated.images, generated.labels)):
+        (data / generated.classes[label]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(data / generated.classes[label] / f"{i:03d}.png")
+    cells = load_folder(data)
+    tr, va, _ = fixed_split(cells.names, cells.labels)
+    run = fit(TrainConfig(img_size=32, batch=8, epochs=1), cells.subset(tr), cells.subset(va), tmp_path / "run")
+
+    assert main(["shape-opinion", str(run), "--data", str(data), "--out", str(tmp_path / "shape")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["shape_weight"] in WEIGHTS and printed["test"]["n"] > 0
+    clf = load_classifier(tmp_path / "shape")
+    assert clf.shape_opinion is not None and clf.version != load_classifier(run).version
+    assert main(["shape-opinion", str(tmp_path / "shape"), "--data", str(data), "--out", str(tmp_path / "again")]) == 2
+    assert "already" in capsys.readouterr().err
+    # a model of eight classes cannot learn the shapes of classes the data lack
+    assert main(["shape-opinion", str(saved_classifier), "--data", str(data), "--out", str(tmp_path / "x")]) == 2
+    assert "every class" in capsys.readouterr().err
+    assert main(["shape-opinion", str(tmp_path / "missing"), "--data", str(data), "--out", str(tmp_path / "y")]) == 2
