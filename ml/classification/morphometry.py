@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ml.colour import white_balance
 
@@ -118,11 +119,14 @@ class ShapeOpinion:
         missing = sorted(set(range(num_classes)) - set(np.unique(labels).tolist()))
         if missing:
             raise ValueError(f"the shape model needs training cells of every class; none of {missing}")
-        model = HistGradientBoostingClassifier(**TREES, random_state=seed).fit(features, labels)
+        with threadpool_limits(1):  # OpenMP threads on a busy CPU wait on each other (seconds -> a minute)
+            model = HistGradientBoostingClassifier(**TREES, random_state=seed).fit(features, labels)
         return cls(model, 0.0, 1.0)
 
     def log_proba(self, features: np.ndarray) -> np.ndarray:
-        return np.log(np.clip(self.model.predict_proba(features), 1e-9, None)).astype(np.float32)
+        with threadpool_limits(1):  # a fraction of a millisecond per cell on one thread; never oversubscribed
+            p = self.model.predict_proba(features)
+        return np.log(np.clip(p, 1e-9, None)).astype(np.float32)
 
     def scores(self, logits: np.ndarray, features: np.ndarray, weight: float | None = None) -> np.ndarray:
         """The network's log-probabilities (its ``logits`` at :attr:`network_temperature`) plus
