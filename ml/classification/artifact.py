@@ -72,6 +72,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, *, architecture: str, mo
         h = hashlib.sha1()
         for k in sorted(state):
             h.update(state[k].float().numpy().tobytes()[:4096])
+        if shape_opinion is not None:  # the same network with an opinion is another classifier
+            h.update(shape_opinion["trees"])
         version = f"{architecture}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{h.hexdigest()[:8]}"
     ckpt = {
         "format": FORMAT,
