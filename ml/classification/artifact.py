@@ -167,12 +167,13 @@ class Classifier:
         sample's cells (``crops`` as :meth:`crops` cuts them; :mod:`sample_norm`, the trained
         statistics counting as ``strength`` cells). ``balanced``: the statistics are taken over the
         cells resampled to a balanced class mix, as in training (:func:`sample_norm.balanced_draw`,
-        by the model's answers as trained). A sample of more than ``max_cells`` cells lends its
-        statistics through that many of them, drawn at random, at its full weight
+        by the network's own answers as trained, without any shape opinion). A sample of more than
+        ``max_cells`` cells lends its statistics through that many of them, drawn at random, at its full weight
         (:func:`sample_norm.statistics_subset`; None: all). The copy shares everything else."""
         use = crops[statistics_subset(len(crops), max_cells)]
-        if balanced and len(use):
-            as_trained = softmax(self.logits_of_crops(use), self.temperature)
+        if balanced and len(use):  # by the network's own answers: a shape opinion would only cost time here
+            t = self.shape_opinion.network_temperature if self.shape_opinion is not None else self.temperature
+            as_trained = softmax(self.network_logits(use), t)
             use = use[balanced_draw(as_trained)]
 
         def batches():
@@ -196,15 +197,20 @@ class Classifier:
 
     # -- inference -------------------------------------------------------------------------
     def logits_of_crops(self, crops: np.ndarray) -> np.ndarray:
+        """The classifier's logits: the network's, with the shape opinion added where there is one."""
+        logits = self.network_logits(crops)
+        if self.shape_opinion is not None and len(logits):
+            logits = self.shape_opinion.scores(logits, features_of_crops(crops, self.crop_rule.margin))
+        return logits
+
+    def network_logits(self, crops: np.ndarray) -> np.ndarray:
+        """The network's own logits (its test-time views averaged)."""
         outs = []
         with torch.inference_mode():
             for i in range(0, len(crops), self.batch_size):
                 x = self.tensor(crops[i:i + self.batch_size]).contiguous(memory_format=torch.channels_last)
                 outs.append(dihedral_logits(self.model, x, self.tta).float().cpu().numpy())
-        logits = np.concatenate(outs) if outs else np.zeros((0, len(self.classes)), np.float32)
-        if self.shape_opinion is not None and len(logits):
-            logits = self.shape_opinion.scores(logits, features_of_crops(crops, self.crop_rule.margin))
-        return logits
+        return np.concatenate(outs) if outs else np.zeros((0, len(self.classes)), np.float32)
 
     def scaled_logits(self, logits: np.ndarray) -> np.ndarray:
         """Logits whose softmax at the model's temperature includes the class prior."""

@@ -159,12 +159,6 @@ def test_an_ensemble_refuses_members_with_an_opinion(tmp_path):
         build_ensemble(runs, tmp_path / "ens")
 
 
-def test_threads_measure_the_same():
-    rng = np.random.default_rng(3)
-    crops = np.stack([cell([(int(rng.integers(30, 66)), int(rng.integers(30, 66)), int(rng.integers(8, 20)))])
-                      for _ in range(70)])
-    np.testing.assert_array_equal(features_of_crops(crops, 0.0, threads=1), features_of_crops(crops, 0.0, threads=2))
-
 
 def test_the_cli_adds_an_opinion_to_a_trained_run_once(tmp_path, monkeypatch, capsys, saved_classifier):
     from PIL import Image
