@@ -19,9 +19,10 @@ from ml.classification.crop import CropRule, cell_crop
 from ml.classification.registry import create_classifier, list_classifiers, register_classifier
 
 # The served default: small, fast on two CPU cores, strongly augmented for other labs, each crop
-# white-balanced on its own background (another lab's lamp, camera and stain base).
+# white-balanced on its own background (another lab's lamp, camera and stain base), with a second
+# opinion from the nucleus's shape (morphometry.py; README "A second opinion from the nucleus's shape").
 DEFAULT_CONFIG = dict(backbone="cbam_cnn_small", img_size=64, margin=0.2, batch=64, lr=3e-3, epochs=60,
-                      mixup=0.0, balance=True, augment=1.0, stain_norm="background")
+                      mixup=0.0, balance=True, augment=1.0, stain_norm="background", shape_opinion=True)
 
 
 def train_default(data_dir: Path | None, out_dir: Path, *, time_budget_s: float = 480,
