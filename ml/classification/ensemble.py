@@ -13,6 +13,9 @@ members' summed cost.
 ``--data``: the members' training data; the ensemble's temperature is fitted on the validation
 part of the benchmark's fixed split and its held-out test scores are recorded. The members must
 share that split (the default) or the validation cells would include training cells of a member.
+Members that answer with a nucleus-shape opinion (``morphometry.py``) lend their networks alone, at
+their networks' temperatures; with ``--data`` the ensemble gets an opinion of its own, fitted as the
+``shape-opinion`` command fits one.
 """
 from __future__ import annotations
 
@@ -65,17 +68,16 @@ def build_ensemble(runs: list[Path], out_dir: Path, data: Path | None = None, pr
     for p, c in zip(paths, ckpts):
         if c.get("architecture") == "ensemble":
             raise ValueError(f"{p}: an ensemble cannot be a member; list its members instead")
-        if c.get("shape_opinion"):
-            raise ValueError(f"{p} answers with a nucleus-shape opinion added to its network's; an ensemble "
-                             "averages networks alone: use members trained without --shape-opinion")
     first = ckpts[0]
     for p, c in zip(paths[1:], ckpts[1:]):
         for key in SHARED:
             if c.get(key) != first.get(key):
                 raise ValueError(f"{p} differs from {paths[0]} in {key}: {c.get(key)!r} vs {first.get(key)!r}")
+    # a member's network at its own temperature; its nucleus-shape opinion, if any, is not averaged
     members = [{"architecture": c["architecture"], "model_kwargs": c.get("model_kwargs", {}),
-                "temperature": float(c.get("temperature", 1.0)), "version": c["version"], "path": str(p)}
+                "temperature": _network_temperature(c), "version": c["version"], "path": str(p)}
                for p, c in zip(paths, ckpts)]
+    opinions = any(c.get("shape_opinion") for c in ckpts)
     classes = list(first["classes"])
     model = Ensemble(len(classes), members)
     for net, c in zip(model.nets, ckpts):
@@ -94,8 +96,21 @@ def build_ensemble(runs: list[Path], out_dir: Path, data: Path | None = None, pr
     if data is not None:
         temperature, scores = _fit_on_split(out, model, args, Path(data), progress)
         metrics.update(scores)
+    elif opinions:
+        metrics["shape_opinion"] = ("the members' nucleus-shape opinions are left out; give the ensemble its own "
+                                    "with --data (or python -m ml.classification shape-opinion)")
     save_checkpoint(out, model, **args, temperature=temperature, metrics=metrics)
+    if data is not None and opinions:  # the members answered with one: so does the ensemble, fitted anew
+        from ml.classification.morphometry import add_shape_opinion
+
+        add_shape_opinion(out, Path(data), Path(out_dir), progress=progress)
     return Path(out_dir)
+
+
+def _network_temperature(ckpt: dict) -> float:
+    """The temperature of a checkpoint's network alone (with a shape opinion, the one it was fused at)."""
+    opinion = ckpt.get("shape_opinion")
+    return float(opinion["network_temperature"] if opinion else ckpt.get("temperature", 1.0))
 
 
 def _fit_on_split(out: Path, model: nn.Module, args: dict, data: Path, progress) -> tuple[float, dict]:

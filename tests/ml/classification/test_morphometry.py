@@ -148,15 +148,21 @@ def test_the_opinion_needs_validation_cells(tmp_path):
         fit(TrainConfig(img_size=32, epochs=1, shape_opinion=True), cells, None, tmp_path / "run")
 
 
-def test_an_ensemble_refuses_members_with_an_opinion(tmp_path):
+def test_an_ensemble_averages_the_members_networks_and_leaves_their_opinions_out(tmp_path):
     from ml.classification.ensemble import build_ensemble
 
     cells = synthetic_cells(n_per_class=8, classes=["lymphocyte", "neutrophil"])
     tr, va, _ = fixed_split(cells.names, cells.labels, val=0.3, test=0.0)
-    runs = [fit(TrainConfig(img_size=32, batch=8, epochs=1, shape_opinion=s), cells.subset(tr), cells.subset(va),
-                tmp_path / f"run{s}") for s in (False, True)]
-    with pytest.raises(ValueError, match="shape opinion"):
-        build_ensemble(runs, tmp_path / "ens")
+    runs = [fit(TrainConfig(img_size=32, batch=8, epochs=1, shape_opinion=s, seed=k), cells.subset(tr),
+                cells.subset(va), tmp_path / f"run{k}") for k, s in enumerate((False, True))]
+    ckpt = torch.load(runs[1] / "best.pt", map_location="cpu", weights_only=True)
+    ckpt["temperature"], ckpt["shape_opinion"]["network_temperature"] = 1.7, 0.6  # told apart below
+    torch.save(ckpt, tmp_path / "with_opinion.pt")
+    ens = load_classifier(build_ensemble([runs[0], tmp_path / "with_opinion.pt"], tmp_path / "ens"))
+    assert ens.shape_opinion is None and "left out" in ens.metrics["shape_opinion"]
+    first, second = ens.model.temperatures.tolist()
+    assert first == pytest.approx(load_classifier(runs[0]).temperature)
+    assert second == pytest.approx(0.6)  # the member's network at its own temperature
 
 
 
@@ -187,3 +193,9 @@ def test_the_cli_adds_an_opinion_to_a_trained_run_once(tmp_path, monkeypatch, ca
     assert main(["shape-opinion", str(saved_classifier), "--data", str(data), "--out", str(tmp_path / "x")]) == 2
     assert "every class" in capsys.readouterr().err
     assert main(["shape-opinion", str(tmp_path / "missing"), "--data", str(data), "--out", str(tmp_path / "y")]) == 2
+    # an ensemble given the members' data answers with an opinion of its own, as its members did
+    from ml.classification.ensemble import build_ensemble
+
+    ens = load_classifier(build_ensemble([run, tmp_path / "shape"], tmp_path / "ens", data=data))
+    assert ens.architecture == "ensemble" and ens.shape_opinion is not None
+    assert ens.shape_opinion.network_temperature == pytest.approx(ens.metrics["network_temperature"])
