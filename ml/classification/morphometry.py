@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import io
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -134,6 +134,18 @@ class ShapeOpinion:
         self.weight = min(w for w, a in acc.items() if a == best)
         return acc
 
+    def weighed(self, logits: np.ndarray, features: np.ndarray, labels: np.ndarray,
+                network_temperature: float) -> tuple["ShapeOpinion", np.ndarray, dict]:
+        """This opinion joined to a network whose (validation) ``logits`` are calibrated at
+        ``network_temperature``: a copy with the weight chosen on these cells, their joint scores
+        (to fit the classifier's temperature on), and what to record in the run's metrics."""
+        opinion = replace(self, network_temperature=float(network_temperature))
+        accuracy = opinion.choose_weight(logits, features, labels)
+        metrics = {"shape_val_accuracy": accuracy, "shape_weight": opinion.weight,
+                   "network_val_accuracy": float((logits.argmax(1) == labels).mean()),
+                   "network_temperature": opinion.network_temperature}
+        return opinion, opinion.scores(logits, features), metrics
+
     def to_state(self) -> dict:
         import skops.io as sio
 
@@ -188,21 +200,16 @@ def add_shape_opinion(run, data, out_dir, *, seed: int = 0, progress=None):
     tr, va, te = fixed_split(cells.names, cells.labels)
     report(0.5, "measuring the training cells' nuclei")
     crops, y = labelled_crops(clf, cells.subset(tr))
-    opinion = ShapeOpinion.fit(features_of_crops(crops, rule.margin), y, len(clf.classes), seed=seed)
-    opinion.network_temperature = clf.temperature
+    shape = ShapeOpinion.fit(features_of_crops(crops, rule.margin), y, len(clf.classes), seed=seed)
     report(0.8, "weighting the opinion on the validation cells")
     crops, y = labelled_crops(clf, cells.subset(va))
-    features = features_of_crops(crops, rule.margin)
-    logits = clf.logits_of_crops(crops)
-    accuracy = opinion.choose_weight(logits, features, y)
-    fused = opinion.scores(logits, features)
+    opinion, fused, weighing = shape.weighed(clf.logits_of_crops(crops), features_of_crops(crops, rule.margin), y,
+                                             clf.temperature)
     t = fit_temperature(fused, y)
     clf.shape_opinion, clf.temperature = opinion, t
     test = evaluate_cells(clf, cells.subset(te))
     vr = classification_report(y, fused.argmax(1), clf.classes)
-    metrics = {**clf.metrics, "network_temperature": opinion.network_temperature, "temperature": t,
-               "shape_val_accuracy": accuracy, "shape_weight": opinion.weight,
-               "network_val_accuracy": float((logits.argmax(1) == y).mean()),
+    metrics = {**clf.metrics, **weighing, "temperature": t,
                "val_accuracy": vr["accuracy"], "val_macro_f1": vr["macro_f1"], "val_ece": ece(softmax(fused, t), y),
                "test": {k: test[k] for k in ("n", "accuracy", "macro_f1", "weighted_f1", "ece")},
                "shape_opinion_added_to": str(path)}
@@ -212,5 +219,5 @@ def add_shape_opinion(run, data, out_dir, *, seed: int = 0, progress=None):
                     temperature=t, metrics=metrics, mean=clf.mean, std=clf.std, trained_prior=clf.trained_prior,
                     tta=clf.tta, shape_opinion=opinion.to_state())
     report(1.0, f"shape opinion at weight {opinion.weight}: validation accuracy "
-                f"{metrics['network_val_accuracy']:.3f} -> {vr['accuracy']:.3f}")
+                f"{weighing['network_val_accuracy']:.3f} -> {vr['accuracy']:.3f}")
     return out

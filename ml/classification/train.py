@@ -315,12 +315,7 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
             t = fit_temperature(vl, val.labels)
             extra, state = {}, None
             if shape is not None:  # the network's answer at temperature t, plus the shape model's
-                opinion = replace(shape, network_temperature=t)
-                extra = {"shape_val_accuracy": opinion.choose_weight(vl, val_features, val.labels),
-                         "network_val_accuracy": float((vl.argmax(1) == val.labels).mean()),
-                         "network_temperature": t}
-                extra["shape_weight"] = opinion.weight
-                vl = opinion.scores(vl, val_features)
+                opinion, vl, extra = shape.weighed(vl, val_features, val.labels, t)
                 t = fit_temperature(vl, val.labels)
                 state = opinion.to_state()
             vr = classification_report(val.labels, vl.argmax(1), classes)
