@@ -2,8 +2,8 @@
 
 Another lab's stain, camera and optics change a cell's colours and textures, which a network trained
 on one lab leans on; the shape of the nucleus (its share of the cell, how lobed, how convex) is what a
-haematologist reads first and what changes least. Six measurements of the nucleus, segmented by
-Otsu's threshold on green optical density (the nuclei of every Romanowsky stain absorb green most),
+haematologist reads among the first, and it changes least. Six measurements of the nucleus, segmented by
+Otsu's threshold on green optical density (Romanowsky-stained nuclei absorb green strongly),
 feed a gradient-boosted tree model (scikit-learn) fitted on the training cells. Its log-probabilities
 are added to the network's, with a weight chosen on the validation cells, and the sum is calibrated
 again:
