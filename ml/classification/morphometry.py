@@ -160,8 +160,10 @@ class ShapeOpinion:
         if list(state.get("features", [])) != list(FEATURES) or state.get("measure_size") != MEASURE_SIZE:
             raise ValueError("the checkpoint's shape model measures other features than this version of Leukolab")
         data = state["trees"]
-        with zipfile.ZipFile(io.BytesIO(data)):
-            pass  # a truncated or foreign blob fails here with a clear error
+        try:
+            zipfile.ZipFile(io.BytesIO(data)).close()
+        except zipfile.BadZipFile as exc:  # a truncated or foreign blob
+            raise ValueError(f"the checkpoint's shape model is damaged ({exc})") from None
         model = sio.loads(data, trusted=_TRUSTED)
         return cls(model, float(state["weight"]), float(state["network_temperature"]))
 

@@ -120,6 +120,8 @@ def test_the_opinion_travels_without_pickle_and_comes_back_the_same():
     np.testing.assert_array_equal(back.log_proba(x), opinion.log_proba(x))
     with pytest.raises(ValueError, match="other features"):
         ShapeOpinion.from_state({**state, "features": ["area"]})
+    with pytest.raises(ValueError, match="damaged"):
+        ShapeOpinion.from_state({**state, "trees": state["trees"][: len(state["trees"]) // 2]})
     with pytest.raises(ValueError, match="every class"):
         ShapeOpinion.fit(x[y < 2], y[y < 2], 3)
 
