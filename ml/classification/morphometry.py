@@ -183,20 +183,16 @@ def add_shape_opinion(run, data, out_dir, *, seed: int = 0, progress=None):
     """
     from pathlib import Path
 
-    import torch
-
     from ml.classification.artifact import _resolve, load_classifier, save_checkpoint
-    from ml.classification.crop import crop_rule_from_dict
     from ml.classification.data import cache_size_for, fixed_split, load_folder
     from ml.classification.evaluate import evaluate_cells, labelled_crops
     from ml.classification.metrics import classification_report, ece, fit_temperature, softmax
 
     report = progress or (lambda f, m: None)
     path = _resolve(Path(run))
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if ckpt.get("shape_opinion"):
-        raise ValueError(f"{path} already answers with a shape opinion")
     clf = load_classifier(path)
+    if clf.shape_opinion is not None:
+        raise ValueError(f"{path} already answers with a shape opinion")
     rule = clf.crop_rule
     cells = load_folder(Path(data), size=cache_size_for(rule.out_size, rule.margin), progress=report)
     tr, va, te = fixed_split(cells.names, cells.labels)
@@ -217,7 +213,7 @@ def add_shape_opinion(run, data, out_dir, *, seed: int = 0, progress=None):
                "shape_opinion_added_to": str(path)}
     out = Path(out_dir)
     save_checkpoint(out / "best.pt", clf.model, architecture=clf.architecture, model_kwargs=clf.model_kwargs,
-                    classes=clf.classes, crop=crop_rule_from_dict(ckpt["crop"]), stain_norm=clf.stain_norm,
+                    classes=clf.classes, crop=rule, stain_norm=clf.stain_norm,
                     temperature=t, metrics=metrics, mean=clf.mean, std=clf.std, trained_prior=clf.trained_prior,
                     tta=clf.tta, shape_opinion=opinion.to_state())
     report(1.0, f"shape opinion at weight {opinion.weight}: validation accuracy "
