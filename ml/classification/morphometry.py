@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ml.colour import white_balance
+from ml.colour import BACKGROUND_LEVEL, BACKGROUND_QUANTILE, MAX_GAIN
 
 FEATURES = ("nucleus_disc_fraction", "nucleus_cell_fraction", "nucleus_solidity", "nucleus_roughness",
             "nucleus_pieces", "nucleus_lobes")
@@ -37,7 +37,10 @@ TREES = dict(max_iter=200, learning_rate=0.05)
 _yy, _xx = np.mgrid[:MEASURE_SIZE, :MEASURE_SIZE]
 _DISC = np.hypot(_xx - MEASURE_SIZE / 2 + 0.5, _yy - MEASURE_SIZE / 2 + 0.5) < MEASURE_SIZE * DISC_RADIUS
 _DISC_AREA = int(_DISC.sum())
+_INSIDE = np.where(_DISC, 255, 0).astype(np.uint8)  # masks that keep a uint8 image's disc in min / max
+_OUTSIDE = 255 - _INSIDE
 _OD = (-np.log((np.arange(256, dtype=np.float32) + 1.0) / 256.0)).astype(np.float32)  # optical density per level
+_LEVELS = np.arange(256, dtype=np.float32)
 _OPEN = np.ones((3, 3), np.uint8)
 _ERODE = np.ones((5, 5), np.uint8)
 
@@ -60,39 +63,83 @@ def nucleus_features(region: np.ndarray) -> np.ndarray:
     4 pi its area (1 for a disc); pieces the parts above 8 % of its area; lobes the parts above
     5 % that survive a 5x5 erosion (a segmented neutrophil's lobes come apart).
     """
-    s = MEASURE_SIZE
-    c = white_balance(cv2.resize(region, (s, s), interpolation=cv2.INTER_LINEAR))
-    od = _OD[c]
-    green = od[..., 1]
-    inside = green[_DISC]
-    top = float(inside.max())
-    if top - float(inside.min()) < 0.05:  # a blank, uniform region: no nucleus to measure
-        return np.zeros(len(FEATURES), np.float32)
-    level = np.clip(green / top * 255, 0, 255).astype(np.uint8)  # green optical density, 0..255
-    t, _ = cv2.threshold(level[_DISC], 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    nucleus = ((level > t) & _DISC).astype(np.uint8)
-    nucleus = cv2.morphologyEx(nucleus, cv2.MORPH_OPEN, _OPEN)
-    n, _, stats, _ = cv2.connectedComponentsWithStats(nucleus)
-    areas = stats[1:, 4] if n > 1 else np.array([0])
-    area = areas.sum() + 1e-6
-    pieces = (areas > 0.08 * area).sum()
-    contours, _ = cv2.findContours(nucleus, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    points = np.vstack(contours) if contours else np.zeros((1, 1, 2), np.int32)
-    hull = cv2.contourArea(cv2.convexHull(points)) if len(points) > 2 else 1
-    perimeter = sum(cv2.arcLength(k, True) for k in contours)
-    ne, _, stats_e, _ = cv2.connectedComponentsWithStats(cv2.erode(nucleus, _ERODE))
-    lobes = (stats_e[1:, 4] > 0.05 * area).sum() if ne > 1 else 0
-    cell = ((od[..., 0] + od[..., 1] + od[..., 2]) > 0.25) & _DISC
-    return np.array([area / _DISC_AREA, area / max(cell.sum(), 1), min(area / max(hull, 1), 1),
-                     perimeter ** 2 / (4 * np.pi * area), pieces, lobes], np.float32)
+    return _measure([region])[0]
 
 
-def features_of_crops(crops: np.ndarray, margin: float) -> np.ndarray:
-    """``N x 6`` measurements of crops as the classifier sees them (cut with ``margin``); about
-    0.5 ms a cell on one core (a second thread does not help: the Python between OpenCV calls holds the GIL)."""
+def features_of_crops(crops: np.ndarray, margin: float, chunk: int = 64) -> np.ndarray:
+    """``N x 6`` measurements (:func:`nucleus_features`) of crops as the classifier sees them (cut
+    with ``margin``), ``chunk`` cells at a time: 0.57 ms a cell on one core of a slow two-core
+    machine, where measuring them one at a time took 0.84 ms."""
     if not len(crops):
         return np.zeros((0, len(FEATURES)), np.float32)
-    return np.stack([nucleus_features(box_region(c, margin)) for c in crops])
+    return np.concatenate([_measure([box_region(c, margin) for c in crops[i:i + chunk]])
+                           for i in range(0, len(crops), chunk)])
+
+
+def _white_balanced(regions: np.ndarray) -> np.ndarray:
+    """:func:`ml.colour.white_balance` of each of ``N x S x S x 3`` uint8 regions, with the same
+    numbers: the brightest pixels' channel sums are sums of integers below 2**24 (regions of up
+    to 256x256 pixels), exact in any order, and each gain is applied through a table of its 256
+    float32 results."""
+    n = len(regions)
+    pixels = regions.reshape(n, -1, 3)
+    grey = (pixels[..., 0].astype(np.uint16) + pixels[..., 1] + pixels[..., 2]).astype(np.float32) / 3
+    bright = (grey >= np.quantile(grey, BACKGROUND_QUANTILE, axis=1)[:, None]).astype(np.float32)
+    total = np.matmul(bright[:, None, :], pixels.astype(np.float32))[:, 0]  # N x 3, exact
+    background = total / bright.sum(axis=1)[:, None]
+    gains = np.clip(BACKGROUND_LEVEL / np.maximum(background, 1.0), 1.0 / MAX_GAIN, MAX_GAIN).astype(np.float32)
+    tables = np.clip(_LEVELS[None, :, None] * gains[:, None, :] + 0.5, 0, 255).astype(np.uint8)  # N x 256 x 3
+    return np.stack([cv2.LUT(r, t[:, None, :]) for r, t in zip(regions, tables)])
+
+
+def _measure(regions: list[np.ndarray]) -> np.ndarray:
+    """The measurements of several box regions at once: the colour steps on the whole batch, the
+    shape steps on one tall image of the regions' nucleus masks stacked (each mask is empty within
+    two pixels of its region's edge, so no shape crosses from one region into the next)."""
+    s, n = MEASURE_SIZE, len(regions)
+    stack = np.stack([cv2.resize(np.ascontiguousarray(r), (s, s), interpolation=cv2.INTER_LINEAR) for r in regions])
+    balanced = _white_balanced(stack)
+    g = balanced[..., 1]
+    # the disc's darkest and lightest green (optical density falls as the level rises)
+    top = _OD[np.maximum(g, _OUTSIDE).min(axis=(1, 2))]
+    low = _OD[np.minimum(g, _INSIDE).max(axis=(1, 2))]
+    measured = (top - low) >= 0.05  # a blank, uniform region: no nucleus to measure
+    scale = np.where(measured, top, np.float32(1.0)).astype(np.float32)[:, None]
+    tables = np.clip(_OD[None, :] / scale * 255, 0, 255).astype(np.uint8)  # green optical density, 0..255
+    nucleus = np.zeros((n, s, s), np.uint8)
+    for i in np.flatnonzero(measured):
+        level = cv2.LUT(g[i], tables[i])
+        t, _ = cv2.threshold(level[_DISC], 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        nucleus[i] = (level > t) & _DISC
+    tall = cv2.morphologyEx(nucleus.reshape(n * s, s), cv2.MORPH_OPEN, _OPEN)
+    # the nucleus's parts: area, pieces above 8 % of it
+    k, _, stats, _ = cv2.connectedComponentsWithStats(tall)
+    owner, parts = stats[1:, 1] // s, stats[1:, 4].astype(np.float64)
+    area = np.bincount(owner, weights=parts, minlength=n) + 1e-6
+    pieces = np.bincount(owner, weights=parts > 0.08 * area[owner], minlength=n)
+    # lobes: parts above 5 % of the nucleus that survive a 5x5 erosion
+    k, _, stats, _ = cv2.connectedComponentsWithStats(cv2.erode(tall, _ERODE))
+    owner_e = stats[1:, 1] // s
+    lobes = np.bincount(owner_e, weights=stats[1:, 4] > 0.05 * area[owner_e], minlength=n)
+    # outline: perimeter and convex hull of each region's external contours
+    contours, _ = cv2.findContours(tall, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    mine: list[list[np.ndarray]] = [[] for _ in range(n)]
+    for c in contours:
+        mine[int(c[0, 0, 1]) // s].append(c)
+    perimeter, hull = np.zeros(n), np.ones(n)
+    for i, cs in enumerate(mine):
+        if not cs:
+            continue
+        perimeter[i] = sum(cv2.arcLength(c, True) for c in cs)
+        points = np.vstack(cs)
+        if len(points) > 2:
+            hull[i] = cv2.contourArea(cv2.convexHull(points))
+    density = _OD[balanced[..., 0]] + _OD[g] + _OD[balanced[..., 2]]
+    cell = ((density > 0.25) & _DISC).sum(axis=(1, 2))
+    features = np.stack([area / _DISC_AREA, area / np.maximum(cell, 1), np.minimum(area / np.maximum(hull, 1), 1),
+                         perimeter ** 2 / (4 * np.pi * area), pieces, lobes], axis=1).astype(np.float32)
+    features[~measured] = 0
+    return features
 
 
 @dataclass

@@ -28,10 +28,13 @@ def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-def sample_normalized(model: nn.Module, batches: Iterable[torch.Tensor], n: int, strength: float) -> nn.Module:
+def sample_normalized(model: nn.Module, batches: Iterable[torch.Tensor | tuple[torch.Tensor, torch.Tensor]], n: int,
+                      strength: float) -> nn.Module:
     """A copy of ``model`` (in eval mode) whose batch-norm statistics blend the trained ones with
     those of ``batches`` (the sample's ``n`` cells, as the model's input), weight ``n / (n + strength)``.
 
+    A batch may come as ``(x, counts)``: the batch that holds ``x[i]`` ``counts[i]`` times (a draw
+    with replacement), passed through the network once per distinct cell (:func:`_counted_forward`).
     A model without batch normalization (e.g. GroupNorm ResNets) or an empty sample is returned as
     an unchanged copy."""
     if strength < 0:
@@ -46,8 +49,11 @@ def sample_normalized(model: nn.Module, batches: Iterable[torch.Tensor], n: int,
         bn.momentum = None  # a cumulative average over the batches: the sample's own statistics
         bn.train()
     with torch.no_grad():
-        for x in batches:
-            adapted(x)
+        for batch in batches:
+            if isinstance(batch, tuple):
+                _counted_forward(adapted, layers, *batch)
+            else:
+                adapted(batch)
     w = n / (n + strength)
     for bn, (mean, var, momentum) in zip(layers, trained):
         bn.running_mean.mul_(w).add_(mean, alpha=1 - w)
@@ -55,6 +61,38 @@ def sample_normalized(model: nn.Module, batches: Iterable[torch.Tensor], n: int,
         bn.momentum = momentum
         bn.eval()
     return adapted
+
+
+def _counted_forward(model: nn.Module, layers: list[nn.modules.batchnorm._BatchNorm], x: torch.Tensor,
+                     counts: torch.Tensor) -> None:
+    """One training-mode pass of the batch that holds ``x[i]`` ``counts[i]`` times, through each
+    distinct cell once: every batch-norm layer normalizes by, and accumulates, the counted mean and
+    variance (equal to the repeated batch's; the running variance unbiased over its size)."""
+    w = counts.to(x.dtype).view(-1, 1, 1, 1)
+
+    def counted(bn, inp):
+        if inp.dim() != 4:
+            raise ValueError("counted batches need 2-d feature maps")
+        size = float(counts.sum()) * inp.shape[2] * inp.shape[3]
+        mean = (inp * w).sum((0, 2, 3)) / size
+        centred = inp - mean.view(1, -1, 1, 1)
+        var = (centred * centred * w).sum((0, 2, 3)) / size
+        bn.num_batches_tracked.add_(1)
+        f = 1.0 / float(bn.num_batches_tracked)  # momentum None: the cumulative average of the batches
+        bn.running_mean.mul_(1 - f).add_(mean, alpha=f)
+        bn.running_var.mul_(1 - f).add_(var * (size / max(size - 1.0, 1.0)), alpha=f)
+        out = centred / torch.sqrt(var + bn.eps).view(1, -1, 1, 1)
+        if bn.affine:
+            out = out * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1)
+        return out
+
+    try:
+        for bn in layers:
+            bn.forward = (lambda inp, _bn=bn: counted(_bn, inp))  # for this pass only
+        model(x)
+    finally:
+        for bn in layers:
+            vars(bn).pop("forward", None)  # back to the class's own forward
 
 
 STATISTICS_CELLS = 512  # cells of a sample that its statistics are taken from, at most

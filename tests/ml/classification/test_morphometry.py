@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ml.classification import load_classifier
+from ml.classification.artifact import OVERLAP_CELLS
 from ml.classification.data import fixed_split, synthetic_cells
 from ml.classification.morphometry import (FEATURES, MEASURE_SIZE, WEIGHTS, ShapeOpinion, box_region,
                                           features_of_crops, nucleus_features)
@@ -67,6 +68,24 @@ def test_the_box_region_is_the_centre_of_the_crop_rule():
     assert region.shape == (46, 46, 3)  # 64 / 1.4, rounded: the box inside the rule's margin
     assert box_region(crop, 0.0).shape == (64, 64, 3)
     assert features_of_crops(np.zeros((0, 64, 64, 3), np.uint8), 0.2).shape == (0, len(FEATURES))
+
+
+def test_a_batch_is_measured_as_each_of_its_cells_alone(small_cells):
+    """Measured together, cells do not touch: each row equals the cell measured alone, and the white
+    balance is ml.colour's, number for number."""
+    from ml.classification.morphometry import _white_balanced
+    from ml.classification.stain import normalize
+    from ml.colour import white_balance
+
+    cells, _ = small_cells
+    crops = np.stack([normalize(c, "background") for c in cells.crops(0.2, 64)])
+    crops = np.concatenate([crops, np.full((2, 64, 64, 3), 200, np.uint8)])  # and blank ones among them
+    together = features_of_crops(crops, 0.2, chunk=16)
+    alone = np.stack([nucleus_features(box_region(c, 0.2)) for c in crops])
+    np.testing.assert_array_equal(together, alone)
+    assert (together[:-2, FEATURES.index("nucleus_pieces")] >= 1).all() and not together[-2:].any()
+    regions = np.stack([cv2.resize(box_region(c, 0.2), (MEASURE_SIZE, MEASURE_SIZE)) for c in crops[:8]])
+    np.testing.assert_array_equal(_white_balanced(regions), np.stack([white_balance(r) for r in regions]))
 
 
 def test_the_shape_model_separates_real_lymphocytes_from_neutrophils(small_cells):
@@ -141,6 +160,9 @@ def test_a_run_with_the_opinion_serves_it(tmp_path):
     crops = np.stack([clf.crops(val.images[i], [val.box(i)])[0] for i in range(len(val))])
     expected = clf.shape_opinion.scores(predict_logits(clf.model, crops), features_of_crops(crops, clf.crop_rule.margin))
     np.testing.assert_allclose(clf.logits_of_crops(crops), expected, rtol=1e-4, atol=1e-4)
+    many = np.concatenate([crops] * 4)  # enough cells to be measured in a second thread beside the network
+    assert len(many) >= OVERLAP_CELLS
+    np.testing.assert_allclose(clf.logits_of_crops(many), np.concatenate([expected] * 4), rtol=1e-4, atol=1e-4)
     assert json.loads((run / "config.json").read_text())["shape_opinion"] is True
 
 

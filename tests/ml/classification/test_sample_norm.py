@@ -52,6 +52,33 @@ def test_the_trained_statistics_count_as_strength_cells_and_stay_untouched():
         sample_normalized(net, [x], len(x), strength=-1)
 
 
+def test_a_counted_batch_gives_the_statistics_of_the_batch_it_repeats():
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 1),
+                        nn.BatchNorm2d(4, affine=False), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    net.train()
+    with torch.no_grad():
+        for _ in range(5):
+            net(torch.randn(8, 3, 8, 8))
+    net.eval()
+    cells = torch.randn(6, 3, 8, 8) * 1.5 + 0.5
+    first, second = torch.tensor([0, 0, 0, 2, 5, 5]), torch.tensor([1, 1, 3, 4])  # two batches of a draw
+    repeated = sample_normalized(net, [cells[first], cells[second]], 12, strength=4)
+    counted = []
+    for batch in (first, second):
+        distinct, counts = torch.unique(batch, return_counts=True)
+        counted.append((cells[distinct], counts))
+    by_count = sample_normalized(net, counted, 12, strength=4)
+    for a, b in ((repeated[1], by_count[1]), (repeated[4], by_count[4])):
+        assert torch.allclose(a.running_mean, b.running_mean, atol=1e-6)
+        assert torch.allclose(a.running_var, b.running_var, rtol=1e-5)
+        assert int(b.num_batches_tracked) == 2 and not b.training
+    with torch.no_grad():
+        assert torch.allclose(repeated(cells), by_count(cells), atol=1e-5)
+        assert not torch.allclose(by_count(cells), net(cells), atol=1e-3)  # the statistics did move
+    assert all("forward" not in vars(m) for m in by_count.modules())  # its layers forward as usual again
+
+
 def test_a_network_without_batch_norm_is_left_as_it_is():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4), nn.Flatten())
     x = torch.randn(4, 3, 6, 6) * 3
