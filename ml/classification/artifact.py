@@ -218,16 +218,17 @@ class Classifier:
     # -- inference -------------------------------------------------------------------------
     def logits_of_crops(self, crops: np.ndarray) -> np.ndarray:
         """The classifier's logits: the network's, with the shape opinion added where there is one.
-        For many cells the nuclei are measured in a second thread while the network runs (OpenCV and
-        most of numpy release Python's lock; on two cores this takes a third off the time)."""
+        For many cells the nuclei are measured and judged in a second thread while the network runs
+        (OpenCV, numpy and the trees mostly release Python's lock)."""
         if self.shape_opinion is None or not len(crops):
             return self.network_logits(crops)
         margin = self.crop_rule.margin
         if len(crops) < OVERLAP_CELLS:
             return self.shape_opinion.scores(self.network_logits(crops), features_of_crops(crops, margin))
-        features = _measuring_thread().submit(features_of_crops, crops, margin)
+        opinion = self.shape_opinion
+        shape = _measuring_thread().submit(lambda: opinion.log_proba(features_of_crops(crops, margin)))
         logits = self.network_logits(crops)
-        return self.shape_opinion.scores(logits, features.result())
+        return opinion.joined(logits, shape.result())
 
     def network_logits(self, crops: np.ndarray) -> np.ndarray:
         """The network's own logits (its test-time views averaged)."""

@@ -128,6 +128,23 @@ def test_the_opinion_is_added_to_the_networks_calibrated_log_probabilities():
     assert set(acc) == set(WEIGHTS) and opinion.weight == max(w for w in WEIGHTS if acc[w] == max(acc.values()))
 
 
+def test_a_few_cells_get_the_same_probabilities_from_the_flat_trees():
+    from ml.classification.morphometry import FLAT_CELLS, _FlatTrees
+
+    x, y = separable(90)
+    opinion = ShapeOpinion.fit(x, y, 3)
+    probe = np.concatenate([x[:10], np.random.default_rng(3).normal(0, 2, (10, len(FEATURES)))]).astype(np.float32)
+    probe[::4, 0] = np.nan  # missing values go where each node learned to send them
+    assert len(probe) <= FLAT_CELLS
+    flat = _FlatTrees.of(opinion.model)
+    np.testing.assert_array_equal(flat.predict_proba(probe), opinion.model.predict_proba(probe))
+    np.testing.assert_array_equal(opinion.log_proba(probe), np.log(np.clip(opinion.model.predict_proba(probe), 1e-9, None)).astype(np.float32))
+    assert isinstance(opinion._flat, _FlatTrees)  # built on the first few cells, kept for the next
+    many = np.concatenate([probe] * 3)  # more cells than that go through scikit-learn: the same numbers
+    np.testing.assert_array_equal(opinion.log_proba(many), np.concatenate([opinion.log_proba(probe)] * 3))
+    assert _FlatTrees.of(object()) is False
+
+
 def test_the_opinion_travels_without_pickle_and_comes_back_the_same():
     x, y = separable()
     opinion = ShapeOpinion.fit(x, y, 3)
