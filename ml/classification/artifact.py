@@ -42,6 +42,15 @@ def _measuring_thread() -> ThreadPoolExecutor:
     return _measurer
 
 
+def _forget_measuring_thread() -> None:
+    """A forked child (a Celery pool process) has no copy of its parent's thread: it starts its own."""
+    global _measurer
+    _measurer = None
+
+
+os.register_at_fork(after_in_child=_forget_measuring_thread)
+
+
 @dataclass
 class Prediction:
     label: str

@@ -114,12 +114,12 @@ def _measure(regions: list[np.ndarray]) -> np.ndarray:
         nucleus[i] = (level > t) & _DISC
     tall = cv2.morphologyEx(nucleus.reshape(n * s, s), cv2.MORPH_OPEN, _OPEN)
     # the nucleus's parts: area, pieces above 8 % of it
-    k, _, stats, _ = cv2.connectedComponentsWithStats(tall)
+    _, _, stats, _ = cv2.connectedComponentsWithStats(tall)
     owner, parts = stats[1:, 1] // s, stats[1:, 4].astype(np.float64)
     area = np.bincount(owner, weights=parts, minlength=n) + 1e-6
     pieces = np.bincount(owner, weights=parts > 0.08 * area[owner], minlength=n)
     # lobes: parts above 5 % of the nucleus that survive a 5x5 erosion
-    k, _, stats, _ = cv2.connectedComponentsWithStats(cv2.erode(tall, _ERODE))
+    _, _, stats, _ = cv2.connectedComponentsWithStats(cv2.erode(tall, _ERODE))
     owner_e = stats[1:, 1] // s
     lobes = np.bincount(owner_e, weights=stats[1:, 4] > 0.05 * area[owner_e], minlength=n)
     # outline: perimeter and convex hull of each region's external contours

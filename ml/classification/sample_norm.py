@@ -68,11 +68,12 @@ def _counted_forward(model: nn.Module, layers: list[nn.modules.batchnorm._BatchN
     """One training-mode pass of the batch that holds ``x[i]`` ``counts[i]`` times, through each
     distinct cell once: every batch-norm layer normalizes by, and accumulates, the counted mean and
     variance (equal to the repeated batch's; the running variance unbiased over its size)."""
+    if not all(isinstance(bn, nn.BatchNorm2d) for bn in layers):  # other layers get the repeated batch itself
+        model(torch.repeat_interleave(x, counts, dim=0))
+        return
     w = counts.to(x.dtype).view(-1, 1, 1, 1)
 
     def counted(bn, inp):
-        if inp.dim() != 4:
-            raise ValueError("counted batches need 2-d feature maps")
         size = float(counts.sum()) * inp.shape[2] * inp.shape[3]
         mean = (inp * w).sum((0, 2, 3)) / size
         centred = inp - mean.view(1, -1, 1, 1)

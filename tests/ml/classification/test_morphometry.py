@@ -181,6 +181,25 @@ def test_a_run_with_the_opinion_serves_it(tmp_path):
     assert len(many) >= OVERLAP_CELLS
     np.testing.assert_allclose(clf.logits_of_crops(many), np.concatenate([expected] * 4), rtol=1e-4, atol=1e-4)
     assert json.loads((run / "config.json").read_text())["shape_opinion"] is True
+    # a forked process (a worker's pool) measures in a thread of its own
+    import os
+
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        torch.set_num_threads(1)  # torch's OpenMP threads do not survive a fork either
+        ok = np.allclose(clf.logits_of_crops(many), np.concatenate([expected] * 4), rtol=1e-4, atol=1e-4)
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write)
+    import select
+    import signal
+
+    if not select.select([read], [], [], 60)[0]:  # a child left without a thread would wait for ever
+        os.kill(child, signal.SIGKILL)
+    answered = os.read(read, 1) if select.select([read], [], [], 0)[0] else b""
+    os.waitpid(child, 0)
+    assert answered == b"1"
 
 
 def test_the_opinion_needs_validation_cells(tmp_path):

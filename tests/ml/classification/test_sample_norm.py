@@ -77,6 +77,12 @@ def test_a_counted_batch_gives_the_statistics_of_the_batch_it_repeats():
         assert torch.allclose(repeated(cells), by_count(cells), atol=1e-5)
         assert not torch.allclose(by_count(cells), net(cells), atol=1e-3)  # the statistics did move
     assert all("forward" not in vars(m) for m in by_count.modules())  # its layers forward as usual again
+    # a network with other batch-norm layers than 2-d ones gets the repeated batch itself
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 5), nn.BatchNorm1d(5)).eval()
+    by_count = sample_normalized(flat, counted, 12, strength=4)
+    repeated = sample_normalized(flat, [cells[first], cells[second]], 12, strength=4)
+    assert torch.allclose(by_count[2].running_mean, repeated[2].running_mean, atol=1e-6)
+    assert torch.allclose(by_count[2].running_var, repeated[2].running_var, rtol=1e-5)
 
 
 def test_a_network_without_batch_norm_is_left_as_it_is():
