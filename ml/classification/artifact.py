@@ -196,18 +196,15 @@ class Classifier:
             t = self.shape_opinion.network_temperature if self.shape_opinion is not None else self.temperature
             draw = balanced_draw(softmax(self.network_logits(pool), t))
 
-        def tensor(x: np.ndarray) -> torch.Tensor:
-            return self.tensor(x).contiguous(memory_format=torch.channels_last)
-
         def batches():
             if draw is None:
                 for i in range(0, len(pool), self.batch_size):
-                    yield tensor(pool[i:i + self.batch_size])
+                    yield self.network_input(pool[i:i + self.batch_size])
                 return
             # the draw repeats cells: each of its batches passes its distinct cells once, counted
             for i in range(0, len(draw), self.batch_size):
                 cells, counts = np.unique(draw[i:i + self.batch_size], return_counts=True)
-                yield tensor(pool[cells]), torch.from_numpy(counts)
+                yield self.network_input(pool[cells]), torch.from_numpy(counts)
 
         other = copy.copy(self)
         other.model = sample_normalized(self.model, batches(), len(crops), strength)
@@ -223,6 +220,10 @@ class Classifier:
     def tensor(self, crops: np.ndarray) -> torch.Tensor:
         """The crops as a normalized ``Nx3xHxW`` batch on the classifier's device."""
         return to_tensor(crops, self.mean, self.std).to(self.device)
+
+    def network_input(self, crops: np.ndarray) -> torch.Tensor:
+        """:meth:`tensor` in the memory layout the network runs fastest on (channels last)."""
+        return self.tensor(crops).contiguous(memory_format=torch.channels_last)
 
     # -- inference -------------------------------------------------------------------------
     def logits_of_crops(self, crops: np.ndarray) -> np.ndarray:
@@ -244,7 +245,7 @@ class Classifier:
         outs = []
         with torch.inference_mode():
             for i in range(0, len(crops), self.batch_size):
-                x = self.tensor(crops[i:i + self.batch_size]).contiguous(memory_format=torch.channels_last)
+                x = self.network_input(crops[i:i + self.batch_size])
                 outs.append(dihedral_logits(self.model, x, self.tta).float().cpu().numpy())
         return np.concatenate(outs) if outs else np.zeros((0, len(self.classes)), np.float32)
 
