@@ -37,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--shape-opinion", action=argparse.BooleanOptionalAction, default=None,
                    help="add a second opinion from the nucleus's shape (ml/classification/morphometry.py)")
     t.add_argument("--budget-s", type=float, dest="time_budget_s", help="wall-clock budget per training")
-    t.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
+    t.add_argument("--threads", type=int, help="torch CPU threads (default 1; 2 on two idle cores when the model's "
+                                                  "step outlasts the augmentation of its batch, e.g. cbam_cnn at 80 px)")
     t.add_argument("--workers", type=int, help="augmentation threads (default 1; on a GPU, the free cores)")
     t.add_argument("--device", help="auto (a GPU when there is one; the default, or $LEUKOLAB_DEVICE), cpu, cuda or cuda:N")
     t.add_argument("--ema", type=float, help="moving average of the weights, decay per step (0 = off)")
