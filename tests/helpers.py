@@ -1,4 +1,4 @@
-"""Shared helpers for the suite: where the real datasets are, reading VOC boxes, image bytes."""
+"""Shared helpers for the suite: where the real datasets are, reading VOC boxes, image bytes, cell folders."""
 from __future__ import annotations
 
 import io
@@ -63,3 +63,12 @@ def reachable(host: str, port: int, timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def write_class_folders(cells, data: Path) -> None:
+    """Save a :class:`ml.classification.data.CellSet` as a class-per-folder dataset under ``data``
+    (numbered PNG files), as a user's cells would come."""
+    for i, (image, label) in enumerate(zip(cells.images, cells.labels)):
+        folder = data / cells.classes[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i:03d}.png")

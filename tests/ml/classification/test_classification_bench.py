@@ -5,7 +5,8 @@ import json
 from pathlib import Path
 
 import torch
-from PIL import Image
+
+from tests.helpers import write_class_folders
 
 _spec = importlib.util.spec_from_file_location(
     "classification_bench", Path(__file__).resolve().parents[3] / "bench" / "classification.py")
@@ -19,10 +20,7 @@ def test_bench_trains_with_the_threads_given_and_reports_a_row(tmp_path, monkeyp
     monkeypatch.setenv("LEUKOLAB_CACHE", str(tmp_path / "cache"))
     cells = synthetic_cells(n_per_class=12, seed=3, classes=["lymphocyte", "neutrophil"])
     data = tmp_path / "cells"
-    for i, (image, label) in enumerate(zip(cells.images, cells.labels)):
-        folder = data / cells.classes[label]
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(folder / f"{i:03d}.png")
+    write_class_folders(cells, data)
     out = tmp_path / "bench"
     threads = torch.get_num_threads()  # the benchmark sets the process's inference threads
     try:

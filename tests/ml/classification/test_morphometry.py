@@ -12,6 +12,7 @@ from ml.classification.data import fixed_split, synthetic_cells
 from ml.classification.morphometry import (FEATURES, MEASURE_SIZE, WEIGHTS, ShapeOpinion, box_region,
                                           features_of_crops, nucleus_features)
 from ml.classification.train import TrainConfig, fit, predict_logits
+from tests.helpers import write_class_folders
 
 PALE, CYTOPLASM, NUCLEUS = (235, 235, 235), (215, 190, 215), (80, 40, 150)
 
@@ -227,17 +228,13 @@ def test_an_ensemble_averages_the_members_networks_and_leaves_their_opinions_out
 
 
 def test_the_cli_adds_an_opinion_to_a_trained_run_once(tmp_path, monkeypatch, capsys, saved_classifier):
-    from PIL import Image
-
     from ml.classification.__main__ import main
     from ml.classification.data import load_folder
 
     monkeypatch.setenv("LEUKOLAB_CACHE", str(tmp_path / "cache"))
     generated = synthetic_cells(n_per_class=14, classes=["lymphocyte", "monocyte", "neutrophil"])
     data = tmp_path / "data"
-    for i, (image, label) in enumerate(zip(generated.images, generated.labels)):
-        (data / generated.classes[label]).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(data / generated.classes[label] / f"{i:03d}.png")
+    write_class_folders(generated, data)
     cells = load_folder(data)
     tr, va, _ = fixed_split(cells.names, cells.labels)
     run = fit(TrainConfig(img_size=32, batch=8, epochs=1), cells.subset(tr), cells.subset(va), tmp_path / "run")

@@ -6,9 +6,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from ml.classification.morphometry import MEASURE_SIZE
+
+from tests.helpers import write_class_folders
 
 _spec = importlib.util.spec_from_file_location(
     "shape_opinion_bench", Path(__file__).resolve().parents[3] / "bench" / "shape_opinion.py")
@@ -67,10 +68,7 @@ def test_the_bench_reports_each_way_on_generated_cells(tmp_path, monkeypatch, ca
     monkeypatch.setenv("LEUKOLAB_CACHE", str(tmp_path / "cache"))
     cells = synthetic_cells(n_per_class=14, seed=3, classes=["lymphocyte", "neutrophil"])
     data = tmp_path / "cells"
-    for i, (image, label) in enumerate(zip(cells.images, cells.labels)):
-        folder = data / cells.classes[label]
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(folder / f"{i:03d}.png")
+    write_class_folders(cells, data)
     on_disk = load_folder(data)
     tr, va, _ = fixed_split(on_disk.names, on_disk.labels)
     run = fit(TrainConfig(backbone="cbam_cnn_small", img_size=32, batch=8, epochs=1, shape_opinion=True),
