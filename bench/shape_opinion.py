@@ -111,24 +111,25 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     try:
         clf = load_classifier(args.checkpoint, device="cpu")
+        rule = clf.crop_rule
+        cells = load_folder(args.data, size=cache_size_for(rule.out_size, rule.margin))
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     network = copy.copy(clf)
     if clf.shape_opinion is not None:  # the network alone, at its own temperature
         network.shape_opinion, network.temperature = None, clf.shape_opinion.network_temperature
-    rule = clf.crop_rule
-    cells = load_folder(args.data, size=cache_size_for(rule.out_size, rule.margin))
     tr, va, te = fixed_split(cells.names, cells.labels)
     (trc, try_), (vac, vay), (tec, tey) = (labelled_crops(network, cells.subset(i)) for i in (tr, va, te))
     print("measuring the cells ...", file=sys.stderr, flush=True)
     trf, vaf, tef = measures(trc, rule.margin), measures(vac, rule.margin), measures(tec, rule.margin)
     val_logits, test_logits = network.network_logits(vac), network.network_logits(tec)
-    shifted = []  # (logits, measures) of the validation cells, then of the test cells, under each corruption
-    print("corrupting the validation and test cells ...", file=sys.stderr, flush=True)
+    shifted = []  # (logits, measures) of the test cells, and with --weight-under-shift of the validation cells, under each corruption
+    print("corrupting the cells ...", file=sys.stderr, flush=True)
     for name in CORRUPTIONS:
         for sev in range(3):
-            v, t = corrupt(vac, name, sev), corrupt(tec, name, sev)
+            t = corrupt(tec, name, sev)
+            v = corrupt(vac, name, sev) if args.weight_under_shift else vac[:0]
             shifted.append((network.network_logits(v), measures(v, rule.margin),
                             network.network_logits(t), measures(t, rule.margin)))
 

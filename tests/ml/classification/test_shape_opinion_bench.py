@@ -85,6 +85,11 @@ def test_the_bench_reports_each_way_on_generated_cells(tmp_path, monkeypatch, ca
         "network alone", "6 measurements,", "6 measurements,", "13 measurements,", "13 measurements,"]
     assert ["(shift)" in r for r in rows] == [False, False, True, False, True]
     assert all(0.0 <= float(v) <= 1.0 for r in rows for v in r.replace("(shift)", "").split()[-3:])  # acc, ECE, corruptions
+    assert bench.main(["--checkpoint", str(run), "--data", str(data), "--measures", "10", "--threads", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines()[1:] if line.strip()]
+    assert [" ".join(r.split()[:2]) for r in rows] == ["network alone", "10 measurements,"]
+    torch.set_num_threads(threads)
     with pytest.raises(SystemExit):
         bench.main(["--checkpoint", str(run), "--data", str(data), "--measures", "14"])
     assert bench.main(["--checkpoint", str(tmp_path / "none"), "--data", str(data)]) == 2
+    assert bench.main(["--checkpoint", str(run), "--data", str(tmp_path / "no-cells")]) == 2
