@@ -61,7 +61,15 @@ def test_the_densities_are_the_cells_own_ratios():
     assert measured(pale)["nucleus_cytoplasm_density"] == pytest.approx(f["nucleus_cytoplasm_density"], rel=0.2)
 
 
-def test_the_bench_reports_each_way_on_generated_cells(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def torch_threads():
+    """The benchmark sets the process's torch threads: given back after the test, pass or fail."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_the_bench_reports_each_way_on_generated_cells(tmp_path, monkeypatch, capsys, torch_threads):
     from ml.classification.data import fixed_split, load_folder, synthetic_cells
     from ml.classification.train import TrainConfig, fit
 
@@ -73,13 +81,8 @@ def test_the_bench_reports_each_way_on_generated_cells(tmp_path, monkeypatch, ca
     tr, va, _ = fixed_split(on_disk.names, on_disk.labels)
     run = fit(TrainConfig(backbone="cbam_cnn_small", img_size=32, batch=8, epochs=1, shape_opinion=True),
               on_disk.subset(tr), on_disk.subset(va), tmp_path / "run")
-    threads = torch.get_num_threads()
-    try:
-        code = bench.main(["--checkpoint", str(run), "--data", str(data), "--measures", "6", "13",
-                           "--weight-under-shift", "--threads", "1"])
-    finally:
-        torch.set_num_threads(threads)
-    assert code == 0
+    assert bench.main(["--checkpoint", str(run), "--data", str(data), "--measures", "6", "13",
+                       "--weight-under-shift", "--threads", "1"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines()[1:] if line.strip()]
     assert [" ".join(r.split()[:2]) for r in rows] == [
         "network alone", "6 measurements,", "6 measurements,", "13 measurements,", "13 measurements,"]
@@ -88,7 +91,6 @@ def test_the_bench_reports_each_way_on_generated_cells(tmp_path, monkeypatch, ca
     assert bench.main(["--checkpoint", str(run), "--data", str(data), "--measures", "10", "--threads", "1"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines()[1:] if line.strip()]
     assert [" ".join(r.split()[:2]) for r in rows] == ["network alone", "10 measurements,"]
-    torch.set_num_threads(threads)
     with pytest.raises(SystemExit):
         bench.main(["--checkpoint", str(run), "--data", str(data), "--measures", "14"])
     assert bench.main(["--checkpoint", str(tmp_path / "none"), "--data", str(data)]) == 2
