@@ -1,6 +1,7 @@
 """Shared helpers for the suite: where the real datasets are, reading VOC boxes, image bytes, cell folders."""
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import socket
@@ -13,6 +14,14 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("LEUKOLAB_DATASETS", REPO.parent / "shared" / "datasets"))
 BCCD = DATASETS / "bccd"
+
+
+def load_bench(name: str):
+    """The benchmark script ``bench/<name>.py`` as a module (the benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def bccd_available() -> bool:

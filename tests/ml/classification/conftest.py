@@ -49,3 +49,13 @@ def smear():
     cv2.circle(img, (230, 160), 25, (200, 170, 210), -1)
     cv2.circle(img, (230, 160), 14, (90, 40, 130), -1)
     return img
+
+
+@pytest.fixture
+def torch_threads():
+    """For tests of benchmarks that set the process's torch threads: given back after the test, pass or fail."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

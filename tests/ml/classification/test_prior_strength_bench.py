@@ -1,17 +1,11 @@
 """bench/prior_strength.py: its scores of a smear's mix by hand, and a run end to end on generated cells."""
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from tests.helpers import write_class_folders
+from tests.helpers import load_bench, write_class_folders
 
-_spec = importlib.util.spec_from_file_location(
-    "prior_strength_bench", Path(__file__).resolve().parents[3] / "bench" / "prior_strength.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+bench = load_bench("prior_strength")
 
 CLASSES = ["basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil", "platelet"]
 
@@ -35,14 +29,6 @@ def test_a_mix_weighs_each_class_by_its_share():
     assert bench.mix_scores(np.append(y, 5), np.append(pred, 0), CLASSES, share) == (accuracy, f1)
     with pytest.raises(ValueError, match="no basophil"):
         bench.mix_scores(y[10:], pred[10:], CLASSES, share)
-
-
-@pytest.fixture
-def torch_threads():
-    """The benchmark sets the process's torch threads: given back after the test, pass or fail."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_the_bench_scores_each_power_of_the_prior(tmp_path, monkeypatch, capsys, torch_threads):

@@ -1,14 +1,11 @@
 """bench/sample_adaptation.py: the differential error and the slide simulation it reports."""
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-_spec = importlib.util.spec_from_file_location(
-    "sample_adaptation", Path(__file__).resolve().parents[3] / "bench" / "sample_adaptation.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+from tests.helpers import load_bench
+
+bench = load_bench("sample_adaptation")
 CLASSES = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
 
 

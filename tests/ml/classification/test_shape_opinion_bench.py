@@ -1,20 +1,14 @@
 """bench/shape_opinion.py: its further measurements on drawn cells, and a run end to end on generated cells."""
-import importlib.util
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from ml.classification.morphometry import MEASURE_SIZE
 
-from tests.helpers import write_class_folders
+from tests.helpers import load_bench, write_class_folders
 
-_spec = importlib.util.spec_from_file_location(
-    "shape_opinion_bench", Path(__file__).resolve().parents[3] / "bench" / "shape_opinion.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+bench = load_bench("shape_opinion")
 
 PALE, CYTOPLASM, NUCLEUS = (235, 235, 235), (215, 190, 215), (80, 40, 150)
 
@@ -59,14 +53,6 @@ def test_the_densities_are_the_cells_own_ratios():
     assert measured(cell(granules, nuclei=((48, 48, 16),)))["cytoplasm_texture"] > f["cytoplasm_texture"] + 0.1
     pale = (256 * ((plain.astype(np.float32) + 1) / 256) ** 0.7 - 1).astype(np.uint8)  # 30 % less dye
     assert measured(pale)["nucleus_cytoplasm_density"] == pytest.approx(f["nucleus_cytoplasm_density"], rel=0.2)
-
-
-@pytest.fixture
-def torch_threads():
-    """The benchmark sets the process's torch threads: given back after the test, pass or fail."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_the_bench_reports_each_way_on_generated_cells(tmp_path, monkeypatch, capsys, torch_threads):
