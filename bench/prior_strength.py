@@ -101,12 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         _, va, _ = fixed_split(cells.names, cells.labels)
         crops, y = labelled_crops(clf, cells.subset(va))
         shift = prior_shift(clf.classes, PERIPHERAL_BLOOD, clf.trained_prior) * clf.temperature
-        conditions = [("clean", crops)] + [(f"{name} {sev + 1}", None) for name in CORRUPTIONS for sev in range(3)]
+        conditions = [None] + [(name, sev) for name in CORRUPTIONS for sev in range(3)]  # None: clean
         logits = []
-        for label, c in tqdm(conditions, desc=f"{run}: conditions", file=sys.stderr):
-            if c is None:
-                name, sev = label.rsplit(" ", 1)
-                c = corrupt(crops, name, int(sev) - 1)
+        for condition in tqdm(conditions, desc=f"{run}: conditions", file=sys.stderr):
+            c = crops if condition is None else corrupt(crops, *condition)
             served = clf.sample_normalized(c, norm, balanced=True) if norm is not None else clf
             logits.append(served.logits_of_crops(c))
         print(f"\n{run}: PBC validation ({len(y)} cells) as a normal smear's mix of the five white-cell classes")
