@@ -42,9 +42,6 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--workers", type=int, help="augmentation threads (default 1; on a GPU, the free cores)")
     t.add_argument("--device", help="auto (a GPU when there is one; the default, or $LEUKOLAB_DEVICE), cpu, cuda or cuda:N")
     t.add_argument("--ema", type=float, help="moving average of the weights, decay per step (0 = off)")
-    t.add_argument("--progressive", type=float, metavar="P",
-                   help="where the time budget binds, train up to this fraction of the schedule at 3/4 of the input "
-                        "size (progressive resizing; 0 = off)")
     t.add_argument("--tta", type=int, choices=[1, 2, 4, 8],
                    help="test-time views kept in the checkpoint: rotations/flips averaged per cell")
     t.add_argument("--folds", type=int, default=0, help="k-fold cross-validation (K >= 2)")

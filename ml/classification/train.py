@@ -72,13 +72,6 @@ class TrainConfig:
     # The nucleus's shape as a second opinion (morphometry.ShapeOpinion), fitted on the training
     # cells, weighted and calibrated on the validation cells; needs validation cells.
     shape_opinion: bool = False
-    # Progressive resizing where the time budget binds: when the first epoch shows that the budget
-    # would end the schedule before its epochs, the first part of the schedule (as much as the epochs
-    # need to fit, at most this fraction) trains on batches downsampled to ``progressive_size``
-    # (default 3/4 of ``img_size``), which cost about half as much; the rest, validation and
-    # inference at ``img_size``. 0: off. A machine that fits the epochs trains as without it.
-    progressive: float = 0.0
-    progressive_size: int | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -180,27 +173,6 @@ def fit(cfg: TrainConfig, train: CellSet, val: CellSet | None, out_dir: Path, *,
         torch.set_num_threads(prev_threads)
 
 
-def progressive_size(cfg: TrainConfig) -> int:
-    """The lower input size of progressive resizing: ``cfg.progressive_size`` or 3/4 of the input
-    size, rounded to a multiple of 8."""
-    return int(cfg.progressive_size or max(8, round(0.75 * cfg.img_size / 8) * 8))
-
-
-def low_res_fraction(*, epochs: int, epochs_done: int, elapsed_s: float, epoch_s: float,
-                     budget_s: float | None, cost_ratio: float, cap: float) -> float:
-    """The fraction of the schedule to train at the lower input size, decided after the first
-    epochs: 0 when the remaining epochs fit the remaining budget at full size; else as many epochs
-    at the lower size (each costing ``cost_ratio`` of a full-size one) as make the rest fit, as a
-    fraction of all ``epochs``, at most ``cap``."""
-    if cap <= 0 or not budget_s or epoch_s <= 0 or epochs_done >= epochs:
-        return 0.0
-    left, budget_left = epochs - epochs_done, budget_s - elapsed_s
-    if left * epoch_s <= budget_left:
-        return 0.0
-    low_epochs = (left * epoch_s - budget_left) / (epoch_s * max(1e-6, 1.0 - cost_ratio))
-    return float(min(cap, (epochs_done + low_epochs) / epochs))
-
-
 def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
     if len(train) < cfg.batch:  # a small data set still gets whole batches, so every epoch trains
         cfg = replace(cfg, batch=max(2, len(train)))
@@ -238,7 +210,6 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
     trained_prior = None if cfg.balance else (counts / max(counts.sum(), 1.0)).tolist()
     ckpt_args = dict(architecture=cfg.backbone, model_kwargs=cfg.model_kwargs, classes=classes, crop=rule,
                      stain_norm=cfg.stain_norm, trained_prior=trained_prior, tta=cfg.tta)
-    low_size, low_until = progressive_size(cfg), 0.0  # progressive resizing: decided after the first epoch
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
@@ -266,10 +237,7 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
                 lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * (frac - warmup) / (1 - warmup)))
             for g in opt.param_groups:
                 g["lr"] = lr
-            x = x.to(device, non_blocking=on_gpu)
-            if frac < low_until:
-                x = F.interpolate(x, size=(low_size, low_size), mode="bilinear", antialias=True, align_corners=False)
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.to(device, non_blocking=on_gpu).contiguous(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=on_gpu)
             lam, perm = 1.0, None
             if cfg.mixup > 0 and rng.random() < 0.5:
@@ -299,7 +267,6 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
             break
         tr = classification_report(np.concatenate(trues), np.concatenate(preds), classes)
         entry = {"epoch": epoch + 1, "lr": lr, "time_s": round(time.time() - t_start, 1),
-                 "img_size": low_size if frac < low_until else cfg.img_size,
                  "train_loss": float(np.mean(losses)), "train_accuracy": tr["accuracy"], "train_macro_f1": tr["macro_f1"]}
         score = tr["macro_f1"]
         if val_crops is not None:
@@ -311,11 +278,6 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
             if averaged is not None:
                 raw = classification_report(val.labels, predict_logits(model, val_crops).argmax(1), classes)
                 entry.update(val_accuracy_raw=raw["accuracy"], val_macro_f1_raw=raw["macro_f1"])
-        if epoch == 0 and cfg.progressive > 0:
-            low_until = low_res_fraction(epochs=cfg.epochs, epochs_done=1, elapsed_s=time.time() - t_start,
-                                         epoch_s=time.time() - t_loop, budget_s=cfg.time_budget_s,
-                                         cost_ratio=(low_size / cfg.img_size) ** 2, cap=cfg.progressive)
-            entry["progressive_until"] = round(low_until, 4)
         log.append(entry)
         (out_dir / "log.json").write_text(json.dumps(log, indent=1))
         if progress and not cfg.time_budget_s:

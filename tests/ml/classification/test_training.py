@@ -220,35 +220,3 @@ def test_gradcam_explains_the_class_given_not_the_networks_own(trained_run):
     np.testing.assert_allclose(clf.heatmaps(image, [box])[0], maps[given], atol=1e-6)
     labelled = clf.heatmap_overlays(image, [box], labels=[clf.classes[own]])[0]
     np.testing.assert_array_equal(labelled, overlay(crops[0], maps[own]))
-
-
-def test_progressive_resizing_only_where_the_budget_would_end_the_schedule_early():
-    from ml.classification.train import low_res_fraction
-
-    common = dict(epochs=100, epochs_done=1, elapsed_s=10.0, cost_ratio=0.5, cap=0.6)
-    # 99 epochs of 4 s fit the 470 s left: trained as without the option
-    assert low_res_fraction(epoch_s=4.0, budget_s=480, **common) == 0.0
-    assert low_res_fraction(epoch_s=15.0, budget_s=None, **common) == 0.0
-    # 99 epochs of 5 s need 495 s of 470: 25 s saved at 2.5 s an epoch = 10 epochs at the lower size
-    assert low_res_fraction(epoch_s=5.0, budget_s=480, **common) == pytest.approx(11 / 100)
-    # a slow machine: as much as the cap allows
-    assert low_res_fraction(epoch_s=15.0, budget_s=480, **common) == 0.6
-    assert low_res_fraction(epoch_s=15.0, budget_s=480, **{**common, "cap": 0.0}) == 0.0
-
-
-def test_progressive_resizing_trains_first_at_the_lower_size_then_at_full_size(tmp_path):
-    from ml.classification.data import synthetic_cells
-    from ml.classification.train import progressive_size
-
-    cells = synthetic_cells(n_per_class=12, classes=["lymphocyte", "neutrophil", "monocyte"])
-    tr, va, _ = fixed_split(cells.names, cells.labels, val=0.3, test=0.0)
-    # 200 epochs cannot fit 10 s: the first part of the schedule runs at 3/4 of the size
-    cfg = TrainConfig(backbone="cbam_cnn_small", img_size=32, batch=8, epochs=200, time_budget_s=10, progressive=0.6)
-    assert progressive_size(cfg) == 24
-    run = fit(cfg, cells.subset(tr), cells.subset(va), tmp_path / "run")
-    log = json.loads((run / "log.json").read_text())
-    sizes = [e["img_size"] for e in log]
-    assert log[0]["progressive_until"] == 0.6
-    switch = sizes.index(32, 1)  # the first epoch, full size, measures the machine
-    assert set(sizes[1:switch]) == {24} and set(sizes[switch:]) == {32}
-    assert load_classifier(run).crop_rule.out_size == 32  # inference at full size
