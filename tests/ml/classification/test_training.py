@@ -220,3 +220,53 @@ def test_gradcam_explains_the_class_given_not_the_networks_own(trained_run):
     np.testing.assert_allclose(clf.heatmaps(image, [box])[0], maps[given], atol=1e-6)
     labelled = clf.heatmap_overlays(image, [box], labels=[clf.classes[own]])[0]
     np.testing.assert_array_equal(labelled, overlay(crops[0], maps[own]))
+
+
+def _smear_folder(folder, n=4):
+    import cv2
+
+    from ml.localization.synthetic import synthetic_field
+
+    (folder / "fields").mkdir(parents=True)
+    for i in range(n):
+        img, _ = synthetic_field(seed=i, n_wbc=2)
+        cv2.imwrite(str(folder / "fields" / f"f{i}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_unlabelled_cells_are_found_in_smear_images(tmp_path, monkeypatch):
+    from ml.classification.data import load_unlabelled
+
+    monkeypatch.setenv("LEUKOLAB_CACHE", str(tmp_path / "cache"))
+    folder = _smear_folder(tmp_path / "lab")
+    cells = load_unlabelled(folder)
+    assert len(cells) >= 6  # two white cells a field, found by the classical localizer
+    assert (cells.labels == -1).all() and cells.images.shape[1:] == (112, 112, 3)
+    assert all(n.startswith("fields/f") and "#" in n for n in cells.names)
+    again = load_unlabelled(folder)  # from the cache
+    assert np.array_equal(again.images, cells.images) and again.names == cells.names
+    with pytest.raises(ValueError, match="no images"):
+        load_unlabelled(tmp_path / "cache")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_unlabelled(tmp_path / "missing")
+
+
+def test_training_with_unlabelled_cells_logs_their_pseudo_labels(small_cells, tmp_path, monkeypatch):
+    """Unlabelled cells add a consistency loss: training still learns the labelled classes and the
+    log says how many unlabelled cells were answered confidently, and as what."""
+    monkeypatch.setenv("LEUKOLAB_CACHE", str(tmp_path / "cache"))
+    cells, _ = small_cells
+    tr, va, te = fixed_split(cells.names, cells.labels, val=0.0, test=0.3)
+    folder = _smear_folder(tmp_path / "lab")
+    cfg = TrainConfig(backbone="cbam_cnn_small", epochs=12, batch=32, lr=4e-3, img_size=32, augment=0.3,
+                      time_budget_s=90, unlabelled=str(folder), unlabelled_batch=8, unlabelled_threshold=0.5)
+    run = fit(cfg, cells.subset(tr), cells.subset(te), tmp_path / "run")
+    log = json.loads((run / "log.json").read_text())
+    seen = [e for e in log if "unlabelled_confident" in e]  # from unlabelled_start of the schedule on
+    assert seen and len(seen) < len(log) and all(0.0 <= e["unlabelled_confident"] <= 1.0 for e in seen)
+    assert log[-1]["unlabelled_confident"] > 0 and set(log[-1]["unlabelled_classes"]) <= set(cells.classes)
+    clf = load_classifier(run)
+    assert clf.metrics["n_unlabelled"] >= 6
+    r = evaluate_cells(clf, cells.subset(te))
+    assert r["accuracy"] > 3 / len(cells.classes), r["accuracy"]
