@@ -36,9 +36,6 @@ def _parser() -> argparse.ArgumentParser:
                    help="probability per crop of a random convolution (shape over colour and texture; 0 = off)")
     t.add_argument("--shape-opinion", action=argparse.BooleanOptionalAction, default=None,
                    help="add a second opinion from the nucleus's shape (ml/classification/morphometry.py)")
-    t.add_argument("--unlabelled", metavar="DIR",
-                   help="smear images of another lab, without classes: their cells (found by the classical "
-                        "localizer) teach the classifier that lab's look (pseudo-labels with consistency)")
     t.add_argument("--budget-s", type=float, dest="time_budget_s", help="wall-clock budget per training")
     t.add_argument("--threads", type=int, help="torch CPU threads (default 1; 2 on two idle cores when the model's "
                                                   "step outlasts the augmentation of its batch, e.g. cbam_cnn at 80 px)")

@@ -165,56 +165,6 @@ def load_folder(data_dir: Path, *, progress: Callable[[float, str], None] | None
     return CellSet(images, boxes, labels, classes, names)
 
 
-def load_unlabelled(folder: Path, *, progress: Callable[[float, str], None] | None = None,
-                    use_cache: bool = True, size: int = CACHE_SIZE, rescale: float | str = "auto") -> CellSet:
-    """The white cells of a folder of smear images (searched recursively), without classes.
-
-    Cells are found as the worker finds them (the classical localizer, automatic magnification
-    by default) and kept as context crops like :func:`load_folder`'s, labelled -1. Used to teach
-    a classifier another lab's look from its slides' cells (``TrainConfig.unlabelled``).
-    """
-    from ml.localization import load_localizer
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"unlabelled-cell folder {folder} does not exist")
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
-    if not paths:
-        raise ValueError(f"{folder} holds no images to find cells in")
-    localizer = load_localizer("classical", rescale=rescale)
-    key = hashlib.sha1(
-        (CACHE_VERSION + repr(getattr(localizer, "config", "")) + str(folder.resolve()) + f"|{size}|{rescale}"
-         + "|".join(f"{p.relative_to(folder)}:{p.stat().st_size}" for p in paths)).encode()
-    ).hexdigest()[:16]
-    cache = cache_root() / f"unlabelled-{folder.name}-{key}.npz"
-    if use_cache and cache.exists():
-        z = np.load(cache, allow_pickle=False)
-        return CellSet(z["images"], z["boxes"], z["labels"], [], [str(n) for n in z["names"]])
-    images, boxes, names = [], [], []
-    for i, p in enumerate(paths):
-        try:
-            image = load_image(p)
-        except (OSError, ValueError):  # unreadable file: skip it
-            continue
-        for k, box in enumerate(localizer.detect(image)):
-            crop, b = context_crop(image, box, size)
-            images.append(crop)
-            boxes.append(b)
-            names.append(f"{p.relative_to(folder)}#{k}")
-        if progress and i % 50 == 0:
-            progress(i / len(paths), f"finding cells in {folder} {i}/{len(paths)}")
-    if not images:
-        raise ValueError(f"no white cells were found in the images of {folder}")
-    cells = CellSet(np.stack(images), np.stack(boxes).astype(np.float32), np.full(len(images), -1, np.int64),
-                    [], names)
-    if use_cache:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, images=cells.images, boxes=cells.boxes, labels=cells.labels, names=np.array(names))
-        os.replace(tmp, cache)
-    return cells
-
-
 def fixed_split(names: list[str], labels: np.ndarray, val: float = 0.1, test: float = 0.2, seed: int = 0):
     """Deterministic stratified split by a hash of each file name: ``(train, val, test)`` indices.
 

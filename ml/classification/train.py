@@ -72,20 +72,6 @@ class TrainConfig:
     # The nucleus's shape as a second opinion (morphometry.ShapeOpinion), fitted on the training
     # cells, weighted and calibrated on the validation cells; needs validation cells.
     shape_opinion: bool = False
-    # Cells without classes from another lab's smears (a folder of images; data.load_unlabelled):
-    # from ``unlabelled_start`` of the schedule on, each step also sees ``unlabelled_batch`` of them;
-    # the model's answer on a lightly augmented view, aligned to the class frequencies expected of
-    # those cells (``unlabelled_prior``, a priors.load_prior spec: each answer is multiplied by the
-    # prior over the running mean of the answers, Berthelot et al. 2020) and where then at least
-    # ``unlabelled_threshold`` confident, is the target for a fully augmented view of the same cell,
-    # weighted by ``unlabelled_weight`` (pseudo-labels with consistency, Sohn et al. 2020). The
-    # alignment keeps another lab's cells from all drifting to one class. None: off.
-    unlabelled: str | None = None
-    unlabelled_batch: int = 16
-    unlabelled_threshold: float = 0.8
-    unlabelled_weight: float = 1.0
-    unlabelled_prior: str | None = "blood"
-    unlabelled_start: float = 0.3
 
 
 def seed_everything(seed: int) -> None:
@@ -95,8 +81,8 @@ def seed_everything(seed: int) -> None:
 
 
 class AugmentedCrops(torch.utils.data.Dataset):
-    def __init__(self, cells: CellSet, cfg: TrainConfig, unlabelled: CellSet | None = None):
-        self.cells, self.cfg, self.unlabelled = cells, cfg, unlabelled
+    def __init__(self, cells: CellSet, cfg: TrainConfig):
+        self.cells, self.cfg = cells, cfg
         self.rule = CropRule(cfg.margin, cfg.img_size)
         self.aug = AugmentConfig(strength=cfg.augment, **cfg.augment_options)
 
@@ -113,17 +99,6 @@ class AugmentedCrops(torch.utils.data.Dataset):
             x = random_convolution(x, rng, self.cfg.random_conv)
         return x, torch.from_numpy(self.cells.labels[idx])
 
-    def unlabelled_views(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """A random draw of unlabelled cells: each as a light view (the crop's geometry only) and a
-        strong one (the same crop with the photometric augmentation)."""
-        cells = self.unlabelled
-        weak, strong = [], []
-        for i in rng.integers(0, len(cells), self.cfg.unlabelled_batch):
-            crop = geometric_crop(cells.images[i], cells.box(int(i)), self.rule, rng, self.aug)
-            weak.append(normalize(crop, self.cfg.stain_norm))
-            strong.append(normalize(photometric(crop, rng, self.aug), self.cfg.stain_norm))
-        return to_tensor(weak), to_tensor(strong)
-
 
 class EpochBatches:
     """The augmented batches of one epoch, in order; batch ``b`` is drawn from its own generator
@@ -136,12 +111,9 @@ class EpochBatches:
     def __init__(self, ds: AugmentedCrops, order: np.ndarray, batch: int, epoch: int, workers: int = 0):
         self.ds, self.order, self.bs, self.epoch, self.workers = ds, order, batch, epoch, workers
 
-    def make(self, b: int) -> tuple[torch.Tensor, ...]:
+    def make(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.ds.cfg.seed, self.epoch, b])
-        x, y = self.ds.batch(self.order[b * self.bs:(b + 1) * self.bs], rng)
-        if self.ds.unlabelled is None:
-            return x, y
-        return (x, y, *self.ds.unlabelled_views(rng))
+        return self.ds.batch(self.order[b * self.bs:(b + 1) * self.bs], rng)
 
     def __iter__(self):
         return prefetched(self.make, len(self), self.workers)
@@ -222,20 +194,7 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
 
         averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
     served = averaged.module if averaged is not None else model  # what validation and checkpoints see
-    unlabelled = None
-    if cfg.unlabelled:
-        from ml.classification.data import load_unlabelled
-
-        unlabelled = load_unlabelled(Path(cfg.unlabelled), size=train.images.shape[1],
-                                     progress=(lambda f, m: progress(0.0, m)) if progress else None)
-        extra_metrics = {**(extra_metrics or {}), "n_unlabelled": len(unlabelled)}
-    ds = AugmentedCrops(train, cfg, unlabelled)
-    if unlabelled is not None:
-        from ml.classification.priors import load_prior, prior_vector
-
-        expected = torch.tensor(prior_vector(classes, load_prior(cfg.unlabelled_prior)), dtype=torch.float32,
-                                device=device)
-        answers_mean = None  # running mean of the model's answers on unlabelled cells
+    ds = AugmentedCrops(train, cfg)
     rng = np.random.default_rng(cfg.seed)
     val_crops = eval_crops(val, cfg) if val is not None and len(val) else None
     steps_per_epoch = max(1, len(train) // cfg.batch)
@@ -261,12 +220,10 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
             _set_bn_eval(model)
         order = epoch_order(train.labels, cfg.balance, rng)
         losses, correct, seen, preds, trues = [], 0, 0, [], []
-        pseudo = np.zeros(len(classes), np.int64)  # confident answers on unlabelled cells, by class
-        pseudo_seen = 0
         loader = EpochBatches(ds, order, cfg.batch, epoch, workers=workers)
         bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=None) if tqdm else loader
-        for x, y, *views in bar:
+        for x, y in bar:
             elapsed = time.time() - t_start
             frac = step / total_steps
             if cfg.time_budget_s:
@@ -287,35 +244,11 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
                 lam = float(rng.beta(cfg.mixup, cfg.mixup))
                 perm = torch.randperm(len(x), device=device)
                 x = lam * x + (1 - lam) * x[perm]
-            target = mask = None
-            if views and frac >= cfg.unlabelled_start:
-                weak, strong = (v.to(device, non_blocking=on_gpu).contiguous(memory_format=torch.channels_last)
-                                for v in views)
-                model.eval()
-                with torch.no_grad(), torch.autocast(device.type, enabled=on_gpu):
-                    answers = torch.softmax(model(weak).float(), 1)
-                model.train()
-                if cfg.freeze_bn:
-                    _set_bn_eval(model)
-                batch_mean = answers.mean(0)
-                answers_mean = batch_mean if answers_mean is None else 0.99 * answers_mean + 0.01 * batch_mean
-                aligned = answers * (expected / answers_mean)
-                conf, target = (aligned / aligned.sum(1, keepdim=True)).max(1)
-                mask = (conf >= cfg.unlabelled_threshold).float()
-                pseudo += np.bincount(target[mask > 0].cpu().numpy(), minlength=len(classes))
-                pseudo_seen += len(target)
-                x_all = torch.cat([x, strong])
-            else:
-                x_all = x
             with torch.autocast(device.type, enabled=on_gpu):
-                logits_all = model(x_all)
-                logits = logits_all[:len(x)]
+                logits = model(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
                 if perm is not None:
                     loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y[perm], label_smoothing=cfg.label_smoothing)
-                if target is not None:
-                    per_cell = F.cross_entropy(logits_all[len(x):], target, reduction="none")
-                    loss = loss + cfg.unlabelled_weight * (per_cell * mask).mean()
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -335,9 +268,6 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
         tr = classification_report(np.concatenate(trues), np.concatenate(preds), classes)
         entry = {"epoch": epoch + 1, "lr": lr, "time_s": round(time.time() - t_start, 1),
                  "train_loss": float(np.mean(losses)), "train_accuracy": tr["accuracy"], "train_macro_f1": tr["macro_f1"]}
-        if pseudo_seen:
-            entry.update(unlabelled_confident=round(float(pseudo.sum()) / pseudo_seen, 3),
-                         unlabelled_classes={c: int(n) for c, n in zip(classes, pseudo) if n})
         score = tr["macro_f1"]
         if val_crops is not None:
             vl = predict_logits(served, val_crops)
