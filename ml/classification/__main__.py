@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--augment", type=float, help="photometric augmentation strength (0 = off)")
     t.add_argument("--random-conv", type=float, metavar="P",
                    help="probability per crop of a random convolution (shape over colour and texture; 0 = off)")
+    t.add_argument("--amp-mix", type=float, metavar="P",
+                   help="probability per crop of a Fourier amplitude spectrum mixed with another crop's (0 = off)")
     t.add_argument("--shape-opinion", action=argparse.BooleanOptionalAction, default=None,
                    help="add a second opinion from the nucleus's shape (ml/classification/morphometry.py)")
     t.add_argument("--budget-s", type=float, dest="time_budget_s", help="wall-clock budget per training")

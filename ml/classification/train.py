@@ -27,8 +27,8 @@ from ml.classification.metrics import classification_report, fit_temperature, so
 from ml.classification.morphometry import ShapeOpinion, features_of_crops
 from ml.classification.registry import create_classifier
 from ml.classification.stain import normalize
-from ml.classification.transforms import (AugmentConfig, geometric_crop, photometric, random_convolution,
-                                         to_tensor)
+from ml.classification.transforms import (AugmentConfig, amplitude_mix, geometric_crop, photometric,
+                                         random_convolution, to_tensor)
 from ml.device import free_cores, resolve_device
 from ml.prefetch import prefetched
 
@@ -55,6 +55,8 @@ class TrainConfig:
     augment_options: dict = field(default_factory=dict)  # AugmentConfig fields, e.g. {"stain_scale": 1.0}
     # probability per crop of a random convolution (transforms.random_convolution; 0: off)
     random_conv: float = 0.0
+    # probability per crop of an amplitude spectrum mixed with another crop's (transforms.amplitude_mix; 0: off)
+    amp_mix: float = 0.0
     time_budget_s: float | None = None
     # Exponential moving average of the weights (decay per step; 0: off). Validation, best.pt and
     # last.pt then hold the averaged weights; the log keeps the raw weights' validation scores too.
@@ -97,6 +99,8 @@ class AugmentedCrops(torch.utils.data.Dataset):
         x = to_tensor([self.sample(int(i), rng) for i in idx])
         if self.cfg.random_conv > 0 and self.cfg.augment > 0:
             x = random_convolution(x, rng, self.cfg.random_conv)
+        if self.cfg.amp_mix > 0 and self.cfg.augment > 0:
+            x = amplitude_mix(x, rng, self.cfg.amp_mix)
         return x, torch.from_numpy(self.cells.labels[idx])
 
 

@@ -155,6 +155,25 @@ def random_convolution(x: torch.Tensor, rng: np.random.Generator, p: float,
     return out
 
 
+def amplitude_mix(x: torch.Tensor, rng: np.random.Generator, p: float, eta: float = 1.0) -> torch.Tensor:
+    """Fourier amplitude mixing (Xu et al., "A Fourier-based framework for domain generalization",
+    CVPR 2021): each crop of the normalized ``Nx3xHxW`` batch is, with probability ``p``, given an
+    amplitude spectrum blended with another crop's of the batch (weight drawn in [0, ``eta``]),
+    per channel, while it keeps its own phase. The amplitude carries what differs between labs
+    (colour balance, contrast, sharpness, noise); the phase carries where the edges are: the
+    nucleus's outline and lobes, the granules' positions."""
+    chosen = np.flatnonzero(rng.random(len(x)) < p)
+    if p <= 0 or not len(chosen) or len(x) < 2:
+        return x
+    others = (chosen + rng.integers(1, len(x), len(chosen))) % len(x)  # never the crop itself
+    lam = torch.from_numpy(rng.uniform(0.0, eta, len(chosen)).astype(np.float32)).view(-1, 1, 1, 1)
+    f = torch.fft.fft2(x[chosen].float())
+    amp = (1.0 - lam) * f.abs() + lam * torch.fft.fft2(x[others].float()).abs()
+    out = x.clone()
+    out[chosen] = torch.fft.ifft2(torch.polar(amp, f.angle())).real.to(x.dtype)
+    return out
+
+
 def to_tensor(crops: np.ndarray | list[np.ndarray], mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
     """``NxHxWx3`` uint8 crops to a normalized float ``Nx3xHxW`` tensor."""
     arr = np.ascontiguousarray(np.stack(crops) if isinstance(crops, list) else crops)

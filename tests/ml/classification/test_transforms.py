@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from ml.classification.stain import normalize
-from ml.classification.transforms import AugmentConfig, photometric, random_convolution, to_tensor
+from ml.classification.transforms import AugmentConfig, amplitude_mix, photometric, random_convolution, to_tensor
 
 
 def test_photometric_augmentation_changes_colours_but_keeps_shape():
@@ -63,3 +63,24 @@ def test_random_convolution_changes_the_chosen_crops_and_keeps_their_level():
     assert torch.equal(random_convolution(x, np.random.default_rng(0), 1.0), y)
     half = random_convolution(x, np.random.default_rng(1), 0.5)
     assert 0 < (half != x).flatten(1).any(1).sum() < 16
+
+
+def test_amplitude_mix_keeps_each_crops_phase_and_takes_anothers_amplitude():
+    rng = np.random.default_rng(4)
+    x = to_tensor(rng.integers(0, 255, (8, 32, 32, 3)).astype(np.uint8))
+    assert torch.equal(amplitude_mix(x, np.random.default_rng(0), 0.0), x)
+    y = amplitude_mix(x, np.random.default_rng(0), 1.0)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    assert (y != x).flatten(1).any(1).all()
+    fx, fy = torch.fft.fft2(x), torch.fft.fft2(y)
+    # the phase, where the edges lie, is the crop's own wherever the spectrum is not negligible
+    strong = fx.abs() > 1e-3 * fx.abs().amax()
+    dphase = torch.angle(fy * fx.conj())[strong]
+    assert dphase.abs().max() < 1e-3
+    # every amplitude lies between the crop's own and some other crop's of the batch
+    lo = fx.abs().amin(0, keepdim=True) - 1e-3
+    hi = fx.abs().amax(0, keepdim=True) + 1e-3
+    assert ((fy.abs() >= lo) & (fy.abs() <= hi)).all()
+    # a batch of one crop has nothing to mix with; the same generator state gives the same batch
+    assert torch.equal(amplitude_mix(x[:1], np.random.default_rng(0), 1.0), x[:1])
+    assert torch.equal(amplitude_mix(x, np.random.default_rng(0), 1.0), y)
