@@ -22,6 +22,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -51,7 +52,7 @@ def sample_normalized(model: nn.Module, batches: Iterable[torch.Tensor | tuple[t
     with torch.no_grad():
         for batch in batches:
             if isinstance(batch, tuple):
-                _counted_forward(adapted, layers, *batch)
+                _counted_forward(adapted, layers, *batch, [m for m, _, _ in trained])
             else:
                 adapted(batch)
     w = n / (n + strength)
@@ -64,32 +65,34 @@ def sample_normalized(model: nn.Module, batches: Iterable[torch.Tensor | tuple[t
 
 
 def _counted_forward(model: nn.Module, layers: list[nn.modules.batchnorm._BatchNorm], x: torch.Tensor,
-                     counts: torch.Tensor) -> None:
+                     counts: torch.Tensor, centres: list[torch.Tensor]) -> None:
     """One training-mode pass of the batch that holds ``x[i]`` ``counts[i]`` times, through each
     distinct cell once: every batch-norm layer normalizes by, and accumulates, the counted mean and
     variance (equal to the repeated batch's; the running variance unbiased over its size)."""
     if not all(isinstance(bn, nn.BatchNorm2d) for bn in layers):  # other layers get the repeated batch itself
         model(torch.repeat_interleave(x, counts, dim=0))
         return
-    w = counts.to(x.dtype).view(-1, 1, 1, 1)
+    w = counts.to(torch.float64).view(-1, 1)
 
-    def counted(bn, inp):
+    def counted(bn, centre, inp):
+        # sums per cell and channel (of the values and their squares, about the trained mean, so that
+        # a channel whose mean is far from zero keeps its variance's precision), then weighed by the
+        # counts in double precision
         size = float(counts.sum()) * inp.shape[2] * inp.shape[3]
-        mean = (inp * w).sum((0, 2, 3)) / size
-        centred = inp - mean.view(1, -1, 1, 1)
-        var = (centred * centred * w).sum((0, 2, 3)) / size
+        d = inp - centre.view(1, -1, 1, 1)
+        s1 = (d.sum((2, 3)).double() * w).sum(0) / size
+        s2 = ((d * d).sum((2, 3)).double() * w).sum(0) / size
+        mean = (s1 + centre.double()).to(inp.dtype)
+        var = (s2 - s1 * s1).clamp_min(0.0).to(inp.dtype)
         bn.num_batches_tracked.add_(1)
         f = 1.0 / float(bn.num_batches_tracked)  # momentum None: the cumulative average of the batches
         bn.running_mean.mul_(1 - f).add_(mean, alpha=f)
         bn.running_var.mul_(1 - f).add_(var * (size / max(size - 1.0, 1.0)), alpha=f)
-        out = centred / torch.sqrt(var + bn.eps).view(1, -1, 1, 1)
-        if bn.affine:
-            out = out * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1)
-        return out
+        return F.batch_norm(inp, mean, var, bn.weight, bn.bias, False, 0.0, bn.eps)
 
     try:
-        for bn in layers:
-            bn.forward = (lambda inp, _bn=bn: counted(_bn, inp))  # for this pass only
+        for bn, centre in zip(layers, centres):
+            bn.forward = (lambda inp, _bn=bn, _c=centre: counted(_bn, _c, inp))  # for this pass only
         model(x)
     finally:
         for bn in layers:
