@@ -38,6 +38,9 @@ class AugmentConfig:
     # density is mixed by I + N(0, s) per crop, which keeps the white background white (0: off).
     stain_colour: float = 0.0
     hue: float = 0.08  # fraction of the hue circle
+    # contrast factor drawn in [1 - (1 - contrast_min) * strength, 1 + 0.3 * strength] (a washed-out
+    # field: lamp, condenser, thin stain)
+    contrast_min: float = 0.7
     grayscale_p: float = 0.15
     blur_p: float = 0.4
     lowres_p: float = 0.4
@@ -109,7 +112,7 @@ def photometric(crop: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) 
     hsv[..., 1] *= rng.uniform(1 - 0.5 * k, 1 + 0.4 * k)
     out = cv2.cvtColor(np.clip(hsv, 0, [179, 255, 255]).astype(np.uint8), cv2.COLOR_HSV2RGB)
     f = out.astype(np.float32)
-    f = (f - f.mean()) * rng.uniform(1 - 0.3 * k, 1 + 0.3 * k) + f.mean() + rng.uniform(-25, 25) * k
+    f = (f - f.mean()) * rng.uniform(1 - (1 - cfg.contrast_min) * k, 1 + 0.3 * k) + f.mean() + rng.uniform(-25, 25) * k
     f *= rng.uniform(1 - 0.1 * k, 1 + 0.1 * k, size=3)  # per-channel gain: white balance
     out = np.clip(f, 0, 255).astype(np.uint8)
     if rng.random() < cfg.grayscale_p * k:
