@@ -57,7 +57,6 @@ class TrainConfig:
     random_conv: float = 0.0
     # probability per crop of an amplitude spectrum mixed with another crop's (transforms.amplitude_mix; 0: off)
     amp_mix: float = 0.0
-    amp_mix_same_class: bool = False  # the other crop of the same class
     time_budget_s: float | None = None
     # Exponential moving average of the weights (decay per step; 0: off). Validation, best.pt and
     # last.pt then hold the averaged weights; the log keeps the raw weights' validation scores too.
@@ -100,10 +99,9 @@ class AugmentedCrops(torch.utils.data.Dataset):
         x = to_tensor([self.sample(int(i), rng) for i in idx])
         if self.cfg.random_conv > 0 and self.cfg.augment > 0:
             x = random_convolution(x, rng, self.cfg.random_conv)
-        y = self.cells.labels[idx]
         if self.cfg.amp_mix > 0 and self.cfg.augment > 0:
-            x = amplitude_mix(x, rng, self.cfg.amp_mix, labels=y if self.cfg.amp_mix_same_class else None)
-        return x, torch.from_numpy(y)
+            x = amplitude_mix(x, rng, self.cfg.amp_mix)
+        return x, torch.from_numpy(self.cells.labels[idx])
 
 
 class EpochBatches:

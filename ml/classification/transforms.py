@@ -158,31 +158,17 @@ def random_convolution(x: torch.Tensor, rng: np.random.Generator, p: float,
     return out
 
 
-def amplitude_mix(x: torch.Tensor, rng: np.random.Generator, p: float, eta: float = 1.0,
-                  labels: np.ndarray | None = None) -> torch.Tensor:
+def amplitude_mix(x: torch.Tensor, rng: np.random.Generator, p: float, eta: float = 1.0) -> torch.Tensor:
     """Fourier amplitude mixing (Xu et al., "A Fourier-based framework for domain generalization",
     CVPR 2021): each crop of the normalized ``Nx3xHxW`` batch is, with probability ``p``, given an
     amplitude spectrum blended with another crop's of the batch (weight drawn in [0, ``eta``]),
     per channel, while it keeps its own phase. The amplitude carries what differs between labs
     (colour balance, contrast, sharpness, noise); the phase carries where the edges are: the
-    nucleus's outline and lobes, the granules' positions. With ``labels``, the other crop is one of
-    the same class (a crop without one is left as it is)."""
+    nucleus's outline and lobes, the granules' positions."""
     chosen = np.flatnonzero(rng.random(len(x)) < p)
     if p <= 0 or not len(chosen) or len(x) < 2:
         return x
-    if labels is None:
-        others = (chosen + rng.integers(1, len(x), len(chosen))) % len(x)  # never the crop itself
-    else:
-        labels = np.asarray(labels)
-        pairs = []
-        for i in chosen:
-            same = np.flatnonzero(labels == labels[i])
-            same = same[same != i]
-            if len(same):
-                pairs.append((i, int(rng.choice(same))))
-        if not pairs:
-            return x
-        chosen, others = (np.array(v) for v in zip(*pairs))
+    others = (chosen + rng.integers(1, len(x), len(chosen))) % len(x)  # never the crop itself
     lam = torch.from_numpy(rng.uniform(0.0, eta, len(chosen)).astype(np.float32)).view(-1, 1, 1, 1)
     f = torch.fft.fft2(x[chosen].float())
     amp = (1.0 - lam) * f.abs() + lam * torch.fft.fft2(x[others].float()).abs()
