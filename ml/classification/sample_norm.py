@@ -69,6 +69,7 @@ def _counted_forward(model: nn.Module, layers: list[nn.modules.batchnorm._BatchN
     """One training-mode pass of the batch that holds ``x[i]`` ``counts[i]`` times, through each
     distinct cell once: every batch-norm layer normalizes by, and accumulates, the counted mean and
     variance (equal to the repeated batch's; the running variance unbiased over its size)."""
+    counts = counts.to(x.device)
     if not all(isinstance(bn, nn.BatchNorm2d) for bn in layers):  # other layers get the repeated batch itself
         model(torch.repeat_interleave(x, counts, dim=0))
         return

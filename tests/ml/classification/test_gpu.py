@@ -41,5 +41,9 @@ def test_a_classifier_trained_on_the_gpu_serves_the_same_on_cpu_and_gpu(small_ce
     a, b = on_gpu.classify(smear, boxes), on_cpu.classify(smear, boxes)
     for pa, pb in zip(a, b):  # the GPU's convolutions round differently (TF32), not more than that
         assert pa.probabilities == pytest.approx(pb.probabilities, abs=1e-2)
+    crops = on_cpu.crops(smear, boxes)  # the two cells as one sample with its own statistics
+    ga = on_gpu.sample_normalized(crops, 10, balanced=True).probabilities_of_crops(crops)
+    gb = on_cpu.sample_normalized(crops, 10, balanced=True).probabilities_of_crops(crops)
+    assert ga == pytest.approx(gb, abs=1e-2)
     maps = on_gpu.heatmaps(smear, boxes)  # Grad-CAM on the GPU, maps back as arrays
     assert len(maps) == 2 and maps[0].shape == (32, 32) and np.isfinite(maps[0]).all()
