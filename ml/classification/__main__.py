@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
                                                   "step outlasts the augmentation of its batch, e.g. cbam_cnn at 80 px)")
     t.add_argument("--workers", type=int, help="augmentation threads (default 1; on a GPU, the free cores)")
     t.add_argument("--device", help="auto (a GPU when there is one; the default, or $LEUKOLAB_DEVICE), cpu, cuda or cuda:N")
+    t.add_argument("--cpu-bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bfloat16 mixed precision on a CPU that computes it natively (AVX-512 BF16 or AMX; "
+                        "ignored elsewhere)")
     t.add_argument("--ema", type=float, help="moving average of the weights, decay per step (0 = off)")
     t.add_argument("--tta", type=int, choices=[1, 2, 4, 8],
                    help="test-time views kept in the checkpoint: rotations/flips averaged per cell")

@@ -220,3 +220,21 @@ def test_gradcam_explains_the_class_given_not_the_networks_own(trained_run):
     np.testing.assert_allclose(clf.heatmaps(image, [box])[0], maps[given], atol=1e-6)
     labelled = clf.heatmap_overlays(image, [box], labels=[clf.classes[own]])[0]
     np.testing.assert_array_equal(labelled, overlay(crops[0], maps[own]))
+
+
+def test_bfloat16_training_on_a_cpu_that_computes_it_natively(tmp_path):
+    from ml.classification.data import synthetic_cells
+    from ml.classification.train import native_cpu_bf16
+
+    cells = synthetic_cells(n_per_class=12, classes=["lymphocyte", "neutrophil", "monocyte"])
+    tr, va, _ = fixed_split(cells.names, cells.labels, val=0.3, test=0.0)
+    cfg = TrainConfig(backbone="cbam_cnn_small", img_size=32, batch=8, epochs=2, cpu_bf16=True, device="cpu")
+    run = fit(cfg, cells.subset(tr), cells.subset(va), tmp_path / "run")
+    clf = load_classifier(run / "last.pt")
+    metrics = clf.metrics
+    # emulated bfloat16 is slower than float32, so only a CPU with native bfloat16 takes it
+    assert metrics["precision"] == ("bfloat16" if native_cpu_bf16() else "float32")
+    assert metrics["mixed_precision"] is native_cpu_bf16()
+    # the weights stay float32 (autocast computes in bfloat16, the optimizer steps in float32)
+    assert all(p.dtype == torch.float32 for p in clf.model.parameters())
+    assert np.isfinite(json.loads((run / "log.json").read_text())[-1]["train_loss"])
