@@ -46,5 +46,11 @@ class Box:
             y1=min(max(self.y1, 0.0), height),
         )
 
+    def scaled(self, factor: float) -> "Box":
+        """The box with its width and height multiplied by ``factor``, about the same centre."""
+        cx, cy = (self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2
+        hw, hh = self.width * factor / 2, self.height * factor / 2
+        return replace(self, x0=cx - hw, y0=cy - hh, x1=cx + hw, y1=cy + hh)
+
     def translate(self, dx: float, dy: float) -> "Box":
         return replace(self, x0=self.x0 + dx, y0=self.y0 + dy, x1=self.x1 + dx, y1=self.y1 + dy)

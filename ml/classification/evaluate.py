@@ -61,7 +61,7 @@ def evaluate_tecom_as_analyzed(clf: Classifier, tecom_dir: Path) -> dict:
 
 def evaluate_tecom(clf: Classifier, tecom_dir: Path, *, restrict: bool = True, boxes: str = "expert",
                    localizer=None, threshold: float | None = None, adapt: float | None = None,
-                   norm: float | None = None, norm_balanced: bool = False) -> dict:
+                   norm: float | None = None, norm_balanced: bool = False, box_scale: float = 1.0) -> dict:
     """Cross-lab accuracy on tecom (validation only: nothing here may feed training or tuning).
 
     ``restrict``: the argmax is taken over the five WBC classes tecom labels (basophil,
@@ -72,8 +72,13 @@ def evaluate_tecom(clf: Classifier, tecom_dir: Path, *, restrict: bool = True, b
     (:func:`priors.adapt` with this strength), as ``ml.analyze --adapt all`` does over its images.
     ``norm``: the network's normalization statistics are moved towards those of the cells found
     (:mod:`sample_norm`, the trained ones counting as this many cells); ``norm_balanced``: over the
-    cells resampled to a balanced class mix.
+    cells resampled to a balanced class mix. ``box_scale``: every box (expert or the localizer's) is
+    scaled about its centre by this factor before the crop rule frames it (how much the answers
+    depend on the box: ``bench/cross_lab_boxes.py``); a localizer's box is matched to the expert
+    one before scaling.
     """
+    if box_scale <= 0:
+        raise ValueError(f"box_scale must be positive, got {box_scale}")
     images, gt_boxes, labels, _ = load_tecom(Path(tecom_dir))
     keep = [clf.classes.index(c) for c in TECOM_CLASSES if c in clf.classes]
     if len(keep) < len(TECOM_CLASSES):
@@ -96,6 +101,8 @@ def evaluate_tecom(clf: Classifier, tecom_dir: Path, *, restrict: bool = True, b
         use = gt_boxes
     else:
         raise ValueError(f"unknown box source {boxes!r}; known: expert, localizer")
+    if box_scale != 1.0:
+        use = [b.scaled(box_scale) for b in use]
     crops = np.concatenate([clf.crops(im, [b]) for im, b in zip(images, use)])
     if norm is not None:
         clf = clf.sample_normalized(crops[found], norm, balanced=norm_balanced)

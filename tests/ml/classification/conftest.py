@@ -59,3 +59,25 @@ def torch_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def second_lab(tmp_path, smear):
+    """A tecom-style folder (labels.csv, JPEGImages, VOC Annotations) of 10 single-cell images."""
+    from PIL import Image
+
+    root = tmp_path / "lab"
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "Annotations").mkdir()
+    rows = ["image,category"]
+    classes = ["neutrophil", "lymphocyte", "monocyte", "eosinophil", "basophil"]
+    for i in range(10):
+        name = f"{i:03d}"
+        Image.fromarray(np.roll(smear, 3 * i, axis=1)).save(root / "JPEGImages" / f"{name}.png")
+        x0 = 80 - 22 + 3 * i
+        (root / "Annotations" / f"{name}.xml").write_text(
+            f"<annotation><object><name>WBC</name><bndbox><xmin>{x0}</xmin><ymin>68</ymin>"
+            f"<xmax>{x0 + 44}</xmax><ymax>112</ymax></bndbox></object></annotation>")
+        rows.append(f"{name},{classes[i % 5]}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root

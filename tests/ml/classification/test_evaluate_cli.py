@@ -7,28 +7,6 @@ import pytest
 from ml.classification.__main__ import main
 
 
-@pytest.fixture
-def second_lab(tmp_path, smear):
-    """A tecom-style folder (labels.csv, JPEGImages, VOC Annotations) of 10 single-cell images."""
-    from PIL import Image
-
-    root = tmp_path / "lab"
-    (root / "JPEGImages").mkdir(parents=True)
-    (root / "Annotations").mkdir()
-    rows = ["image,category"]
-    classes = ["neutrophil", "lymphocyte", "monocyte", "eosinophil", "basophil"]
-    for i in range(10):
-        name = f"{i:03d}"
-        Image.fromarray(np.roll(smear, 3 * i, axis=1)).save(root / "JPEGImages" / f"{name}.png")
-        x0 = 80 - 22 + 3 * i
-        (root / "Annotations" / f"{name}.xml").write_text(
-            f"<annotation><object><name>WBC</name><bndbox><xmin>{x0}</xmin><ymin>68</ymin>"
-            f"<xmax>{x0 + 44}</xmax><ymax>112</ymax></bndbox></object></annotation>")
-        rows.append(f"{name},{classes[i % 5]}")
-    (root / "labels.csv").write_text("\n".join(rows) + "\n")
-    return root
-
-
 def _scores(capsys, *args):
     assert main(["evaluate", *map(str, args), "--json"]) == 0
     return json.loads(capsys.readouterr().out)
@@ -72,3 +50,20 @@ def test_a_second_lab_as_analyzed_uses_the_prior_boxes_and_statistics_of_ml_anal
     want = evaluate_tecom(load_classifier(saved_classifier, prior="blood"), second_lab, boxes="localizer",
                           norm=got["norm"], norm_balanced=got["norm_balanced"])
     assert got["confusion_matrix"] == want["confusion_matrix"] and got["accuracy"] == want["accuracy"]
+
+
+def test_boxes_scaled_about_their_centres_frame_the_cells_differently(saved_classifier, second_lab):
+    from ml.boxes import Box
+    from ml.classification import load_classifier
+    from ml.classification.evaluate import evaluate_tecom
+
+    b = Box(10, 20, 50, 40, "WBC", 0.7).scaled(1.5)
+    assert (b.x0, b.y0, b.x1, b.y1, b.label, b.score) == (0, 15, 60, 45, "WBC", 0.7)
+    clf = load_classifier(saved_classifier)
+    plain = evaluate_tecom(clf, second_lab)
+    assert evaluate_tecom(clf, second_lab, box_scale=1.0) == plain
+    wider = evaluate_tecom(clf, second_lab, box_scale=1.6)
+    # this untrained network answers from what the crop holds: another framing, other answers
+    assert wider["confusion_matrix"] != plain["confusion_matrix"] or wider["ece"] != plain["ece"]
+    with pytest.raises(ValueError, match="box_scale"):
+        evaluate_tecom(clf, second_lab, box_scale=0)

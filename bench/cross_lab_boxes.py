@@ -1,0 +1,143 @@
+"""How much a classifier's answers on another lab's cells depend on the boxes that frame them.
+
+The cells of a tecom-style folder (one white cell per image: its VOC box in ``Annotations/``, its class
+in ``labels.csv``) are answered as ``ml.analyze`` answers them (the blood prior, the sample's own
+normalization statistics at strength 1000 over a balanced mix), with the boxes of each source:
+the folder's own (``expert``), the classical localizer (``classical``, at the scale ``auto`` finds, as
+``ml.analyze`` runs it) and any trained deep detector given by its run directory (also ``auto``). Each
+box is scaled about its centre by each ``--scales`` factor before the crop rule frames it. Prints,
+per source and factor, each classifier's accuracy and macro-F1 over the five classes other labs
+label, and the source's mean IoU with the folder's boxes (a cell no box of the source overlaps by
+0.3 counts as wrong, as in ``evaluate --tecom-boxes localizer``). With ``--cells``, the held-out cells of
+a class-per-folder set (its fixed split's test part, as ``evaluate --split test`` scores them: the model
+as trained) are scored with their boxes scaled the same way, for comparison with the training lab.
+
+    python bench/cross_lab_boxes.py --checkpoint runs/default --data ../shared/datasets/tecom \\
+        --sources expert classical runs/deep --scales 0.8 0.9 1 1.1 1.25 --cells ../shared/datasets/pbc
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+class CachedLocalizer:
+    """A localizer whose detections are kept per image (by its pixels), so that every classifier
+    and factor is scored on the same boxes at the cost of one pass."""
+
+    def __init__(self, localizer):
+        self.localizer = localizer
+        self.seen: dict[str, list] = {}
+
+    def detect(self, image):
+        key = hashlib.sha1(image.tobytes()).hexdigest() + str(image.shape)
+        if key not in self.seen:
+            self.seen[key] = self.localizer.detect(image)
+        return self.seen[key]
+
+
+def source_iou(localizer, data: Path) -> float:
+    """Mean IoU of each cell's folder box with the source's best-matching box (0 where none)."""
+    from ml.classification.data import load_tecom
+
+    images, boxes, _, _ = load_tecom(data)
+    return sum(max((b.iou(g) for b in localizer.detect(im)), default=0.0) for im, g in zip(images, boxes)) / len(boxes)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", nargs="+", required=True, type=Path, help="classifier run(s) or checkpoint(s)")
+    ap.add_argument("--data", required=True, type=Path, help="tecom-style folder (labels.csv, JPEGImages, Annotations)")
+    ap.add_argument("--sources", nargs="+", default=["expert", "classical"],
+                    help="expert, classical, or a deep detector's run directory (default: expert classical)")
+    ap.add_argument("--scales", nargs="+", type=float, default=[0.8, 0.9, 1.0, 1.1, 1.25])
+    ap.add_argument("--prior", default="blood", help="class prior, as ml.analyze --prior (default blood)")
+    ap.add_argument("--norm", type=float, default=1000.0,
+                    help="strength of the trained statistics against the sample's, as ml.analyze --norm; "
+                         "negative: the trained statistics only")
+    ap.add_argument("--cells", type=Path, default=None,
+                    help="class-per-folder cells (e.g. PBC) whose fixed split's test part is scored at the same scales")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = ap.parse_args(argv)
+    if any(s <= 0 for s in args.scales):
+        ap.error("--scales must be positive")
+
+    import torch
+
+    from ml.classification import load_classifier
+    from ml.classification.evaluate import TECOM_CLASSES, evaluate_tecom
+    from ml.localization import load_localizer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not (args.data / "labels.csv").is_file():
+        print(f"{args.data} is not a tecom-style folder (no labels.csv)", file=sys.stderr)
+        return 2
+    try:
+        classifiers = [load_classifier(c, prior=args.prior) for c in args.checkpoint]
+        sources = {}
+        for s in args.sources:
+            sources[s] = None if s == "expert" else CachedLocalizer(load_localizer(s, rescale="auto"))
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    norm = None if args.norm < 0 else args.norm
+    print(f"{args.data}: answered as ml.analyze (prior {args.prior}, sample statistics "
+          f"{'off' if norm is None else f'at {norm:g}, balanced'}); accuracy / macro-F1 over {', '.join(TECOM_CLASSES)}")
+    names = [Path(c).name or str(c) for c in args.checkpoint]
+    print(f"{'boxes':<28}{'IoU':>6}{'scale':>7}  " + "  ".join(f"{n[:24]:>24}" for n in names))
+    try:
+        for s, loc in sources.items():
+            iou = 1.0 if loc is None else source_iou(loc, args.data)
+            for f in args.scales:
+                cells = []
+                for clf in classifiers:
+                    r = evaluate_tecom(clf, args.data, boxes="expert" if loc is None else "localizer", localizer=loc,
+                                       norm=norm, norm_balanced=norm is not None, box_scale=f)
+                    cells.append(f"{r['accuracy']:.3f} / {r['macro_f1']:.3f}")
+                print(f"{Path(s).name[:27]:<28}{iou:>6.3f}{f:>7.2f}  " + "  ".join(f"{c:>24}" for c in cells))
+    except ValueError as e:  # e.g. a classifier without the five classes
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.cells is not None:
+        return held_out_cells(classifiers, names, args.cells, args.scales)
+    return 0
+
+
+def held_out_cells(classifiers, names, folder: Path, scales) -> int:
+    """Accuracy / macro-F1 of each classifier on the test part of ``folder`` with the boxes scaled."""
+    import copy
+
+    import numpy as np
+
+    from ml.classification.data import fixed_split, load_folder
+    from ml.classification.evaluate import evaluate_cells
+
+    try:
+        cells = load_folder(folder)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    test = cells.subset(fixed_split(cells.names, cells.labels)[2])
+    print(f"{folder}: its test part ({len(test)} cells), as trained")
+    centre = (test.boxes[:, :2] + test.boxes[:, 2:]) / 2
+    half = (test.boxes[:, 2:] - test.boxes[:, :2]) / 2
+    for f in scales:
+        scaled = test.subset(np.arange(len(test)))
+        scaled.boxes = np.concatenate([centre - half * f, centre + half * f], 1).astype(np.float32)
+        row = []
+        for clf in classifiers:
+            as_trained = copy.copy(clf)  # shares the network; only the prior differs
+            as_trained.set_prior(None)
+            r = evaluate_cells(as_trained, scaled)
+            row.append(f"{r['accuracy']:.3f} / {r['macro_f1']:.3f}")
+        print(f"{'held-out cells':<28}{'':>6}{f:>7.2f}  " + "  ".join(f"{c:>24}" for c in row))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
