@@ -11,6 +11,9 @@ label, and the source's mean IoU with the folder's boxes (a cell no box of the s
 0.3 counts as wrong, as in ``evaluate --tecom-boxes localizer``). With ``--cells``, the held-out cells of
 a class-per-folder set (its fixed split's test part, as ``evaluate --split test`` scores them: the model
 as trained) are scored with their boxes scaled the same way, for comparison with the training lab.
+``--average-scales`` also scores each classifier with its logits averaged over crops of the classical
+localizer's boxes at those scales (a test-time average over framings; the sample's statistics taken
+from the boxes as found), on the folder's cells and, with ``--cells``, on the held-out cells.
 
     python bench/cross_lab_boxes.py --checkpoint runs/default --data ../shared/datasets/tecom \\
         --sources expert classical runs/deep --scales 0.8 0.9 1 1.1 1.25 --cells ../shared/datasets/pbc
@@ -61,10 +64,12 @@ def main(argv=None) -> int:
                          "negative: the trained statistics only")
     ap.add_argument("--cells", type=Path, default=None,
                     help="class-per-folder cells (e.g. PBC) whose fixed split's test part is scored at the same scales")
+    ap.add_argument("--average-scales", nargs="+", type=float, default=None,
+                    help="also score logits averaged over crops of the classical boxes at these scales")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args(argv)
-    if any(s <= 0 for s in args.scales):
-        ap.error("--scales must be positive")
+    if any(s <= 0 for s in args.scales + (args.average_scales or [])):
+        ap.error("--scales and --average-scales must be positive")
 
     import torch
 
@@ -103,27 +108,82 @@ def main(argv=None) -> int:
     except ValueError as e:  # e.g. a classifier without the five classes
         print(f"error: {e}", file=sys.stderr)
         return 2
+    held_out = None
     if args.cells is not None:
-        return held_out_cells(classifiers, names, args.cells, args.scales)
+        try:
+            held_out = held_out_part(args.cells)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        held_out_cells(classifiers, held_out, args.scales)
+    if args.average_scales:
+        averaged_framings(classifiers, names, args.data, held_out, args.average_scales, norm)
     return 0
 
 
-def held_out_cells(classifiers, names, folder: Path, scales) -> int:
-    """Accuracy / macro-F1 of each classifier on the test part of ``folder`` with the boxes scaled."""
+def held_out_part(folder: Path):
+    from ml.classification.data import fixed_split, load_folder
+
+    cells = load_folder(folder)
+    return cells.subset(fixed_split(cells.names, cells.labels)[2])
+
+
+def _as_trained(clf):
     import copy
 
+    as_trained = copy.copy(clf)  # shares the network; only the prior differs
+    as_trained.set_prior(None)
+    return as_trained
+
+
+def averaged_framings(classifiers, names, data: Path, held_out, scales, norm) -> None:
+    """Each classifier with its logits averaged over crops of each box at ``scales``: the folder's
+    cells as ``ml.analyze`` answers them (classical boxes matched as in ``evaluate_tecom``), and the
+    held-out cells as trained. With ``scales`` [1] this reproduces the rows at scale 1."""
     import numpy as np
 
-    from ml.classification.data import fixed_split, load_folder
+    from ml.classification.data import load_tecom
+    from ml.classification.evaluate import TECOM_CLASSES, report_from_logits
+    from ml.localization import load_localizer
+
+    images, expert, labels, _ = load_tecom(data)
+    localizer = load_localizer("classical", rescale="auto")
+    boxes, found = [], []
+    for im, gt in zip(images, expert):
+        best = max(localizer.detect(im), key=gt.iou, default=None)
+        found.append(best is not None and best.iou(gt) >= 0.3)
+        boxes.append(best if found[-1] else gt)
+    found = np.array(found)
+    y = np.array([TECOM_CLASSES.index(c) for c in labels])
+    print(f"logits averaged over the boxes x{' x'.join(f'{f:g}' for f in scales)} (classical boxes):")
+    for name, clf in zip(names, classifiers):
+        crops = [np.concatenate([clf.crops(im, [b.scaled(f)]) for im, b in zip(images, boxes)]) for f in scales]
+        adapted = clf if norm is None else clf.sample_normalized(
+            np.concatenate([clf.crops(im, [b]) for im, b in zip(images, boxes)])[found], norm, balanced=True)
+        keep = [clf.classes.index(c) for c in TECOM_CLASSES]
+        logits = np.mean([adapted.scaled_logits(adapted.logits_of_crops(c)) for c in crops], 0)[:, keep]
+        r = report_from_logits(logits, y, TECOM_CLASSES, clf.temperature)
+        accuracy = float((np.where(found, logits.argmax(1), -1) == y).mean())
+        row = f"{accuracy:.3f} / {r['macro_f1']:.3f}"
+        if held_out is not None:
+            as_trained = _as_trained(clf)
+            index = {c: i for i, c in enumerate(clf.classes)}
+            yh = np.array([index[held_out.classes[k]] for k in held_out.labels])
+            views = [np.stack([as_trained.crops(held_out.images[i], [held_out.box(i).scaled(f)])[0]
+                               for i in range(len(held_out))]) for f in scales]
+            lh = np.mean([as_trained.scaled_logits(as_trained.logits_of_crops(v)) for v in views], 0)
+            rh = report_from_logits(lh, yh, list(clf.classes), clf.temperature)
+            row += f"   held-out {rh['accuracy']:.3f} / {rh['macro_f1']:.3f}"
+        print(f"  {name[:26]:<26}  tecom {row}")
+
+
+def held_out_cells(classifiers, test, scales) -> None:
+    """Accuracy / macro-F1 of each classifier on ``test`` (held-out cells) with the boxes scaled."""
+    import numpy as np
+
     from ml.classification.evaluate import evaluate_cells
 
-    try:
-        cells = load_folder(folder)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    test = cells.subset(fixed_split(cells.names, cells.labels)[2])
-    print(f"{folder}: its test part ({len(test)} cells), as trained")
+    print(f"the class folders' test part ({len(test)} cells), as trained:")
     centre = (test.boxes[:, :2] + test.boxes[:, 2:]) / 2
     half = (test.boxes[:, 2:] - test.boxes[:, :2]) / 2
     for f in scales:
@@ -131,12 +191,9 @@ def held_out_cells(classifiers, names, folder: Path, scales) -> int:
         scaled.boxes = np.concatenate([centre - half * f, centre + half * f], 1).astype(np.float32)
         row = []
         for clf in classifiers:
-            as_trained = copy.copy(clf)  # shares the network; only the prior differs
-            as_trained.set_prior(None)
-            r = evaluate_cells(as_trained, scaled)
+            r = evaluate_cells(_as_trained(clf), scaled)
             row.append(f"{r['accuracy']:.3f} / {r['macro_f1']:.3f}")
         print(f"{'held-out cells':<28}{'':>6}{f:>7.2f}  " + "  ".join(f"{c:>24}" for c in row))
-    return 0
 
 
 if __name__ == "__main__":
