@@ -143,23 +143,18 @@ def averaged_framings(classifiers, names, data: Path, held_out, scales, norm) ->
     import numpy as np
 
     from ml.classification.data import load_tecom
-    from ml.classification.evaluate import TECOM_CLASSES, report_from_logits
+    from ml.classification.evaluate import TECOM_CLASSES, localized_boxes, report_from_logits
     from ml.localization import load_localizer
 
     images, expert, labels, _ = load_tecom(data)
-    localizer = load_localizer("classical", rescale="auto")
-    boxes, found = [], []
-    for im, gt in zip(images, expert):
-        best = max(localizer.detect(im), key=gt.iou, default=None)
-        found.append(best is not None and best.iou(gt) >= 0.3)
-        boxes.append(best if found[-1] else gt)
-    found = np.array(found)
+    boxes, found = localized_boxes(images, expert, load_localizer("classical", rescale="auto"))
     y = np.array([TECOM_CLASSES.index(c) for c in labels])
     print(f"logits averaged over the boxes x{' x'.join(f'{f:g}' for f in scales)} (classical boxes):")
     for name, clf in zip(names, classifiers):
         crops = [np.concatenate([clf.crops(im, [b.scaled(f)]) for im, b in zip(images, boxes)]) for f in scales]
-        adapted = clf if norm is None else clf.sample_normalized(
-            np.concatenate([clf.crops(im, [b]) for im, b in zip(images, boxes)])[found], norm, balanced=True)
+        as_found = crops[scales.index(1.0)] if 1.0 in scales else np.concatenate(
+            [clf.crops(im, [b]) for im, b in zip(images, boxes)])
+        adapted = clf if norm is None else clf.sample_normalized(as_found[found], norm, balanced=True)
         keep = [clf.classes.index(c) for c in TECOM_CLASSES]
         logits = np.mean([adapted.scaled_logits(adapted.logits_of_crops(c)) for c in crops], 0)[:, keep]
         r = report_from_logits(logits, y, TECOM_CLASSES, clf.temperature)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ml.boxes import Box
 from ml.classification.artifact import Classifier
 from ml.classification.data import CellSet, TECOM_CLASSES, load_tecom
 from ml.classification.metrics import (abstention, classification_report, confusion_matrix, per_class, reliability,
@@ -59,6 +60,21 @@ def evaluate_tecom_as_analyzed(clf: Classifier, tecom_dir: Path) -> dict:
     return evaluate_tecom(as_analyzed, tecom_dir, boxes="localizer", norm=norm, norm_balanced=norm is not None)
 
 
+def localized_boxes(images: list[np.ndarray], expert: list[Box], localizer) -> tuple[list[Box], np.ndarray]:
+    """Each image's box as ``localizer`` finds it (the one nearest the expert box), and whether it was
+    found: where no box overlaps the expert one by IoU 0.3, the expert box stands in and ``found`` is
+    False (the cell counts as missed)."""
+    use, found = [], np.ones(len(images), bool)
+    for i, (im, gt) in enumerate(zip(images, expert)):
+        best = max(localizer.detect(im), key=gt.iou, default=None)
+        if best is None or best.iou(gt) < 0.3:
+            found[i] = False
+            use.append(gt)
+        else:
+            use.append(best)
+    return use, found
+
+
 def evaluate_tecom(clf: Classifier, tecom_dir: Path, *, restrict: bool = True, boxes: str = "expert",
                    localizer=None, threshold: float | None = None, adapt: float | None = None,
                    norm: float | None = None, norm_balanced: bool = False, box_scale: float = 1.0) -> dict:
@@ -88,15 +104,7 @@ def evaluate_tecom(clf: Classifier, tecom_dir: Path, *, restrict: bool = True, b
         from ml.localization import load_localizer
 
         localizer = localizer or load_localizer("classical", rescale="auto")  # as ml.analyze does
-        use = []
-        for i, (im, gt) in enumerate(zip(images, gt_boxes)):
-            det = localizer.detect(im)
-            best = max(det, key=gt.iou, default=None)
-            if best is None or best.iou(gt) < 0.3:
-                found[i] = False
-                use.append(gt)
-            else:
-                use.append(best)
+        use, found = localized_boxes(images, gt_boxes, localizer)
     elif boxes == "expert":
         use = gt_boxes
     else:
