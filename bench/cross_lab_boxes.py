@@ -110,8 +110,10 @@ def main(argv=None) -> int:
         return 2
     held_out = None
     if args.cells is not None:
+        held_out = HeldOut(args.cells)
         try:
-            held_out = held_out_part(args.cells)
+            for clf in classifiers:
+                held_out.of(clf)
         except (FileNotFoundError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -121,11 +123,21 @@ def main(argv=None) -> int:
     return 0
 
 
-def held_out_part(folder: Path):
-    from ml.classification.data import fixed_split, load_folder
+class HeldOut:
+    """The test part of a class-per-folder set's fixed split, read at the cache size each classifier's
+    input needs (as ``evaluate --split test`` reads it)."""
 
-    cells = load_folder(folder)
-    return cells.subset(fixed_split(cells.names, cells.labels)[2])
+    def __init__(self, folder: Path):
+        self.folder, self.parts = folder, {}
+
+    def of(self, clf):
+        from ml.classification.data import cache_size_for, fixed_split, load_folder
+
+        size = cache_size_for(clf.crop_rule.out_size, clf.crop_rule.margin)
+        if size not in self.parts:
+            cells = load_folder(self.folder, size=size)
+            self.parts[size] = cells.subset(fixed_split(cells.names, cells.labels)[2])
+        return self.parts[size]
 
 
 def _as_trained(clf):
@@ -161,31 +173,31 @@ def averaged_framings(classifiers, names, data: Path, held_out, scales, norm) ->
         accuracy = float((np.where(found, logits.argmax(1), -1) == y).mean())
         row = f"{accuracy:.3f} / {r['macro_f1']:.3f}"
         if held_out is not None:
+            test = held_out.of(clf)
             as_trained = _as_trained(clf)
             index = {c: i for i, c in enumerate(clf.classes)}
-            yh = np.array([index[held_out.classes[k]] for k in held_out.labels])
-            views = [np.stack([as_trained.crops(held_out.images[i], [held_out.box(i).scaled(f)])[0]
-                               for i in range(len(held_out))]) for f in scales]
+            yh = np.array([index[test.classes[k]] for k in test.labels])
+            views = [np.stack([as_trained.crops(test.images[i], [test.box(i).scaled(f)])[0]
+                               for i in range(len(test))]) for f in scales]
             lh = np.mean([as_trained.scaled_logits(as_trained.logits_of_crops(v)) for v in views], 0)
             rh = report_from_logits(lh, yh, list(clf.classes), clf.temperature)
             row += f"   held-out {rh['accuracy']:.3f} / {rh['macro_f1']:.3f}"
         print(f"  {name[:26]:<26}  tecom {row}")
 
 
-def held_out_cells(classifiers, test, scales) -> None:
-    """Accuracy / macro-F1 of each classifier on ``test`` (held-out cells) with the boxes scaled."""
+def held_out_cells(classifiers, held_out: HeldOut, scales) -> None:
+    """Accuracy / macro-F1 of each classifier on the held-out cells with the boxes scaled."""
     import numpy as np
 
     from ml.classification.evaluate import evaluate_cells
 
-    print(f"the class folders' test part ({len(test)} cells), as trained:")
-    centre = (test.boxes[:, :2] + test.boxes[:, 2:]) / 2
-    half = (test.boxes[:, 2:] - test.boxes[:, :2]) / 2
+    print(f"the class folders' test part ({len(held_out.of(classifiers[0]))} cells), as trained:")
     for f in scales:
-        scaled = test.subset(np.arange(len(test)))
-        scaled.boxes = np.concatenate([centre - half * f, centre + half * f], 1).astype(np.float32)
         row = []
         for clf in classifiers:
+            test = held_out.of(clf)
+            scaled = test.subset(np.arange(len(test)))
+            scaled.boxes = np.stack([test.box(i).scaled(f).as_list() for i in range(len(test))]).astype(np.float32)
             r = evaluate_cells(_as_trained(clf), scaled)
             row.append(f"{r['accuracy']:.3f} / {r['macro_f1']:.3f}")
         print(f"{'held-out cells':<28}{'':>6}{f:>7.2f}  " + "  ".join(f"{c:>24}" for c in row))
