@@ -119,7 +119,8 @@ def main(argv=None) -> int:
             return 2
         held_out_cells(classifiers, held_out, args.scales)
     if args.average_scales:
-        averaged_framings(classifiers, names, args.data, held_out, args.average_scales, norm)
+        classical = sources.get("classical") or CachedLocalizer(load_localizer("classical", rescale="auto"))
+        averaged_framings(classifiers, names, args.data, held_out, args.average_scales, norm, classical)
     return 0
 
 
@@ -148,18 +149,17 @@ def _as_trained(clf):
     return as_trained
 
 
-def averaged_framings(classifiers, names, data: Path, held_out, scales, norm) -> None:
+def averaged_framings(classifiers, names, data: Path, held_out, scales, norm, localizer) -> None:
     """Each classifier with its logits averaged over crops of each box at ``scales``: the folder's
-    cells as ``ml.analyze`` answers them (classical boxes matched as in ``evaluate_tecom``), and the
+    cells as ``ml.analyze`` answers them (``localizer``'s boxes matched as in ``evaluate_tecom``), and the
     held-out cells as trained. With ``scales`` [1] this reproduces the rows at scale 1."""
     import numpy as np
 
     from ml.classification.data import load_tecom
     from ml.classification.evaluate import TECOM_CLASSES, localized_boxes, report_from_logits
-    from ml.localization import load_localizer
 
     images, expert, labels, _ = load_tecom(data)
-    boxes, found = localized_boxes(images, expert, load_localizer("classical", rescale="auto"))
+    boxes, found = localized_boxes(images, expert, localizer)
     y = np.array([TECOM_CLASSES.index(c) for c in labels])
     print(f"logits averaged over the boxes x{' x'.join(f'{f:g}' for f in scales)} (classical boxes):")
     for name, clf in zip(names, classifiers):
