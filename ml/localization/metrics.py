@@ -88,14 +88,56 @@ def average_precision(gts, preds, thr: float = 0.5) -> float:
     if n_gt == 0:
         return float("nan")
     precision, recall, _ = pr_curve(gts, preds, thr)
+    return _interpolated_ap(precision, recall)
+
+
+_RECALL_POINTS = np.linspace(0, 1, 101)
+
+
+def _interpolated_ap(precision: np.ndarray, recall: np.ndarray) -> float:
+    """The 101-point interpolated precision envelope of a ranking's precision and recall."""
     if not len(precision):
         return 0.0
     envelope = np.maximum.accumulate(precision[::-1])[::-1]
-    total = 0.0
-    for r in np.linspace(0, 1, 101):
-        idx = np.searchsorted(recall, r, side="left")
-        total += envelope[idx] if idx < len(envelope) else 0.0
-    return float(total / 101)
+    idx = np.searchsorted(recall, _RECALL_POINTS, side="left")
+    inside = idx < len(envelope)
+    return float(envelope[idx[inside]].sum() / len(_RECALL_POINTS))
+
+
+def omitted_cells_ceiling(n_boxed: int, n_omitted: int, *, target: float | None = None,
+                          max_orderings: int = 200_000, seed: int = 0) -> dict[str, float]:
+    """AP of a perfect detector on fields where ``n_omitted`` real cells have no box.
+
+    The detector finds every cell (the ``n_boxed`` boxed ones and the ``n_omitted`` the annotators
+    left out) at IoU above the threshold and ranks each above every false detection; it cannot tell
+    an omitted cell from a boxed one, so the omitted ones fall at random among the boxed ones. Each
+    omitted cell then counts as a false positive ranked among the true ones. Returns the mean AP
+    over those orderings (every ordering when there are at most ``max_orderings``, otherwise that
+    many drawn with ``seed``), its lowest value, and with ``target`` the share of orderings
+    reaching it.
+    """
+    from itertools import combinations
+    from math import comb
+
+    if n_boxed < 1 or n_omitted < 0:
+        raise ValueError("omitted_cells_ceiling needs n_boxed >= 1 and n_omitted >= 0")
+    n = n_boxed + n_omitted
+    if comb(n, n_omitted) <= max_orderings:
+        placements = combinations(range(n), n_omitted)
+    else:
+        rng = np.random.default_rng(seed)
+        placements = (rng.choice(n, n_omitted, replace=False) for _ in range(max_orderings))
+    aps = []
+    for fp_at in placements:
+        tp = np.ones(n)
+        tp[list(fp_at)] = 0.0
+        ctp = np.cumsum(tp)
+        aps.append(_interpolated_ap(ctp / np.arange(1, n + 1), ctp / n_boxed))
+    aps = np.asarray(aps)
+    out = {"mean_ap": float(aps.mean()), "min_ap": float(aps.min()), "orderings": int(len(aps))}
+    if target is not None:
+        out["share_reaching_target"] = float((aps >= target - 1e-12).mean())
+    return out
 
 
 def detection_metrics(gts, preds, *, score_threshold: float = 0.0) -> dict[str, float]:

@@ -49,3 +49,41 @@ def test_score_threshold_only_affects_the_operating_point():
     m = detection_metrics(gts, preds, score_threshold=0.5)
     assert m["recall50"] == 0.0 and m["mean_iou"] == 0.0
     assert m["ap50"] == pytest.approx(1.0)
+
+
+def test_ceiling_with_omitted_cells_matches_hand_computed_orderings():
+    from ml.localization.metrics import omitted_cells_ceiling
+
+    # one boxed cell, one omitted: ranked first AP 1, ranked second AP 0.5
+    assert omitted_cells_ceiling(1, 1)["mean_ap"] == pytest.approx(0.75)
+    # two boxed, one omitted: F T T -> 2/3; T F T -> (51 + 50 * 2/3) / 101; T T F -> 1
+    two = omitted_cells_ceiling(2, 1, target=1.0)
+    assert two["mean_ap"] == pytest.approx((2 / 3 + (51 + 50 * 2 / 3) / 101 + 1) / 3)
+    assert two["min_ap"] == pytest.approx(2 / 3)
+    assert two["share_reaching_target"] == pytest.approx(1 / 3)
+    assert omitted_cells_ceiling(5, 0)["mean_ap"] == 1.0
+
+
+def test_ceiling_agrees_with_average_precision_on_an_ordering():
+    from ml.localization.metrics import average_precision, omitted_cells_ceiling
+
+    # the ceiling's orderings are scored as average_precision scores a real ranking
+    gts = [[Box(0, 0, 10, 10)], [Box(0, 0, 10, 10)], [Box(0, 0, 10, 10)]]
+    preds = [[Box(0, 0, 10, 10, score=0.9)], [Box(0, 0, 10, 10, score=0.7), Box(50, 50, 60, 60, score=0.8)],
+             [Box(0, 0, 10, 10, score=0.6)]]
+    # ranks: T (0.9), F (0.8), T (0.7), T (0.6): one of the four orderings of 3 boxed + 1 omitted
+    ap = average_precision(gts, preds)
+    assert ap == pytest.approx((34 + 67 * 0.75) / 101)
+    c = omitted_cells_ceiling(3, 1)
+    # F T T T -> 0.75; T F T T -> the ranking above; T T F T -> (67 + 34 * 0.75) / 101; T T T F -> 1
+    assert c["orderings"] == 4
+    assert c["mean_ap"] == pytest.approx((0.75 + ap + (67 + 34 * 0.75) / 101 + 1) / 4)
+    sampled = omitted_cells_ceiling(3, 1, max_orderings=2, seed=1)
+    assert sampled["orderings"] == 2
+
+
+def test_ceiling_rejects_impossible_counts():
+    from ml.localization.metrics import omitted_cells_ceiling
+
+    with pytest.raises(ValueError):
+        omitted_cells_ceiling(0, 2)

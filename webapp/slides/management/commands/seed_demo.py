@@ -22,7 +22,7 @@ DEMO_PATIENT = "DEMO-001"
 def _demo_files(count: int) -> list[SimpleUploadedFile]:
     bccd = Path(settings.LEUKOLAB_DATASETS) / "bccd" / "JPEGImages"
     if bccd.is_dir():
-        paths = sorted(bccd.glob("*.jpg"))[:count]
+        paths = _whole_cell_fields(bccd, count)
         return [SimpleUploadedFile(p.name, p.read_bytes(), content_type="image/jpeg") for p in paths]
     from ml.localization.synthetic import synthetic_field
 
@@ -33,6 +33,28 @@ def _demo_files(count: int) -> list[SimpleUploadedFile]:
         Image.fromarray(image).save(buf, format="PNG")
         files.append(SimpleUploadedFile(f"generated-smear-{i + 1}.png", buf.getvalue(), content_type="image/png"))
     return files
+
+
+def _whole_cell_fields(images: Path, count: int, edge: int = 8) -> list[Path]:
+    """The first ``count`` fields whose white cells all lie inside the field (``edge`` px from its
+    sides), so the first slides a newcomer sees show whole cells; topped up with the other fields in
+    order where too few do."""
+    from ml.localization.formats import AnnotationError, read_voc
+
+    paths = sorted(images.glob("*.jpg"))
+    whole = []
+    for path in paths:
+        try:
+            ann = read_voc(images.parent / "Annotations" / f"{path.stem}.xml")
+        except (AnnotationError, OSError):
+            continue
+        wbc = ann.of_label("WBC")
+        if wbc and all(b.x0 >= edge and b.y0 >= edge and b.x1 <= ann.width - edge and b.y1 <= ann.height - edge
+                       for b in wbc):
+            whole.append(path)
+        if len(whole) == count:
+            return whole
+    return whole + [p for p in paths if p not in whole][:count - len(whole)]
 
 
 class Command(BaseCommand):
