@@ -155,3 +155,23 @@ def test_rescale_values_are_checked():
     with pytest.raises(SystemExit) as exc:  # the command line refuses it before reading any image
         main(["predict", "--rescale", "zero", "x.jpg"])
     assert exc.value.code == 2
+
+
+def test_cross_validation_scores_every_cell_once_with_a_calibration_fitted_without_it():
+    from ml.localization.tune import cross_validate_calibration, evaluate_config
+
+    fields = [synthetic_field(seed=20 + i, n_wbc=1 + i % 2) for i in range(6)]
+    images = [img for img, _ in fields]
+    gts = [[b for b in boxes if b.label == "WBC"] for _, boxes in fields]
+    cfg = ClassicalConfig.load()
+    cv = cross_validate_calibration(cfg, images, gts, folds=3)
+    assert len(cv["folds"]) == 3 and cv["n_gt"] == sum(len(g) for g in gts)
+    assert cv["mean_iou"] == pytest.approx(
+        sum(f["mean_iou"] * f["n_gt"] for f in cv["folds"]) / cv["n_gt"])
+    # fold 1 (fields 1 and 4) is scored with the calibration fitted on the other four fields
+    fitted, _ = evaluate_config(cfg, [images[i] for i in (0, 2, 3, 5)], [gts[i] for i in (0, 2, 3, 5)])
+    _, held = evaluate_config(fitted, [images[1], images[4]], [gts[1], gts[4]], fit=False)
+    assert cv["folds"][1]["mean_iou"] == pytest.approx(held["mean_iou"])
+    assert cv["recall50"] > 0.9
+    with pytest.raises(ValueError):
+        cross_validate_calibration(cfg, images, gts, folds=1)
