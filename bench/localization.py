@@ -149,10 +149,9 @@ def main(argv=None) -> int:
             sum(len(g) for g in test_gts), len(unlabelled), target=AP50_TARGET)
     if args.classical_folds:
         # every field once held out: the classical box calibration refitted on the other folds
-        every = train + test
-        order = sorted(range(len(every)), key=lambda i: every[i].image_path.name)
-        cv = cross_validate_calibration(cfg, [load_image(every[i].image_path) for i in order],
-                                        [every[i].annotation.of_label("WBC") for i in order],
+        every = sorted(zip(train + test, train_images + test_images, train_gts + test_gts),
+                       key=lambda t: t[0].image_path.name)
+        cv = cross_validate_calibration(cfg, [im for _, im, _ in every], [g for _, _, g in every],
                                         folds=args.classical_folds)
         rows["classical_cross_validation"] = cv
     (out / "localization.json").write_text(json.dumps(rows, indent=2))
