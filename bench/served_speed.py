@@ -10,8 +10,10 @@ them from at most ``sample_norm.STATISTICS_CELLS`` of the sample's cells; ``all 
 from every cell, as before that cap. The crops are random pixels at the model's input size, or with
 ``--data`` the held-out test cells of the benchmark's fixed PBC split, drawn with replacement and
 optionally corrupted (``ml.classification.robustness``), and then the accuracy of each way is printed
-too (answers as trained, without a class prior: the test cells are balanced). Best of ``--repeats``;
-one line per sample size and thread count.
+too (answers as trained, without a class prior: the test cells are balanced). ``--framings`` (with
+``--data``) answers each cell over crops of its box at those scales (``ml/classification/framings.py``):
+the crops of the box as found are given, those of the other framings are cut within the timed call.
+Best of ``--repeats``; one line per sample size and thread count.
 """
 from __future__ import annotations
 
@@ -25,14 +27,28 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def held_out_cells(clf, data: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The fixed split's held-out cells as the classifier sees them, and their labels (model's indices)."""
+def held_out_cells(clf, data: Path):
+    """The fixed split's held-out cells as the classifier sees them, their labels (model's indices)
+    and the cells themselves (a CellSet)."""
     from ml.classification.data import cache_size_for, fixed_split, load_folder
     from ml.classification.evaluate import labelled_crops
 
     r = clf.crop_rule
     cells = load_folder(data, size=cache_size_for(r.out_size, r.margin))
-    return labelled_crops(clf, cells.subset(fixed_split(cells.names, cells.labels)[2]))
+    test = cells.subset(fixed_split(cells.names, cells.labels)[2])
+    return (*labelled_crops(clf, test), test)
+
+
+def answer(clf, crops: np.ndarray, cells=None, idx=None) -> np.ndarray:
+    """Probabilities of the crops as served: over the classifier's framings when it has several
+    (the other framings cut from ``cells`` at ``idx``, here)."""
+    if clf.framings == (1.0,):
+        return clf.probabilities_of_crops(crops)
+    from ml.classification.metrics import softmax
+
+    logits = clf.framed_logits(crops, lambda f, which: np.stack(
+        [clf.crops(cells.images[idx[j]], [cells.box(idx[j]).scaled(f)])[0] for j in which]))
+    return softmax(clf.scaled_logits(logits), clf.temperature)
 
 
 def timed(fn, repeats: int):
@@ -59,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=None, help="PBC (class-per-folder): real held-out cells")
     ap.add_argument("--corruption", default=None, help="name:severity (1-3) applied to the --data cells")
     ap.add_argument("--norm", default=NORM_DEFAULT, help="strength of the sample's statistics (default: ml.analyze's)")
+    ap.add_argument("--framings", type=float, nargs="+", metavar="SCALE",
+                    help="answer over these box scales (needs --data; default: the checkpoint's)")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
     if any(n < 1 for n in args.cells) or any(t < 1 for t in args.threads) or args.repeats < 1:
@@ -68,11 +86,22 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--norm must be a strength (the trained statistics are always timed)")
     if args.corruption and args.data is None:
         ap.error("--corruption needs --data")
+    if args.framings and args.data is None:
+        ap.error("--framings needs --data")
     try:
         clf = load_classifier(args.checkpoint, device="cpu")
+        if args.framings:
+            from ml.classification.artifact import check_framings
+
+            clf.framings = check_framings(args.framings)
+        if clf.framings != (1.0,) and args.data is None:
+            raise ValueError(f"{args.checkpoint} answers over framings {clf.framings}: give --data")
+        if clf.framings != (1.0,) and args.corruption:
+            raise ValueError("--corruption corrupts the crops of one framing: not with framings")
         rng = np.random.default_rng(0)
+        test = None
         if args.data is not None:
-            pool, labels = held_out_cells(clf, args.data)
+            pool, labels, test = held_out_cells(clf, args.data)
             if args.corruption:
                 name, _, sev = args.corruption.partition(":")
                 if name not in CORRUPTIONS or sev not in ("1", "2", "3"):
@@ -84,12 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"{clf.architecture} {clf.crop_rule.out_size} px, sample statistics at strength {strength:g}, "
           f"best of {args.repeats}; cells/s" + (" (accuracy)" if args.data else "")
-          + (f"; {args.corruption}" if args.corruption else ""))
+          + (f"; {args.corruption}" if args.corruption else "")
+          + (f"; framings {', '.join(f'{f:g}' for f in clf.framings)}" if clf.framings != (1.0,) else ""))
     print("cells  threads  trained statistics  sample's statistics  all cells")
     for n in args.cells:
         if args.data is None:
             size = clf.crop_rule.out_size
-            crops, y = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), None
+            crops, y, idx = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), None, None
         else:
             idx = rng.choice(len(pool), n)
             crops, y = pool[idx], labels[idx]
@@ -97,10 +127,10 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(t)
             clf.probabilities_of_crops(crops[:64])  # warm up
             cols = []
-            for fn in (lambda: clf.probabilities_of_crops(crops),
-                       lambda: classifier_for_sample(clf, [crops], strength).probabilities_of_crops(crops),
-                       lambda: clf.sample_normalized(crops, strength, balanced=True, max_cells=None)
-                       .probabilities_of_crops(crops)):
+            for fn in (lambda: answer(clf, crops, test, idx),
+                       lambda: answer(classifier_for_sample(clf, [crops], strength), crops, test, idx),
+                       lambda: answer(clf.sample_normalized(crops, strength, balanced=True, max_cells=None),
+                                      crops, test, idx)):
                 s, p = timed(fn, args.repeats)
                 cols.append(f"{n / s:,.0f}" + ("" if y is None else f" ({(p.argmax(1) == y).mean():.3f})"))
             print(f"{n:5d}  {t:7d}  {cols[0]:>18}  {cols[1]:>19}  {cols[2]:>9}", flush=True)

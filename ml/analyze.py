@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="move the classifier's normalization statistics towards those of the cells of this call "
                         "(one sample, e.g. the fields of one slide), the trained ones counting as this many cells "
                         f"(default {NORM_DEFAULT}); 'off' keeps the trained ones; see ml.classification.sample_norm")
+    p.add_argument("--framings", type=float, nargs="+", metavar="SCALE",
+                   help="answer each cell over crops of its box at these scales, logits averaged (e.g. 0.9 1 1.1; "
+                        "default: the classifier's own; see ml/classification/framings.py)")
     p.add_argument("--device", help="where the networks run: auto (a GPU when there is one; the default, or "
                                     "$LEUKOLAB_DEVICE), cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -167,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
             from ml.classification import load_classifier
 
             classifier = load_classifier(args.classifier, prior=args.prior, device=args.device)
+        if args.framings:
+            if classifier is None:
+                raise ValueError("--framings needs --classifier")
+            from ml.classification.artifact import check_framings
+
+            classifier.framings = check_framings(args.framings)
         if args.heatmaps and classifier is None:
             raise ValueError("--heatmaps needs --classifier")
         if args.adapt_strength < 0:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m ml.classification {train,train-default,evaluate,ensemble,list} ...``."""
+"""Command line: ``python -m ml.classification {train,train-default,evaluate,ensemble,shape-opinion,framings,list} ...``."""
 from __future__ import annotations
 
 import argparse
@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--robustness", action="store_true", help="add accuracy under corruptions")
     e.add_argument("--tta", type=int, choices=[1, 2, 4, 8],
                    help="test-time views (default: the checkpoint's; the temperature stays as fitted)")
+    e.add_argument("--framings", type=float, nargs="+", metavar="SCALE",
+                   help="box scales whose crops' logits are averaged per cell (default: the checkpoint's; "
+                        "the temperature stays as fitted)")
     e.add_argument("--tecom-boxes", choices=["expert", "localizer"], default="expert")
     e.add_argument("--device", help="auto (a GPU when there is one; the default, or $LEUKOLAB_DEVICE), cpu, cuda or cuda:N")
     e.add_argument("--prior", default="uniform",
@@ -97,6 +100,18 @@ def _parser() -> argparse.ArgumentParser:
                                                              "(the benchmark's fixed split)")
     o.add_argument("--out", type=Path, required=True, help="run directory to write (best.pt)")
     o.add_argument("--seed", type=int, default=0)
+
+    f = sub.add_parser("framings", help="save a trained classifier again to answer each cell over several "
+                                        "framings of its box (ml/classification/framings.py)")
+    f.add_argument("checkpoint", type=Path, help="run directory or checkpoint")
+    f.add_argument("--scales", type=float, nargs="+", required=True, metavar="SCALE",
+                   help="box scales, e.g. 0.9 1 1.1 (1 to 5 of them, between 0.5 and 2)")
+    f.add_argument("--data", type=Path, required=True, help="the class-per-folder data it was trained on "
+                                                             "(the benchmark's fixed split)")
+    f.add_argument("--below", type=float, default=0.9, metavar="CONFIDENCE",
+                   help="only cells answered with less confidence than this with the box as found are cut again "
+                        "(default 0.9; 1 answers every cell over the framings)")
+    f.add_argument("--out", type=Path, required=True, help="run directory to write (best.pt)")
 
     sub.add_parser("list", help="list registered architectures")
     return p
@@ -163,6 +178,10 @@ def _evaluate(args) -> int:
     clf = load_classifier(args.checkpoint, prior=args.prior, device=args.device)
     if args.tta:
         clf.tta = args.tta
+    if args.framings:
+        from ml.classification.artifact import check_framings
+
+        clf.framings = check_framings(args.framings)
     run_dir = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
     plots = args.plots or run_dir / "eval"
     plots.mkdir(parents=True, exist_ok=True)
@@ -241,6 +260,20 @@ def main(argv: list[str] | None = None) -> int:
             clf = load_classifier(run)
             print(json.dumps({"run": str(run), "version": clf.version, "shape_weight": clf.shape_opinion.weight,
                               "temperature": clf.temperature, "test": clf.metrics.get("test")}))
+            return 0
+        if args.command == "framings":
+            from ml.classification import load_classifier
+            from ml.classification.framings import add_framings
+
+            run = add_framings(args.checkpoint, args.scales, args.data, args.out,
+                               below=None if args.below == 1.0 else args.below,
+                               progress=lambda f, m: print(m, file=sys.stderr, flush=True))
+            clf = load_classifier(run)
+            print(json.dumps({"run": str(run), "version": clf.version, "framings": list(clf.framings),
+                              "framing_below": clf.framing_below,
+                              "framed_share_test": clf.metrics.get("framed_share_test"),
+                              "temperature": clf.temperature, "test": clf.metrics.get("test"),
+                              "test_one_framing": clf.metrics.get("test_one_framing")}))
             return 0
         if args.command == "train-default":
             from ml.classification import train_default

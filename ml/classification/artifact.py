@@ -13,6 +13,7 @@ import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,34 @@ class Prediction:
 
 
 TTA_VIEWS = (1, 2, 4, 8)
+MAX_FRAMINGS = 5
+
+
+def check_framings(values) -> tuple[float, ...]:
+    """Framings as a classifier keeps them: 1 to ``MAX_FRAMINGS`` distinct factors between 0.5 and 2,
+    1 (the box as found) among them, by which each cell's box is scaled about its centre before the
+    crop rule frames it; the answer is the mean of the logits over them. A ``ValueError`` otherwise."""
+    try:
+        out = tuple(sorted({float(v) for v in values}))
+    except (TypeError, ValueError):
+        raise ValueError(f"framings must be numbers, got {values!r}") from None
+    if not 1 <= len(out) <= MAX_FRAMINGS or any(not 0.5 <= v <= 2.0 for v in out) or 1.0 not in out:
+        raise ValueError(f"framings must be 1 to {MAX_FRAMINGS} distinct box scales between 0.5 and 2, "
+                         f"1 among them, got {values!r}")
+    return out
+
+
+def check_framing_below(value) -> float | None:
+    """The confidence under which a cell is answered again over the framings (None: every cell)."""
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"the framings' confidence bound must be a number, got {value!r}") from None
+    if not 0.0 < v <= 1.0:
+        raise ValueError(f"the framings' confidence bound must be in (0, 1], got {value!r}")
+    return v
 
 
 def dihedral_logits(model: torch.nn.Module, x: torch.Tensor, views: int = 1) -> torch.Tensor:
@@ -86,7 +115,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, *, architecture: str, mo
                     classes: list[str], crop: CropRule, stain_norm: str = "none", temperature: float = 1.0,
                     metrics: dict | None = None, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                     version: str | None = None, trained_prior: list[float] | None = None,
-                    tta: int = 1, shape_opinion: dict | None = None) -> dict:
+                    tta: int = 1, shape_opinion: dict | None = None, framings=(1.0,),
+                    framing_below: float | None = None) -> dict:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if version is None:
         h = hashlib.sha1()
@@ -94,6 +124,8 @@ def save_checkpoint(path: Path, model: torch.nn.Module, *, architecture: str, mo
             h.update(state[k].float().numpy().tobytes()[:4096])
         if shape_opinion is not None:  # the same network with an opinion is another classifier
             h.update(shape_opinion["trees"])
+        if check_framings(framings) != (1.0,):  # and so is one answering over other framings
+            h.update(repr((check_framings(framings), check_framing_below(framing_below))).encode())
         version = f"{architecture}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{h.hexdigest()[:8]}"
     ckpt = {
         "format": FORMAT,
@@ -109,6 +141,10 @@ def save_checkpoint(path: Path, model: torch.nn.Module, *, architecture: str, mo
         # class frequencies the model was trained under (None: uniform, i.e. balanced sampling)
         "trained_prior": None if trained_prior is None else [float(v) for v in trained_prior],
         "tta": int(tta),
+        # box scales whose crops' logits are averaged for each cell's answer (check_framings)
+        "framings": list(check_framings(framings)),
+        # only cells answered with less confidence than this with the box as found (None: every cell)
+        "framing_below": check_framing_below(framing_below),
         "version": version,
         "metrics": json.loads(json.dumps(metrics or {})),
         "state_dict": state,
@@ -159,6 +195,10 @@ class Classifier:
         self.batch_size = batch_size
         self.trained_prior = ckpt.get("trained_prior")
         self.tta: int = int(ckpt.get("tta", 1))  # test-time views (dihedral_logits)
+        # each cell answered from crops of its box at these scales, logits averaged (check_framings)
+        self.framings: tuple[float, ...] = check_framings(ckpt.get("framings", (1.0,)))
+        # ... where its confidence with the box as found is below this (None: every cell)
+        self.framing_below: float | None = check_framing_below(ckpt.get("framing_below"))
         # the nucleus's shape as a second opinion (morphometry); None: the network alone
         self.shape_opinion = ShapeOpinion.from_state(ckpt["shape_opinion"]) if ckpt.get("shape_opinion") else None
         self.set_prior(prior)
@@ -240,6 +280,34 @@ class Classifier:
         logits = self.network_logits(crops)
         return opinion.joined(logits, shape.result())
 
+    def framed_logits(self, crops: np.ndarray, cut: Callable[[float, np.ndarray], np.ndarray]) -> np.ndarray:
+        """The classifier's logits of cells over its framings. ``crops``: the cells cut with their boxes
+        as found (:meth:`crops`); ``cut(f, idx)``: the crops of the cells ``idx`` with their boxes scaled
+        by ``f``. Each cell's logits are the mean over the framings (:meth:`logits_of_crops` of each);
+        with :attr:`framing_below` set, only the cells whose served confidence with the box as found is
+        below it are cut again, the others keep their first answer."""
+        logits = self.logits_of_crops(crops)
+        others = [f for f in self.framings if f != 1.0]
+        if not others or not len(crops):
+            return logits
+        idx = np.arange(len(crops))
+        if self.framing_below is not None:
+            confidence = softmax(self.scaled_logits(logits), self.temperature).max(1)
+            idx = np.flatnonzero(confidence < self.framing_below)
+            if not len(idx):
+                return logits
+        total = logits[idx].astype(np.float64)
+        for f in others:
+            total += self.logits_of_crops(cut(f, idx))
+        out = logits.copy()
+        out[idx] = total / len(self.framings)
+        return out
+
+    def logits_of_boxes(self, image: np.ndarray, boxes: list[Box]) -> np.ndarray:
+        """The classifier's logits of the cells in ``boxes`` of ``image``, over its framings."""
+        return self.framed_logits(self.crops(image, boxes),
+                                  lambda f, idx: self.crops(image, [boxes[i].scaled(f) for i in idx]))
+
     def network_logits(self, crops: np.ndarray) -> np.ndarray:
         """The network's own logits (its test-time views averaged)."""
         outs = []
@@ -256,14 +324,11 @@ class Classifier:
     def probabilities_of_crops(self, crops: np.ndarray) -> np.ndarray:
         return softmax(self.scaled_logits(self.logits_of_crops(crops)), self.temperature)
 
-    def answers(self, crops: np.ndarray) -> list[int]:
-        """The class each crop is given (with the prior and any shape opinion): what Grad-CAM explains."""
-        return self.scaled_logits(self.logits_of_crops(crops)).argmax(1).tolist()
-
-    def _explained(self, crops: np.ndarray, method: str) -> list[int] | None:
-        """The classes Grad-CAM is to explain: the answers given (None where attention maps are drawn)."""
+    def _explained(self, image: np.ndarray, boxes: list[Box], method: str) -> list[int] | None:
+        """The classes Grad-CAM is to explain: the answers given, over the classifier's framings (None
+        where attention maps are drawn)."""
         attention = method == "attention" or (method == "auto" and hasattr(self.model, "attention_maps"))
-        return None if attention else self.answers(crops)
+        return None if attention else self.scaled_logits(self.logits_of_boxes(image, boxes)).argmax(1).tolist()
 
     def predictions(self, probs: np.ndarray) -> list[Prediction]:
         out = []
@@ -276,7 +341,7 @@ class Classifier:
         """One prediction per box of ``image`` (an ``HxWx3`` uint8 RGB array)."""
         if not boxes:
             return []
-        return self.predictions(self.probabilities_of_crops(self.crops(image, boxes)))
+        return self.predictions(softmax(self.scaled_logits(self.logits_of_boxes(image, boxes)), self.temperature))
 
     def heatmaps(self, image: np.ndarray, boxes: list[Box], method: str = "gradcam") -> list[np.ndarray]:
         """One ``out_size x out_size`` float map in [0, 1] per cell (see :mod:`heatmaps`)."""
@@ -285,7 +350,8 @@ class Classifier:
         crops = self.crops(image, boxes)
         if not boxes:
             return []
-        return list(cell_heatmaps(self.model, self.tensor(crops), method=method, target=self._explained(crops, method)))
+        return list(cell_heatmaps(self.model, self.tensor(crops), method=method,
+                                  target=self._explained(image, boxes, method)))
 
     def heatmap_overlays(self, image: np.ndarray, boxes: list[Box], method: str = "gradcam",
                          labels: list[str] | None = None) -> list[np.ndarray]:
@@ -299,7 +365,8 @@ class Classifier:
         if not boxes:
             return []
         crops = self.crops(image, boxes)
-        target = [self.classes.index(lab) for lab in labels] if labels is not None else self._explained(crops, method)
+        target = ([self.classes.index(lab) for lab in labels] if labels is not None
+                  else self._explained(image, boxes, method))
         maps = cell_heatmaps(self.model, self.tensor(crops), method=method, target=target)
         return [overlay(c, m) for c, m in zip(crops, maps)]
 

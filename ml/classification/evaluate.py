@@ -40,10 +40,19 @@ def labelled_crops(clf: Classifier, cells: CellSet) -> tuple[np.ndarray, np.ndar
     return crops, y
 
 
-def evaluate_cells(clf: Classifier, cells: CellSet, threshold: float | None = None) -> dict:
-    """Scores of ``clf`` on cells whose labels are among the model's classes (by name)."""
+def labelled_logits(clf: Classifier, cells: CellSet) -> tuple[np.ndarray, np.ndarray]:
+    """The classifier's logits of the cells as it serves them (over its framings, with any shape
+    opinion; before the prior) and their labels as in :func:`labelled_crops`."""
     crops, y = labelled_crops(clf, cells)
-    r = report_from_logits(clf.scaled_logits(clf.logits_of_crops(crops)), y, clf.classes, clf.temperature, threshold)
+    return clf.framed_logits(crops, lambda f, idx: np.stack(
+        [clf.crops(cells.images[i], [cells.box(i).scaled(f)])[0] for i in idx])), y
+
+
+def evaluate_cells(clf: Classifier, cells: CellSet, threshold: float | None = None) -> dict:
+    """Scores of ``clf`` on cells whose labels are among the model's classes (by name), answered as
+    the classifier serves them (over its framings)."""
+    logits, y = labelled_logits(clf, cells)
+    r = report_from_logits(clf.scaled_logits(logits), y, clf.classes, clf.temperature, threshold)
     r["prior"] = clf.prior_name
     return r
 
@@ -112,9 +121,10 @@ def evaluate_tecom(clf: Classifier, tecom_dir: Path, *, restrict: bool = True, b
     if box_scale != 1.0:
         use = [b.scaled(box_scale) for b in use]
     crops = np.concatenate([clf.crops(im, [b]) for im, b in zip(images, use)])
-    if norm is not None:
+    if norm is not None:  # the sample's statistics from the boxes as found, as ml.analyze takes them
         clf = clf.sample_normalized(crops[found], norm, balanced=norm_balanced)
-    logits = clf.scaled_logits(clf.logits_of_crops(crops))
+    logits = clf.scaled_logits(clf.framed_logits(crops, lambda f, idx: np.concatenate(
+        [clf.crops(images[i], [use[i].scaled(f)]) for i in idx])))
     freq = None
     if adapt is not None:
         # ml.analyze adapts over the cells it found; the temperature-scaled log-probabilities stand

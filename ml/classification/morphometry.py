@@ -333,7 +333,7 @@ def add_shape_opinion(run, data, out_dir, *, seed: int = 0, progress=None):
     save_checkpoint(out / "best.pt", clf.model, architecture=clf.architecture, model_kwargs=clf.model_kwargs,
                     classes=clf.classes, crop=rule, stain_norm=clf.stain_norm,
                     temperature=t, metrics=metrics, mean=clf.mean, std=clf.std, trained_prior=clf.trained_prior,
-                    tta=clf.tta, shape_opinion=opinion.to_state())
+                    tta=clf.tta, shape_opinion=opinion.to_state(), framings=clf.framings)
     report(1.0, f"shape opinion at weight {opinion.weight}: validation accuracy "
                 f"{weighing['network_val_accuracy']:.3f} -> {vr['accuracy']:.3f}")
     return out
