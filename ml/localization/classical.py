@@ -16,7 +16,10 @@ Steps (parameters in :class:`ClassicalConfig`, defaults in ``classical.yaml``, s
    meets the background (the cytoplasm edge; leaks into touching red cells are clipped); the
    nucleus and cytoplasm boxes are then mapped to the cell
    box by a linear calibration (``box_coef_w``, ``box_coef_h``, ``centre_offset``) fitted on
-   annotated training fields, i.e. it learns where annotators draw the edge.
+   annotated training fields, i.e. it learns where annotators draw the edge. With ``grabcut``, a
+   third measurement joins them: OpenCV's GrabCut, seeded with the nucleus as cell and the rays'
+   cytoplasm as probable cell, separates the cell from the red cells and background around it by
+   their colours (at ``grabcut_scale`` of the work scale), and its box enters the calibration.
 
 Images are processed at ``work_scale`` of their size (faster, and the morphology sizes are
 given at that scale, in pixels of a 640x480 BCCD field at ``work_scale``); large images are tiled.
@@ -58,8 +61,13 @@ class ClassicalConfig:
     cytoplasm_radius: int = 15  # how far (work-scale pixels) the cytoplasm may extend beyond the nucleus
     cytoplasm_contrast: float = 10.0  # cytoplasm is at least this much darker (Lab L) than the background
     cytoplasm_clip: float = 1.25  # rays longer than this times their median are clipped
-    # cell box width/height = coef . (nucleus w, nucleus h, cytoplasm w, cytoplasm h, sqrt(nucleus area), 1),
-    # in original-image pixels; centre = mean of nucleus and cytoplasm centres + centre_offset
+    grabcut: bool = False  # the cell segmented by GrabCut as a third measurement (needs use_cytoplasm)
+    grabcut_scale: float = 1.0  # GrabCut's resolution, relative to work_scale
+    grabcut_iterations: int = 1
+    grabcut_margin: float = 0.3  # GrabCut's window: the rays' box grown by this fraction of its size a side
+    # cell box width/height = coef . (nucleus w, nucleus h, cytoplasm w, cytoplasm h, sqrt(nucleus area)
+    # [, GrabCut w, GrabCut h], 1), in original-image pixels; centre = mean of the nucleus, cytoplasm
+    # [and GrabCut] box centres + centre_offset
     box_coef_w: list[float] = field(default_factory=lambda: [0.0, 0.0, 1.0, 0.0, 0.0, 30.0])
     box_coef_h: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 1.0, 0.0, 30.0])
     centre_offset: list[float] = field(default_factory=lambda: [0.0, 0.0])
@@ -81,7 +89,25 @@ class ClassicalConfig:
         cfg = cls(**data)
         if cfg.channel not in CHANNELS:
             raise ValueError(f"unknown channel {cfg.channel!r}; known: {', '.join(CHANNELS)}")
+        cfg.check(calibration=False)  # a calibration that does not fit is refitted by tune, or refused in use
         return cfg
+
+    @property
+    def n_features(self) -> int:
+        """How many calibration features a candidate has (see ``box_coef_w``)."""
+        return 8 if self.grabcut and self.use_cytoplasm else 6
+
+    def check(self, calibration: bool = True) -> None:
+        """A ``ValueError`` for GrabCut settings out of range, or (``calibration``) a box calibration
+        that does not fit the measurements configured."""
+        n = self.n_features
+        if calibration and (len(self.box_coef_w) != n or len(self.box_coef_h) != n):
+            raise ValueError(f"the box calibration has {len(self.box_coef_w)}/{len(self.box_coef_h)} coefficients "
+                             f"where the measurements configured give {n} features (grabcut "
+                             f"{'on' if n == 8 else 'off'}); refit it with python -m ml.localization tune")
+        if not 0.1 <= self.grabcut_scale <= 1.0 or self.grabcut_iterations < 1 or not 0.05 <= self.grabcut_margin <= 2:
+            raise ValueError("grabcut_scale must be in [0.1, 1], grabcut_iterations at least 1 and grabcut_margin "
+                             "in [0.05, 2]")
 
     @classmethod
     def load(cls, path: str | os.PathLike = CONFIG_PATH) -> "ClassicalConfig":
@@ -130,12 +156,13 @@ class Candidate:
     cell: tuple[float, float, float, float]
     area: float
     score: float
+    segmented: tuple[float, float, float, float] | None = None  # GrabCut's cell box (``grabcut``)
 
 
 class ClassicalLocalizer:
     method = "classical"
     architecture = "classical"
-    version = "classical-2"
+    version = "classical-3"  # 3: GrabCut in the box calibration
     metrics: dict = {}
 
     def __init__(self, config: ClassicalConfig | str | os.PathLike | None = None, *,
@@ -205,6 +232,7 @@ class ClassicalLocalizer:
         n, labels, stats, _ = cv2.connectedComponentsWithStats(groups, connectivity=8)
         out: list[Candidate] = []
         cell_mask = self._cell_mask(small) if cfg.use_cytoplasm else None
+        cut = _GrabCut(small, cell_mask, mask, cfg) if cfg.grabcut and cell_mask is not None else None
         for i in range(1, n):
             x, y, w, h, _ = stats[i]
             comp = labels[y:y + h, x:x + w] == i
@@ -228,7 +256,7 @@ class ClassicalLocalizer:
                 nb = (float(x + xs.min()), float(y + ys.min()), float(x + xs.max() + 1), float(y + ys.max() + 1))
                 cb = self._grow(cell_mask, nb) if cell_mask is not None else nb
                 score = float(1.0 - np.exp(-a / max(cfg.score_area, 1.0)))
-                out.append(Candidate(nb, cb, a, score))
+                out.append(Candidate(nb, cb, a, score, cut.box(nb, cb) if cut is not None else None))
         return out
 
     def _split(self, comp: np.ndarray, nuc: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -289,14 +317,20 @@ class ClassicalLocalizer:
         s = self.config.work_scale / self._unit
         n = [v / s for v in cand.nucleus]
         c = [v / s for v in cand.cell]
-        f = np.array([n[2] - n[0], n[3] - n[1], c[2] - c[0], c[3] - c[1], np.sqrt(cand.area) / s, 1.0])
-        cx = (n[0] + n[2] + c[0] + c[2]) / 4
-        cy = (n[1] + n[3] + c[1] + c[3]) / 4
-        return f, cx, cy
+        f = [n[2] - n[0], n[3] - n[1], c[2] - c[0], c[3] - c[1], np.sqrt(cand.area) / s]
+        boxes = [n, c]
+        if self.config.n_features == 8:
+            g = [v / s for v in (cand.segmented or cand.cell)]
+            f += [g[2] - g[0], g[3] - g[1]]
+            boxes.append(g)
+        cx = sum(b[0] + b[2] for b in boxes) / (2 * len(boxes))
+        cy = sum(b[1] + b[3] for b in boxes) / (2 * len(boxes))
+        return np.array(f + [1.0]), cx, cy
 
     def calibrate(self, cand: Candidate) -> Box:
         """Map a candidate (work-scale pixels) to a cell box in original pixels."""
         cfg = self.config
+        cfg.check()
         f, cx, cy = self.box_features(cand)
         cx, cy = cx + cfg.centre_offset[0], cy + cfg.centre_offset[1]
         w = max(1.0, float(np.dot(cfg.box_coef_w, f)))
@@ -335,3 +369,59 @@ class ClassicalLocalizer:
 
         rescale = self.rescale if rescale is None else parse_rescale(rescale)
         return detect_rescaled(at, image.shape, rescale, counts=lambda b: b.score >= self.config.score_threshold)
+
+
+class _GrabCut:
+    """GrabCut of each candidate's cell within one image (or tile), at ``grabcut_scale`` of the work
+    scale. The window is the rays' cytoplasm box grown by half its size on each side; its nucleus
+    pixels are cell, its cytoplasm-mask pixels inside the rays' box probably cell, the rest probably
+    not, its border not. The box of the segmented part that holds most of the nucleus is returned
+    (in work-scale pixels); where GrabCut cannot run, the rays' box."""
+
+    def __init__(self, small: np.ndarray, cell_mask: np.ndarray, nucleus_mask: np.ndarray, cfg: ClassicalConfig):
+        self.scale, self.iterations, self.margin = cfg.grabcut_scale, cfg.grabcut_iterations, cfg.grabcut_margin
+        h, w = small.shape[:2]
+        size = (max(1, round(w * self.scale)), max(1, round(h * self.scale)))
+        if size != (w, h):
+            small = cv2.resize(small, size, interpolation=cv2.INTER_AREA)
+            cell_mask = cv2.resize(cell_mask, size, interpolation=cv2.INTER_NEAREST)
+            nucleus_mask = cv2.resize(nucleus_mask, size, interpolation=cv2.INTER_NEAREST)
+        self.bgr = np.ascontiguousarray(small[..., ::-1])
+        self.cell, self.nucleus = cell_mask > 0, nucleus_mask > 0
+
+    def box(self, nb, cb) -> tuple[float, float, float, float]:
+        k = self.scale
+        H, W = self.cell.shape
+        cw, ch = cb[2] - cb[0], cb[3] - cb[1]
+        pad = self.margin
+        X0, Y0 = max(0, int((cb[0] - pad * cw) * k)), max(0, int((cb[1] - pad * ch) * k))
+        X1, Y1 = min(W, int((cb[2] + pad * cw) * k) + 1), min(H, int((cb[3] + pad * ch) * k) + 1)
+        if X1 - X0 < 4 or Y1 - Y0 < 4:
+            return cb
+
+        def inside(b):  # a box's pixels in the window
+            m = np.zeros((Y1 - Y0, X1 - X0), bool)
+            m[max(0, int(b[1] * k) - Y0):max(0, int(b[3] * k) - Y0),
+              max(0, int(b[0] * k) - X0):max(0, int(b[2] * k) - X0)] = True
+            return m
+
+        seed = self.nucleus[Y0:Y1, X0:X1] & inside(nb)
+        if not seed.any():
+            return cb
+        m = np.full(seed.shape, cv2.GC_PR_BGD, np.uint8)
+        m[self.cell[Y0:Y1, X0:X1] & inside(cb)] = cv2.GC_PR_FGD
+        m[0, :] = m[-1, :] = m[:, 0] = m[:, -1] = cv2.GC_BGD
+        m[seed] = cv2.GC_FGD
+        try:
+            cv2.setRNGSeed(0)  # GrabCut's colour models start from k-means: the same answer every time
+            cv2.grabCut(self.bgr[Y0:Y1, X0:X1], m, None, np.zeros((1, 65)), np.zeros((1, 65)), self.iterations,
+                        cv2.GC_INIT_WITH_MASK)
+        except cv2.error:  # e.g. a window of one colour
+            return cb
+        fg = ((m == cv2.GC_FGD) | (m == cv2.GC_PR_FGD)).astype(np.uint8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+        if n < 2:
+            return cb
+        best = max(range(1, n), key=lambda i: int((seed & (labels == i)).sum()))
+        x, y, bw, bh, _ = stats[best]
+        return ((X0 + x) / k, (Y0 + y) / k, (X0 + x + bw) / k, (Y0 + y + bh) / k)

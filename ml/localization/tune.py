@@ -46,8 +46,10 @@ def fit_calibration(loc: ClassicalLocalizer, cands, gts, sizes) -> ClassicalConf
     if len(feats) < 3:
         return loc.config
     X = np.array(feats)
-    if len(feats) < 30:  # too few cells for six coefficients: size from the cytoplasm box alone
-        X = X * np.array([0, 0, 1, 1, 0, 1])
+    if len(feats) < 30:  # too few cells for every coefficient: size from the cytoplasm box alone
+        keep = np.zeros(X.shape[1])
+        keep[[2, 3, -1]] = 1
+        X = X * keep
     ridge = 1e-3 * np.eye(X.shape[1])  # the nucleus and cytoplasm features are collinear without cytoplasm
     coef_w = np.linalg.solve(X.T @ X + ridge, X.T @ np.array(targets_w))
     coef_h = np.linalg.solve(X.T @ X + ridge, X.T @ np.array(targets_h))
@@ -131,6 +133,7 @@ def tune_classical(images: Sequence[np.ndarray], gts, *, start: ClassicalConfig 
             cytoplasm_radius=pick("cytoplasm_radius", [10, 15, 20, 30], base.cytoplasm_radius),
             cytoplasm_contrast=pick("cytoplasm_contrast", [4, 7, 10, 14, 18], base.cytoplasm_contrast),
             cytoplasm_clip=pick("cytoplasm_clip", [1.1, 1.25, 1.4, 1.7], base.cytoplasm_clip),
+            grabcut=pick("grabcut", [False, True], base.grabcut),
         )
         cfg, m = evaluate_config(cand, images, gts)
         history.append({"trial": trial, **asdict(cfg), **m})

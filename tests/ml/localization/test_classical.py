@@ -175,3 +175,48 @@ def test_cross_validation_scores_every_cell_once_with_a_calibration_fitted_witho
     assert cv["recall50"] > 0.9
     with pytest.raises(ValueError):
         cross_validate_calibration(cfg, images, gts, folds=1)
+
+
+def test_grabcut_separates_the_white_cell_and_joins_the_calibration(smear_samples):
+    """GrabCut's box holds the nucleus, lies within its window and is the same on every call; the
+    calibration fitted with it has its two features (what they gain is measured by the benchmark's
+    cross-validation over all fields: bench/localization.md)."""
+    from dataclasses import replace
+
+    from ml.localization.tune import evaluate_config
+
+    packaged = ClassicalConfig.load()
+    assert packaged.grabcut and packaged.n_features == 8 and len(packaged.box_coef_w) == 8
+    loc = ClassicalLocalizer(packaged)
+    images = [load_image(s.image_path) for s in smear_samples]
+    gts = [s.annotation.of_label("WBC") for s in smear_samples]
+    s = packaged.work_scale
+    for img in images[:6]:
+        cands = loc.candidates(img)
+        assert cands and cands == loc.candidates(img)
+        for c in cands:
+            n, cell, g = c.nucleus, c.cell, c.segmented
+            assert g is not None
+            assert g[0] <= (n[0] + n[2]) / 2 <= g[2] and g[1] <= (n[1] + n[3]) / 2 <= g[3]
+            m = packaged.grabcut_margin
+            w, h = cell[2] - cell[0], cell[3] - cell[1]
+            assert g[0] >= cell[0] - m * w - 1 and g[2] <= cell[2] + m * w + 1
+            assert g[1] >= cell[1] - m * h - 1 and g[3] <= cell[3] + m * h + 1
+            assert g[2] <= img.shape[1] * s + 1 and g[3] <= img.shape[0] * s + 1
+    with_cut, m_cut = evaluate_config(packaged, images, gts)
+    without, m_rays = evaluate_config(replace(packaged, grabcut=False, box_coef_w=[0.0] * 6, box_coef_h=[0.0] * 6),
+                                      images, gts)
+    assert len(with_cut.box_coef_w) == 8 and len(without.box_coef_w) == 6
+    assert m_cut["recall50"] >= m_rays["recall50"] - 0.1 and m_cut["mean_iou"] > 0.7
+
+
+def test_a_calibration_that_does_not_fit_the_measurements_is_refused(tmp_path):
+    from dataclasses import replace
+
+    img, _ = synthetic_field(seed=3, n_wbc=1)
+    wrong = replace(ClassicalConfig.load(), box_coef_w=[0, 0, 1, 0, 0, 30], box_coef_h=[0, 0, 0, 1, 0, 30])
+    with pytest.raises(ValueError, match="coefficients.*tune"):
+        ClassicalLocalizer(wrong).detect(img)
+    (tmp_path / "c.yaml").write_text("grabcut: true\ngrabcut_scale: 3\n")
+    with pytest.raises(ValueError, match="grabcut_scale"):
+        ClassicalConfig.load(tmp_path / "c.yaml")
