@@ -43,8 +43,13 @@ def fit_calibration(loc: ClassicalLocalizer, cands, gts, sizes) -> ClassicalConf
                 targets_h.append(gt.height)
                 dxs.append((gt.x0 + gt.x1) / 2 - cx)
                 dys.append((gt.y0 + gt.y1) / 2 - cy)
-    if len(feats) < 3:
-        return loc.config
+    if len(feats) < 3:  # too few cells to fit: keep the calibration, or the rays' box plus 30 px where it does not fit
+        n = loc.config.n_features
+        if len(loc.config.box_coef_w) == n and len(loc.config.box_coef_h) == n:
+            return loc.config
+        w, h = [0.0] * n, [0.0] * n
+        w[2], h[3], w[-1], h[-1] = 1.0, 1.0, 30.0, 30.0
+        return replace(loc.config, box_coef_w=w, box_coef_h=h)
     X = np.array(feats)
     if len(feats) < 30:  # too few cells for every coefficient: size from the cytoplasm box alone
         keep = np.zeros(X.shape[1])

@@ -220,3 +220,15 @@ def test_a_calibration_that_does_not_fit_the_measurements_is_refused(tmp_path):
     (tmp_path / "c.yaml").write_text("grabcut: true\ngrabcut_scale: 3\n")
     with pytest.raises(ValueError, match="grabcut_scale"):
         ClassicalConfig.load(tmp_path / "c.yaml")
+
+
+def test_fields_too_few_to_fit_still_get_a_calibration_of_the_right_size():
+    from dataclasses import replace
+
+    from ml.localization.tune import evaluate_config
+
+    img, boxes = synthetic_field(seed=4, n_wbc=1)
+    gts = [[b for b in boxes if b.label == "WBC"]]
+    off = replace(ClassicalConfig.load(), grabcut=False)  # eight coefficients, six features
+    cfg, m = evaluate_config(off, [img], gts)
+    assert len(cfg.box_coef_w) == len(cfg.box_coef_h) == 6 and m["n_gt"] == 1
