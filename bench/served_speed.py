@@ -46,8 +46,7 @@ def answer(clf, crops: np.ndarray, cells=None, idx=None) -> np.ndarray:
         return clf.probabilities_of_crops(crops)
     from ml.classification.metrics import softmax
 
-    logits = clf.framed_logits(crops, lambda f, which: np.stack(
-        [clf.crops(cells.images[idx[j]], [cells.box(idx[j]).scaled(f)])[0] for j in which]))
+    logits = clf.framed_logits(crops, clf.cut_each([cells.images[i] for i in idx], [cells.box(i) for i in idx]))
     return softmax(clf.scaled_logits(logits), clf.temperature)
 
 

@@ -280,33 +280,45 @@ class Classifier:
         logits = self.network_logits(crops)
         return opinion.joined(logits, shape.result())
 
+    def framed_cells(self, logits: np.ndarray) -> np.ndarray:
+        """Which cells, given their logits with the box as found, are answered again over the
+        framings: those whose served confidence is below :attr:`framing_below` (every cell without
+        a bound; none with one framing)."""
+        if self.framings == (1.0,) or not len(logits):
+            return np.zeros(0, np.int64)
+        if self.framing_below is None:
+            return np.arange(len(logits))
+        confidence = softmax(self.scaled_logits(logits), self.temperature).max(1)
+        return np.flatnonzero(confidence < self.framing_below)
+
     def framed_logits(self, crops: np.ndarray, cut: Callable[[float, np.ndarray], np.ndarray]) -> np.ndarray:
         """The classifier's logits of cells over its framings. ``crops``: the cells cut with their boxes
         as found (:meth:`crops`); ``cut(f, idx)``: the crops of the cells ``idx`` with their boxes scaled
-        by ``f``. Each cell's logits are the mean over the framings (:meth:`logits_of_crops` of each);
-        with :attr:`framing_below` set, only the cells whose served confidence with the box as found is
-        below it are cut again, the others keep their first answer."""
+        by ``f`` (:meth:`cut_each`). Each cell's logits are the mean over the framings
+        (:meth:`logits_of_crops` of each); only the cells :meth:`framed_cells` picks are cut again, the
+        others keep their first answer."""
         logits = self.logits_of_crops(crops)
-        others = [f for f in self.framings if f != 1.0]
-        if not others or not len(crops):
+        idx = self.framed_cells(logits)
+        if not len(idx):
             return logits
-        idx = np.arange(len(crops))
-        if self.framing_below is not None:
-            confidence = softmax(self.scaled_logits(logits), self.temperature).max(1)
-            idx = np.flatnonzero(confidence < self.framing_below)
-            if not len(idx):
-                return logits
         total = logits[idx].astype(np.float64)
-        for f in others:
-            total += self.logits_of_crops(cut(f, idx))
+        for f in self.framings:
+            if f != 1.0:
+                total += self.logits_of_crops(cut(f, idx))
         out = logits.copy()
         out[idx] = total / len(self.framings)
         return out
 
-    def logits_of_boxes(self, image: np.ndarray, boxes: list[Box]) -> np.ndarray:
-        """The classifier's logits of the cells in ``boxes`` of ``image``, over its framings."""
-        return self.framed_logits(self.crops(image, boxes),
-                                  lambda f, idx: self.crops(image, [boxes[i].scaled(f) for i in idx]))
+    def cut_each(self, images, boxes: list[Box]) -> Callable[[float, np.ndarray], np.ndarray]:
+        """``cut(f, idx)`` for :meth:`framed_logits`: the crops of cells ``idx``, cell ``i`` being
+        ``boxes[i]`` of ``images[i]``, with the boxes scaled by ``f``."""
+        return lambda f, idx: np.concatenate([self.crops(images[i], [boxes[i].scaled(f)]) for i in idx])
+
+    def logits_of_boxes(self, image: np.ndarray, boxes: list[Box], crops: np.ndarray | None = None) -> np.ndarray:
+        """The classifier's logits of the cells in ``boxes`` of ``image``, over its framings
+        (``crops``: theirs with the boxes as found, where already cut)."""
+        crops = self.crops(image, boxes) if crops is None else crops
+        return self.framed_logits(crops, self.cut_each([image] * len(boxes), boxes))
 
     def network_logits(self, crops: np.ndarray) -> np.ndarray:
         """The network's own logits (its test-time views averaged)."""
@@ -324,11 +336,11 @@ class Classifier:
     def probabilities_of_crops(self, crops: np.ndarray) -> np.ndarray:
         return softmax(self.scaled_logits(self.logits_of_crops(crops)), self.temperature)
 
-    def _explained(self, image: np.ndarray, boxes: list[Box], method: str) -> list[int] | None:
+    def _explained(self, image: np.ndarray, boxes: list[Box], crops: np.ndarray, method: str) -> list[int] | None:
         """The classes Grad-CAM is to explain: the answers given, over the classifier's framings (None
-        where attention maps are drawn)."""
+        where attention maps are drawn); ``crops``: the cells' crops with the boxes as found."""
         attention = method == "attention" or (method == "auto" and hasattr(self.model, "attention_maps"))
-        return None if attention else self.scaled_logits(self.logits_of_boxes(image, boxes)).argmax(1).tolist()
+        return None if attention else self.scaled_logits(self.logits_of_boxes(image, boxes, crops)).argmax(1).tolist()
 
     def predictions(self, probs: np.ndarray) -> list[Prediction]:
         out = []
@@ -351,7 +363,7 @@ class Classifier:
         if not boxes:
             return []
         return list(cell_heatmaps(self.model, self.tensor(crops), method=method,
-                                  target=self._explained(image, boxes, method)))
+                                  target=self._explained(image, boxes, crops, method)))
 
     def heatmap_overlays(self, image: np.ndarray, boxes: list[Box], method: str = "gradcam",
                          labels: list[str] | None = None) -> list[np.ndarray]:
@@ -366,7 +378,7 @@ class Classifier:
             return []
         crops = self.crops(image, boxes)
         target = ([self.classes.index(lab) for lab in labels] if labels is not None
-                  else self._explained(image, boxes, method))
+                  else self._explained(image, boxes, crops, method))
         maps = cell_heatmaps(self.model, self.tensor(crops), method=method, target=target)
         return [overlay(c, m) for c, m in zip(crops, maps)]
 

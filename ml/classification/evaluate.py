@@ -44,8 +44,7 @@ def labelled_logits(clf: Classifier, cells: CellSet) -> tuple[np.ndarray, np.nda
     """The classifier's logits of the cells as it serves them (over its framings, with any shape
     opinion; before the prior) and their labels as in :func:`labelled_crops`."""
     crops, y = labelled_crops(clf, cells)
-    return clf.framed_logits(crops, lambda f, idx: np.stack(
-        [clf.crops(cells.images[i], [cells.box(i).scaled(f)])[0] for i in idx])), y
+    return clf.framed_logits(crops, clf.cut_each(cells.images, [cells.box(i) for i in range(len(cells))])), y
 
 
 def evaluate_cells(clf: Classifier, cells: CellSet, threshold: float | None = None) -> dict:
@@ -123,8 +122,7 @@ def evaluate_tecom(clf: Classifier, tecom_dir: Path, *, restrict: bool = True, b
     crops = np.concatenate([clf.crops(im, [b]) for im, b in zip(images, use)])
     if norm is not None:  # the sample's statistics from the boxes as found, as ml.analyze takes them
         clf = clf.sample_normalized(crops[found], norm, balanced=norm_balanced)
-    logits = clf.scaled_logits(clf.framed_logits(crops, lambda f, idx: np.concatenate(
-        [clf.crops(images[i], [use[i].scaled(f)]) for i in idx])))
+    logits = clf.scaled_logits(clf.framed_logits(crops, clf.cut_each(images, use)))
     freq = None
     if adapt is not None:
         # ml.analyze adapts over the cells it found; the temperature-scaled log-probabilities stand

@@ -62,17 +62,12 @@ def add_framings(run, framings: Sequence[float], data, out_dir, *, below: float 
     return out
 
 
-
 def framed_share(clf, cells) -> float:
     """The share of ``cells`` that ``clf`` answers again over its framings (all of them when it has
     no confidence bound; none when it has one framing)."""
     from ml.classification.evaluate import labelled_crops
-    from ml.classification.metrics import softmax
 
     if clf.framings == (1.0,) or not len(cells):
         return 0.0
-    if clf.framing_below is None:
-        return 1.0
     crops, _ = labelled_crops(clf, cells)
-    confidence = softmax(clf.scaled_logits(clf.logits_of_crops(crops)), clf.temperature).max(1)
-    return float((confidence < clf.framing_below).mean())
+    return len(clf.framed_cells(clf.logits_of_crops(crops))) / len(cells)

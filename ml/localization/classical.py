@@ -43,6 +43,14 @@ CONFIG_PATH = Path(__file__).with_name("classical.yaml")
 CHANNELS = ("blue_ratio", "neg_b", "sat", "b_minus_r")
 
 
+def cytoplasm_calibration(n_features: int) -> tuple[list[float], list[float]]:
+    """The calibration used before any is fitted: the rays' cytoplasm box grown by 30 px (its
+    width and height coefficients for ``n_features`` features)."""
+    w, h = [0.0] * n_features, [0.0] * n_features
+    w[2], h[3], w[-1], h[-1] = 1.0, 1.0, 30.0, 30.0
+    return w, h
+
+
 @dataclass
 class ClassicalConfig:
     channel: str = "neg_b"
@@ -68,8 +76,8 @@ class ClassicalConfig:
     # cell box width/height = coef . (nucleus w, nucleus h, cytoplasm w, cytoplasm h, sqrt(nucleus area)
     # [, GrabCut w, GrabCut h], 1), in original-image pixels; centre = mean of the nucleus, cytoplasm
     # [and GrabCut] box centres + centre_offset
-    box_coef_w: list[float] = field(default_factory=lambda: [0.0, 0.0, 1.0, 0.0, 0.0, 30.0])
-    box_coef_h: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 1.0, 0.0, 30.0])
+    box_coef_w: list[float] = field(default_factory=lambda: cytoplasm_calibration(6)[0])
+    box_coef_h: list[float] = field(default_factory=lambda: cytoplasm_calibration(6)[1])
     centre_offset: list[float] = field(default_factory=lambda: [0.0, 0.0])
     nms_iou: float = 0.5  # of two boxes overlapping more than this, the lower-scoring one is dropped
     score_area: float = 1500.0  # nucleus area (work-scale pixels) that scores ~0.63
@@ -330,7 +338,6 @@ class ClassicalLocalizer:
     def calibrate(self, cand: Candidate) -> Box:
         """Map a candidate (work-scale pixels) to a cell box in original pixels."""
         cfg = self.config
-        cfg.check()
         f, cx, cy = self.box_features(cand)
         cx, cy = cx + cfg.centre_offset[0], cy + cfg.centre_offset[1]
         w = max(1.0, float(np.dot(cfg.box_coef_w, f)))
@@ -340,6 +347,7 @@ class ClassicalLocalizer:
 
     def boxes_from(self, cands: list[Candidate], width: int, height: int) -> list[Box]:
         """Calibrated, clipped boxes of candidates, overlapping ones suppressed."""
+        self.config.check()
         boxes = [b for b in (self.calibrate(c).clip(width, height) for c in cands) if b.area > 0]
         return nms(boxes, self.config.nms_iou) if self.config.nms_iou < 1.0 else boxes
 
@@ -373,9 +381,9 @@ class ClassicalLocalizer:
 
 class _GrabCut:
     """GrabCut of each candidate's cell within one image (or tile), at ``grabcut_scale`` of the work
-    scale. The window is the rays' cytoplasm box grown by half its size on each side; its nucleus
-    pixels are cell, its cytoplasm-mask pixels inside the rays' box probably cell, the rest probably
-    not, its border not. The box of the segmented part that holds most of the nucleus is returned
+    scale. The window is the rays' cytoplasm box grown by ``grabcut_margin`` of its size on each
+    side; its nucleus pixels are cell, its cytoplasm-mask pixels inside the rays' box probably cell,
+    the rest probably not, its border not. The box of the segmented part that holds most of the nucleus is returned
     (in work-scale pixels); where GrabCut cannot run, the rays' box."""
 
     def __init__(self, small: np.ndarray, cell_mask: np.ndarray, nucleus_mask: np.ndarray, cfg: ClassicalConfig):

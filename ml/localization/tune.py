@@ -16,7 +16,7 @@ from dataclasses import asdict, replace
 import numpy as np
 
 from ml.boxes import Box
-from ml.localization.classical import CHANNELS, ClassicalConfig, ClassicalLocalizer
+from ml.localization.classical import CHANNELS, ClassicalConfig, ClassicalLocalizer, cytoplasm_calibration
 from ml.localization.metrics import detection_metrics
 
 
@@ -47,8 +47,7 @@ def fit_calibration(loc: ClassicalLocalizer, cands, gts, sizes) -> ClassicalConf
         n = loc.config.n_features
         if len(loc.config.box_coef_w) == n and len(loc.config.box_coef_h) == n:
             return loc.config
-        w, h = [0.0] * n, [0.0] * n
-        w[2], h[3], w[-1], h[-1] = 1.0, 1.0, 30.0, 30.0
+        w, h = cytoplasm_calibration(n)
         return replace(loc.config, box_coef_w=w, box_coef_h=h)
     X = np.array(feats)
     if len(feats) < 30:  # too few cells for every coefficient: size from the cytoplasm box alone
