@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the same with the statistics of the slide's cells resampled to a balanced class mix")
     ap.add_argument("--corruptions", nargs="*", default=["stain_shift:2", "colour_cast:2"],
                     help="name:severity (1-3) of ml.classification.robustness, besides the clean crops")
+    ap.add_argument("--balance-by", choices=("shape", "network"),
+                    help="what the balanced draw reads the cells' classes from (default: the classifier's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
@@ -136,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         conditions.append((name, int(sev)))
     try:
         clf = load_classifier(args.checkpoint, prior="blood")
+        if args.balance_by:
+            clf.balance_by = args.balance_by
         cells = load_folder(args.data, size=cache_size_for(clf.crop_rule.out_size, clf.crop_rule.margin))
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--norm", default=NORM_DEFAULT, help="strength of the sample's statistics (default: ml.analyze's)")
     ap.add_argument("--framings", type=float, nargs="+", metavar="SCALE",
                     help="answer over these box scales (needs --data; default: the checkpoint's)")
+    ap.add_argument("--balance-by", choices=("shape", "network"),
+                    help="what the balanced draw reads the cells' classes from (default: the classifier's)")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
     if any(n < 1 for n in args.cells) or any(t < 1 for t in args.threads) or args.repeats < 1:
@@ -89,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--framings needs --data")
     try:
         clf = load_classifier(args.checkpoint, device="cpu")
+        if args.balance_by:
+            clf.balance_by = args.balance_by
         if args.framings:
             from ml.classification.artifact import check_framings
 

@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
                         "trained ones counting as this many cells (ml.classification.sample_norm)")
     e.add_argument("--norm-balanced", action="store_true",
                    help="with --norm: take the statistics over the cells resampled to a balanced class mix")
+    e.add_argument("--balance-by", choices=("shape", "network"),
+                   help="with --norm-balanced: read the draw's classes from the shape opinion's answers or the "
+                        "network's (default: the classifier's, shape where it has a shape opinion)")
 
     m = sub.add_parser("ensemble", help="save several trained classifiers as one (their probabilities averaged)")
     m.add_argument("runs", type=Path, nargs="+", help="run directories or checkpoints (two or more)")
@@ -182,6 +185,8 @@ def _evaluate(args) -> int:
         from ml.classification.artifact import check_framings
 
         clf.framings = check_framings(args.framings)
+    if args.balance_by:
+        clf.balance_by = args.balance_by
     run_dir = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
     plots = args.plots or run_dir / "eval"
     plots.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,11 @@ def _forget_measuring_thread() -> None:
 os.register_at_fork(after_in_child=_forget_measuring_thread)
 
 
+def _digest(crop: np.ndarray) -> bytes:
+    """A crop's identity by its pixels (the key of a sample's remembered shape answers)."""
+    return hashlib.blake2b(np.ascontiguousarray(crop).tobytes(), digest_size=16).digest()
+
+
 @dataclass
 class Prediction:
     label: str
@@ -201,6 +206,11 @@ class Classifier:
         self.framing_below: float | None = check_framing_below(ckpt.get("framing_below"))
         # the nucleus's shape as a second opinion (morphometry); None: the network alone
         self.shape_opinion = ShapeOpinion.from_state(ckpt["shape_opinion"]) if ckpt.get("shape_opinion") else None
+        # what a sample's balanced draw reads the cells' classes from (sample_normalized): "shape", the
+        # shape opinion's answers (measured once, kept for the sample's answers), where there is one;
+        # else "network", the network's answers as trained (a pass of the network more)
+        self.balance_by: str = "shape" if self.shape_opinion is not None else "network"
+        self._shape_memo: dict[bytes, np.ndarray] = {}  # crop digest -> shape log-probabilities (one sample's)
         self.set_prior(prior)
 
     def set_prior(self, prior) -> None:
@@ -226,15 +236,25 @@ class Classifier:
         """This classifier with its network's normalization statistics moved towards those of one
         sample's cells (``crops`` as :meth:`crops` cuts them; :mod:`sample_norm`, the trained
         statistics counting as ``strength`` cells). ``balanced``: the statistics are taken over the
-        cells resampled to a balanced class mix, as in training (:func:`sample_norm.balanced_draw`,
-        by the network's own answers as trained, without any shape opinion). A sample of more than
-        ``max_cells`` cells lends its statistics through that many of them, drawn at random, at its full weight
-        (:func:`sample_norm.statistics_subset`; None: all). The copy shares everything else."""
+        cells resampled to a balanced class mix, as in training (:func:`sample_norm.balanced_draw`),
+        by the classes :attr:`balance_by` reads: the shape opinion's answers (colour-blind, so
+        another lab's look biases them less; the copy keeps them for its answers on these cells, so
+        the draw costs no pass of the network) or the network's own answers as trained. A sample of
+        more than ``max_cells`` cells lends its statistics through that many of them, drawn at
+        random, at its full weight (:func:`sample_norm.statistics_subset`; None: all). The copy
+        shares everything else."""
+        if self.balance_by not in ("shape", "network"):
+            raise ValueError(f"balance_by must be 'shape' or 'network', not {self.balance_by!r}")
         pool = crops[statistics_subset(len(crops), max_cells)]
-        draw = None
-        if balanced and len(pool):  # by the network's own answers: a shape opinion would only cost time here
-            t = self.shape_opinion.network_temperature if self.shape_opinion is not None else self.temperature
-            draw = balanced_draw(softmax(self.network_logits(pool), t))
+        draw, memo = None, {}
+        if balanced and len(pool):
+            if self.balance_by == "shape" and self.shape_opinion is not None:
+                shape = self.shape_log_proba(pool)
+                memo = dict(zip(map(_digest, pool), shape))
+                draw = balanced_draw(np.exp(shape))
+            else:
+                t = self.shape_opinion.network_temperature if self.shape_opinion is not None else self.temperature
+                draw = balanced_draw(softmax(self.network_logits(pool), t))
 
         def batches():
             if draw is None:
@@ -248,6 +268,7 @@ class Classifier:
 
         other = copy.copy(self)
         other.model = sample_normalized(self.model, batches(), len(crops), strength)
+        other._shape_memo = memo
         return other
 
     # -- preprocessing ---------------------------------------------------------------------
@@ -272,13 +293,29 @@ class Classifier:
         (OpenCV, numpy and the trees mostly release Python's lock)."""
         if self.shape_opinion is None or not len(crops):
             return self.network_logits(crops)
-        margin = self.crop_rule.margin
-        if len(crops) < OVERLAP_CELLS:
-            return self.shape_opinion.scores(self.network_logits(crops), features_of_crops(crops, margin))
         opinion = self.shape_opinion
-        shape = _measuring_thread().submit(lambda: opinion.log_proba(features_of_crops(crops, margin)))
+        if len(crops) < OVERLAP_CELLS:
+            return opinion.joined(self.network_logits(crops), self.shape_log_proba(crops))
+        shape = _measuring_thread().submit(self.shape_log_proba, crops)
         logits = self.network_logits(crops)
         return opinion.joined(logits, shape.result())
+
+    def shape_log_proba(self, crops: np.ndarray) -> np.ndarray:
+        """The shape opinion's log-probabilities of the cells (``crops`` as :meth:`crops` cuts them);
+        those of the sample this copy was normalized on as the draw measured them
+        (:meth:`sample_normalized`), the others measured now."""
+        memo, margin = self._shape_memo, self.crop_rule.margin
+        if not memo:
+            return self.shape_opinion.log_proba(features_of_crops(crops, margin))
+        known = [memo.get(_digest(c)) for c in crops]
+        todo = [i for i, k in enumerate(known) if k is None]
+        out = np.empty((len(crops), len(self.classes)), np.float32)
+        if todo:
+            out[todo] = self.shape_opinion.log_proba(features_of_crops(crops[todo], margin))
+        for i, k in enumerate(known):
+            if k is not None:
+                out[i] = k
+        return out
 
     def framed_cells(self, logits: np.ndarray) -> np.ndarray:
         """Which cells, given their logits with the box as found, are answered again over the

@@ -203,6 +203,58 @@ def test_a_run_with_the_opinion_serves_it(tmp_path):
     assert answered == b"1"
 
 
+def test_a_samples_balanced_draw_reads_the_shape_opinion_and_keeps_its_answers(tmp_path):
+    from ml.classification.sample_norm import balanced_draw, batchnorm_layers, sample_normalized
+
+    cells = synthetic_cells(n_per_class=14, classes=["lymphocyte", "neutrophil", "monocyte"])
+    tr, va, _ = fixed_split(cells.names, cells.labels, val=0.3, test=0.0)
+    cfg = TrainConfig(backbone="cbam_cnn_small", img_size=32, batch=8, epochs=2, shape_opinion=True)
+    clf = load_classifier(fit(cfg, cells.subset(tr), cells.subset(va), tmp_path / "run"))
+    assert clf.balance_by == "shape"
+    val = cells.subset(va)
+    crops = np.stack([clf.crops(val.images[i], [val.box(i)])[0] for i in range(len(val))])
+    sample = np.concatenate([crops, crops[:, ::-1], crops[:, :, ::-1]])  # enough cells for the second thread
+    assert len(sample) >= OVERLAP_CELLS
+    margin = clf.crop_rule.margin
+    shape = clf.shape_opinion.log_proba(features_of_crops(sample, margin))
+
+    def statistics_of(draw):  # the counted batches of a draw, as the classifier passes them
+        for i in range(0, len(draw), clf.batch_size):
+            idx, counts = np.unique(draw[i:i + clf.batch_size], return_counts=True)
+            yield clf.network_input(sample[idx]), torch.from_numpy(counts)
+
+    own = clf.sample_normalized(sample, strength=10, balanced=True)
+    by_hand = sample_normalized(clf.model, statistics_of(balanced_draw(np.exp(shape))), len(sample), 10)
+    for a, b in zip(batchnorm_layers(own.model), batchnorm_layers(by_hand)):
+        assert torch.allclose(a.running_mean, b.running_mean, atol=1e-6)
+        assert torch.allclose(a.running_var, b.running_var, atol=1e-6)
+    # the sample's answers reuse the draw's measurements: the same numbers as measuring again
+    np.testing.assert_array_equal(own.shape_log_proba(sample), shape)
+    expected = clf.shape_opinion.joined(own.network_logits(sample), shape)
+    np.testing.assert_allclose(own.logits_of_crops(sample), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(own.logits_of_crops(sample[:3]), expected[:3], rtol=1e-5, atol=1e-5)
+    stranger = (sample[:2] // 2 + 60).astype(np.uint8)  # cells outside the sample are measured when asked
+    mixed = np.concatenate([stranger, sample[:3]])
+    np.testing.assert_array_equal(own.shape_log_proba(mixed), np.concatenate(
+        [clf.shape_opinion.log_proba(features_of_crops(stranger, margin)), shape[:3]]))
+    assert not clf._shape_memo  # the classifier itself remembers nothing
+    # the network's own answers as trained, where asked for
+    clf.balance_by = "network"
+    by_network = clf.sample_normalized(sample, strength=10, balanced=True)
+    t = clf.shape_opinion.network_temperature
+    from ml.classification.metrics import softmax
+
+    draw = balanced_draw(softmax(clf.network_logits(sample), t))
+    assert not np.array_equal(draw, balanced_draw(np.exp(shape)))  # the two readings draw other cells
+    by_hand = sample_normalized(clf.model, statistics_of(draw), len(sample), 10)
+    for a, b in zip(batchnorm_layers(by_network.model), batchnorm_layers(by_hand)):
+        assert torch.allclose(a.running_var, b.running_var, atol=1e-6)
+    assert not by_network._shape_memo
+    clf.balance_by = "colour"
+    with pytest.raises(ValueError, match="balance_by"):
+        clf.sample_normalized(sample, strength=10, balanced=True)
+
+
 def test_the_opinion_needs_validation_cells(tmp_path):
     cells = synthetic_cells(n_per_class=6, classes=["lymphocyte", "neutrophil"])
     with pytest.raises(ValueError, match="validation cells"):
