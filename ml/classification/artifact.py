@@ -249,7 +249,7 @@ class Classifier:
         draw, memo = None, {}
         if balanced and len(pool):
             if self.balance_by == "shape" and self.shape_opinion is not None:
-                shape = self.shape_log_proba(pool)
+                shape = self.shape_log_proba(pool, halves=True)
                 memo = dict(zip(map(_digest, pool), shape))
                 draw = balanced_draw(np.exp(shape))
             else:
@@ -300,13 +300,21 @@ class Classifier:
         logits = self.network_logits(crops)
         return opinion.joined(logits, shape.result())
 
-    def shape_log_proba(self, crops: np.ndarray) -> np.ndarray:
+    def shape_log_proba(self, crops: np.ndarray, halves: bool = False) -> np.ndarray:
         """The shape opinion's log-probabilities of the cells (``crops`` as :meth:`crops` cuts them);
         those of the sample this copy was normalized on as the draw measured them
-        (:meth:`sample_normalized`), the others measured now."""
+        (:meth:`sample_normalized`), the others measured now. ``halves``: when nothing else runs,
+        many cells are measured half in this thread, half in the measuring thread (never from that
+        thread itself)."""
         memo, margin = self._shape_memo, self.crop_rule.margin
         if not memo:
-            return self.shape_opinion.log_proba(features_of_crops(crops, margin))
+            if halves and len(crops) >= 2 * OVERLAP_CELLS:
+                half = len(crops) // 2
+                rest = _measuring_thread().submit(features_of_crops, crops[half:], margin)
+                features = np.concatenate([features_of_crops(crops[:half], margin), rest.result()])
+            else:
+                features = features_of_crops(crops, margin)
+            return self.shape_opinion.log_proba(features)
         known = [memo.get(_digest(c)) for c in crops]
         todo = [i for i, k in enumerate(known) if k is None]
         out = np.empty((len(crops), len(self.classes)), np.float32)

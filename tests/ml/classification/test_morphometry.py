@@ -238,6 +238,9 @@ def test_a_samples_balanced_draw_reads_the_shape_opinion_and_keeps_its_answers(t
     np.testing.assert_array_equal(own.shape_log_proba(mixed), np.concatenate(
         [clf.shape_opinion.log_proba(features_of_crops(stranger, margin)), shape[:3]]))
     assert not clf._shape_memo  # the classifier itself remembers nothing
+    twice = np.concatenate([sample, sample])  # measured in two threads, the same numbers
+    assert len(twice) >= 2 * OVERLAP_CELLS
+    np.testing.assert_array_equal(clf.shape_log_proba(twice, halves=True), np.concatenate([shape, shape]))
     # the network's own answers as trained, where asked for
     clf.balance_by = "network"
     by_network = clf.sample_normalized(sample, strength=10, balanced=True)
