@@ -26,6 +26,21 @@ def test_reinhard_maps_two_stains_of_one_cell_closer_together():
     assert normalize(cell, "macenko").shape == cell.shape
 
 
+def test_gains_are_applied_as_multiplying_every_pixel_would():
+    from ml.colour import apply_gains
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        image = rng.integers(0, 256, (int(rng.integers(1, 40)), int(rng.integers(1, 40)), 3), dtype=np.uint8)
+        for gains in (rng.uniform(0.4, 2.5, 3).astype(np.float32), rng.uniform(0.4, 2.5, 3)):
+            by_pixel = np.clip(image.astype(np.float32) * gains + 0.5, 0, 255).astype(np.uint8)
+            np.testing.assert_array_equal(apply_gains(image, gains), by_pixel)
+    strided = rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)[::2, ::3]  # a view, not contiguous
+    gains = np.array([1.3, 0.9, 2.0], np.float32)
+    np.testing.assert_array_equal(apply_gains(strided, gains),
+                                  np.clip(strided.astype(np.float32) * gains + 0.5, 0, 255).astype(np.uint8))
+
+
 def test_background_normalization_removes_a_colour_cast_and_keeps_the_cell():
     """A field under a yellow lamp and the same field under a neutral one look alike after the
     'background' normalization (white balance on the crop's brightest pixels)."""
