@@ -157,6 +157,15 @@ def _disk(r: int) -> np.ndarray:
 
 
 @dataclass
+class _Prepared:
+    """An image at the working scale as the segmentation reads it (:meth:`ClassicalLocalizer._prepared`)."""
+
+    small: np.ndarray
+    lab: np.ndarray | None
+    channel: np.ndarray
+
+
+@dataclass
 class Candidate:
     """A nucleus group at work scale: its box, the cell box grown into the cytoplasm, area and score."""
 
@@ -205,41 +214,54 @@ class ClassicalLocalizer:
         """White-balance gains of a whole image (None when the config does not balance)."""
         return background_gains(image, max_pixels=100_000) if self.config.white_balance else None
 
-    def threshold_for(self, image: np.ndarray, gains: np.ndarray | None = None) -> float:
-        """The nucleus threshold of a whole image, from a thumbnail of at most ~1 Mpixel."""
+    def _thumbnail_step(self, image: np.ndarray) -> int:
+        """The stride of the thumbnail (at most ~1 Mpixel) a whole image's threshold is taken on."""
         h, w = image.shape[:2]
-        step = max(1, int(np.ceil(np.sqrt(h * w / 1e6))))
-        thumb = self._small(np.ascontiguousarray(image[::step, ::step]))
+        return max(1, int(np.ceil(np.sqrt(h * w / 1e6))))
+
+    def _prepared(self, image: np.ndarray, gains: np.ndarray | None, cells: bool = True) -> "_Prepared":
+        """``image`` at the working scale, white-balanced by ``gains``, with its Lab colours (where the
+        nucleus channel or, with ``cells``, the cell mask reads them) and its blurred nucleus channel."""
+        cfg = self.config
+        small = self._small(image)
         if gains is not None:  # per-channel gains commute with the (linear) downscaling
-            thumb = apply_gains(thumb, gains)
-        ch = nucleus_channel(thumb, self.config.channel)
-        if self.config.blur > 1:
-            ch = cv2.GaussianBlur(ch, (self.config.blur | 1, self.config.blur | 1), 0)
-        otsu, _ = cv2.threshold(ch, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+            small = apply_gains(small, gains)
+        wants_lab = cfg.channel == "neg_b" or (cells and cfg.use_cytoplasm)
+        lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB) if wants_lab else None
+        ch = 255 - lab[..., 2] if cfg.channel == "neg_b" else nucleus_channel(small, cfg.channel)
+        if cfg.blur > 1:
+            ch = cv2.GaussianBlur(ch, (cfg.blur | 1, cfg.blur | 1), 0)
+        return _Prepared(small, lab, ch)
+
+    def _threshold_of(self, channel: np.ndarray) -> float:
+        otsu, _ = cv2.threshold(channel, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
         return max(float(otsu) + self.config.threshold_offset, self.config.threshold_floor)
 
+    def threshold_for(self, image: np.ndarray, gains: np.ndarray | None = None) -> float:
+        """The nucleus threshold of a whole image, from a thumbnail of at most ~1 Mpixel."""
+        step = self._thumbnail_step(image)
+        return self._threshold_of(self._prepared(np.ascontiguousarray(image[::step, ::step]), gains, cells=False).channel)
+
     def candidates(self, image: np.ndarray, threshold: float | None = None,
-                   gains: np.ndarray | None = None) -> list[Candidate]:
+                   gains: np.ndarray | None = None, prepared: "_Prepared | None" = None) -> list[Candidate]:
         """Nucleus groups of one image (or tile) in work-scale pixels, before calibration.
-        ``gains``: the whole image's white balance (computed here from ``image`` when omitted)."""
+        ``gains``: the whole image's white balance (computed here from ``image`` when omitted);
+        ``prepared``: :meth:`_prepared` of this very image with those gains, where already made."""
         cfg = self.config
         if gains is None:
             gains = self.gains_for(image)
+        if prepared is None:
+            prepared = self._prepared(image, gains)
         if threshold is None:
             threshold = self.threshold_for(image, gains)
-        small = self._small(image)
-        if gains is not None:
-            small = apply_gains(small, gains)
-        ch = nucleus_channel(small, cfg.channel)
-        if cfg.blur > 1:
-            ch = cv2.GaussianBlur(ch, (cfg.blur | 1, cfg.blur | 1), 0)
+        small, ch = prepared.small, prepared.channel
         mask = (ch > threshold).astype(np.uint8)
         if cfg.open_radius > 0:
             mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _disk(cfg.open_radius))
         groups = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _disk(cfg.group_radius)) if cfg.group_radius > 0 else mask
         n, labels, stats, _ = cv2.connectedComponentsWithStats(groups, connectivity=8)
         out: list[Candidate] = []
-        cell_mask = self._cell_mask(small) if cfg.use_cytoplasm else None
+        cell_mask = self._cell_mask(prepared.lab) if cfg.use_cytoplasm else None
         cut = _GrabCut(small, cell_mask, mask, cfg) if cfg.grabcut and cell_mask is not None else None
         for i in range(1, n):
             x, y, w, h, _ = stats[i]
@@ -289,10 +311,11 @@ class ClassicalLocalizer:
         cv2.watershed(cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR), markers)
         return [(markers == k, (markers == k) & nuc) for k in range(2, n + 1)]
 
-    def _cell_mask(self, small: np.ndarray) -> np.ndarray:
-        """Pixels darker than the background (Lab L, background level from Otsu): cells, including
-        the pale WBC cytoplasm. Touching red cells are handled by the ray clipping in ``_grow``."""
-        light = cv2.GaussianBlur(cv2.cvtColor(small, cv2.COLOR_RGB2LAB)[..., 0], (5, 5), 0)
+    def _cell_mask(self, lab: np.ndarray) -> np.ndarray:
+        """Pixels darker than the background (Lab L of the working-scale image, background level from
+        Otsu): cells, including the pale WBC cytoplasm. Touching red cells are handled by the ray
+        clipping in ``_grow``."""
+        light = cv2.GaussianBlur(np.ascontiguousarray(lab[..., 0]), (5, 5), 0)
         t_light, _ = cv2.threshold(light, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
         bg_light = float(np.median(light[light > t_light])) if (light > t_light).any() else 255.0
         return (light < bg_light - self.config.cytoplasm_contrast).astype(np.uint8)
@@ -366,11 +389,14 @@ class ClassicalLocalizer:
 
         def at(r: float) -> list[Box]:
             loc = self._at(r)
-            thr = loc.threshold_for(image, gains)
+            # a field small enough for its thumbnail to be itself is prepared once, for both
+            whole = loc._prepared(image, gains) if loc._thumbnail_step(image) == 1 else None
+            thr = loc._threshold_of(whole.channel) if whole is not None else loc.threshold_for(image, gains)
 
             def one(tile: np.ndarray) -> list[Box]:
                 th, tw = tile.shape[:2]
-                found = loc.boxes_from(loc.candidates(tile, thr, gains), tw, th)
+                same = whole if whole is not None and tile.shape == image.shape else None
+                found = loc.boxes_from(loc.candidates(tile, thr, gains, prepared=same), tw, th)
                 return [b for b in found if b.score >= min_score]
 
             return detect_tiled(image, one, tile=self.config.tile, overlap=self.config.overlap, progress=progress)
