@@ -232,3 +232,18 @@ def test_fields_too_few_to_fit_still_get_a_calibration_of_the_right_size():
     off = replace(ClassicalConfig.load(), grabcut=False)  # eight coefficients, six features
     cfg, m = evaluate_config(off, [img], gts)
     assert len(cfg.box_coef_w) == len(cfg.box_coef_h) == 6 and m["n_gt"] == 1
+
+
+def test_a_field_prepared_once_gives_the_boxes_of_each_step_done_alone(smear_samples):
+    """A field whose threshold thumbnail is the field itself is prepared once for the threshold and the
+    candidates; the boxes are those of the steps run separately (a thumbnail of its own for the threshold,
+    a preparation of its own for the candidates), with a nucleus channel that reads Lab and one that does not."""
+    from dataclasses import replace
+
+    images = [load_image(s.image_path) for s in smear_samples][:4]
+    for cfg in (ClassicalConfig.load(), replace(ClassicalConfig.load(), channel="sat")):
+        loc = ClassicalLocalizer(cfg)
+        for img in images:
+            gains = loc.gains_for(img)
+            alone = loc.boxes_from(loc.candidates(img, loc.threshold_for(img, gains), gains), img.shape[1], img.shape[0])
+            assert loc.detect(img) == [b for b in alone if b.score >= cfg.score_threshold]
