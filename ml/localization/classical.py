@@ -137,12 +137,12 @@ class ClassicalConfig:
             + yaml.safe_dump(asdict(self), sort_keys=False), encoding="utf-8")
 
 
-def nucleus_channel(image: np.ndarray, channel: str) -> np.ndarray:
-    """A uint8 map where WBC nuclei are bright."""
+def nucleus_channel(image: np.ndarray, channel: str, lab: np.ndarray | None = None) -> np.ndarray:
+    """A uint8 map where WBC nuclei are bright (``lab``: the image's Lab colours, where already made)."""
     if channel == "sat":
         return cv2.cvtColor(image, cv2.COLOR_RGB2HSV)[..., 1]
     if channel == "neg_b":
-        return 255 - cv2.cvtColor(image, cv2.COLOR_RGB2LAB)[..., 2]
+        return 255 - (cv2.cvtColor(image, cv2.COLOR_RGB2LAB) if lab is None else lab)[..., 2]
     f = image.astype(np.float32)
     if channel == "blue_ratio":
         return np.clip(255.0 * f[..., 2] / (f.sum(axis=-1) + 1.0), 0, 255).astype(np.uint8)
@@ -228,7 +228,7 @@ class ClassicalLocalizer:
             small = apply_gains(small, gains)
         wants_lab = cfg.channel == "neg_b" or (cells and cfg.use_cytoplasm)
         lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB) if wants_lab else None
-        ch = 255 - lab[..., 2] if cfg.channel == "neg_b" else nucleus_channel(small, cfg.channel)
+        ch = nucleus_channel(small, cfg.channel, lab)
         if cfg.blur > 1:
             ch = cv2.GaussianBlur(ch, (cfg.blur | 1, cfg.blur | 1), 0)
         return _Prepared(small, lab, ch)
