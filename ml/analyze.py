@@ -199,12 +199,14 @@ def main(argv: list[str] | None = None) -> int:
                 image = read(path)
                 found[i] = localizer.detect(image)
                 crops.append(classifier.crops(image, found[i]))
+                del image  # one image in memory at a time: a scan is read again below
             classifier = classifier_for_sample(classifier, crops, norm)
         results = []
         for i, path in enumerate(args.images):
             image = read(path)
             cells = analyze_image(image, localizer=localizer, classifier=classifier, heatmaps=bool(args.heatmaps),
                                   boxes=found.get(i))
+            del image
             if classifier is not None and args.adapt == "image":
                 adapt_to_sample([cells], classifier, args.adapt_strength)
             results.append((path, cells))

@@ -3,22 +3,49 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 # Large scans are legitimate input; the webapp applies its own, stricter upload limit.
 Image.MAX_IMAGE_PIXELS = 25_000 * 25_000
+# Rows copied from the decoded image into the array at a time: the copy then never holds a second
+# whole image (a 20000x20000 scan is 1.2 GB as an array).
+STRIP_ROWS = 256
 
 
-def load_image(path: str | os.PathLike | Path) -> np.ndarray:
-    """Return the image at ``path`` as an ``HxWx3`` uint8 RGB array (EXIF orientation applied)."""
+def load_image(path: str | os.PathLike | Path | BinaryIO) -> np.ndarray:
+    """Return the image at ``path`` (or an open binary file) as an ``HxWx3`` uint8 RGB array (EXIF
+    orientation applied).
+
+    Memory: the decoded image and the array it is copied into, no more (a strip at a time), so a
+    scan needs about twice its array's size while it is read, and its array's size after."""
     with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im)
-        if im.mode not in ("RGB",):
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float32)
-                arr = (255.0 * (arr - arr.min()) / max(1.0, float(arr.max() - arr.min()))).astype(np.uint8)
-                return np.stack([arr] * 3, axis=-1)
+        im = _upright(im)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(im, dtype=np.float32)
+            arr = (255.0 * (arr - arr.min()) / max(1.0, float(arr.max() - arr.min()))).astype(np.uint8)
+            return np.stack([arr] * 3, axis=-1)
+        if im.mode != "RGB":
             im = im.convert("RGB")
-        return np.asarray(im, dtype=np.uint8).copy()
+        return _rgb_array(im)
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says; the image itself where it needs no turn
+    (``ImageOps.exif_transpose`` would copy it whole even then)."""
+    if im.getexif().get(ExifTags.Base.Orientation, 1) in range(2, 9):
+        return ImageOps.exif_transpose(im)
+    return im
+
+
+def _rgb_array(im: Image.Image) -> np.ndarray:
+    """An RGB image's pixels as a new, writable ``HxWx3`` uint8 array, copied :data:`STRIP_ROWS`
+    rows at a time (``np.asarray`` of a whole image goes through a bytes copy of it first)."""
+    w, h = im.size
+    out = np.empty((h, w, 3), np.uint8)
+    im.load()
+    for y in range(0, h, STRIP_ROWS):
+        out[y:y + STRIP_ROWS] = np.asarray(im.crop((0, y, w, min(h, y + STRIP_ROWS))))
+    return out

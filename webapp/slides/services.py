@@ -177,10 +177,20 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
 
 
 def slide_image_preview_ensure(*, image: SlideImage, array) -> None:
-    """Give TIFF files and large scans a browser-friendly JPEG, at most PREVIEW_MAX_SIDE pixels wide."""
+    """Give TIFF files and large scans a browser-friendly JPEG, at most PREVIEW_MAX_SIDE pixels wide.
+
+    A scan is first reduced by area averaging to twice the preview's size, then resampled (Lanczos):
+    no full-size copy of it is made (as an image, Pillow's copy of a 20000x20000 scan takes 1.6 GB)."""
     max_side = settings.LEUKOLAB_PREVIEW_MAX_SIDE
     if image.preview or (image.format != "TIFF" and max(image.width, image.height) <= max_side):
         return
+    height, width = array.shape[:2]
+    reduce = max(width, height) / (2 * max_side)
+    if reduce > 1:
+        import cv2
+
+        size = (max(1, round(width / reduce)), max(1, round(height / reduce)))
+        array = cv2.resize(array, size, interpolation=cv2.INTER_AREA)
     preview = Image.fromarray(array)
     preview.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     buf = io.BytesIO()

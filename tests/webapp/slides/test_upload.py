@@ -160,3 +160,28 @@ def test_large_scan_preview_is_downscaled(hema, patient_id, settings):
 
     shown = hema.get(r.json()["images"][0]["url"])
     assert Image.open(BytesIO(b"".join(shown.streaming_content))).size == (100, 75)
+
+
+def test_a_scan_many_times_the_preview_is_reduced_to_what_pillow_would_show(hema, patient_id, settings):
+    """A scan is reduced by area averaging before Pillow's Lanczos (no full-size copy of it is
+    made): the preview is the size and, within JPEG's error, the picture of Pillow's own thumbnail."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    from webapp.jobs.models import Job
+    from webapp.jobs.services import job_execute
+
+    settings.LEUKOLAB_PREVIEW_MAX_SIDE = 100
+    y, x = np.mgrid[:900, :1200].astype(np.float32)
+    scan = np.clip(np.stack([128 + 100 * np.sin(x / 97), 128 + 100 * np.cos(y / 71), (x + y) / 9], -1), 0, 255)
+    scan = scan.astype(np.uint8)
+    r = hema.post("/api/slides/", {"patient": patient_id, "images": [SimpleUploadedFile("scan.png", image_bytes(scan, "PNG"))]},
+                  format="multipart")
+    job_execute(job_id=Job.objects.get(pk=r.json()["job"]["id"]).pk)
+    shown = Image.open(BytesIO(b"".join(hema.get(r.json()["images"][0]["url"]).streaming_content)))
+    expected = Image.fromarray(scan)
+    expected.thumbnail((100, 100), Image.Resampling.LANCZOS)
+    assert shown.size == expected.size == (100, 75)
+    difference = np.abs(np.asarray(shown.convert("RGB"), np.int16) - np.asarray(expected, np.int16))
+    assert difference.mean() < 3
