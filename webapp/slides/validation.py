@@ -35,6 +35,15 @@ def clean_filename(name: str) -> str:
     return cleaned[:200] or "image"
 
 
+def _allow_pixels(max_pixels: int) -> None:
+    """Let Pillow open images up to the configured limit: its own guard against decompression bombs
+    refuses twice its ``MAX_IMAGE_PIXELS`` (about 179 million pixels by default, a 13400x13400 scan)
+    before the limit is checked here. Above twice the limit it still refuses, and that is reported
+    as over the limit."""
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+
+
 def image_upload_check(upload: UploadedFile) -> CheckedImage:
     name = clean_filename(upload.name)
     max_bytes = settings.LEUKOLAB_MAX_UPLOAD_BYTES
@@ -47,6 +56,7 @@ def image_upload_check(upload: UploadedFile) -> CheckedImage:
             status_code=413,
         )
     max_pixels = settings.LEUKOLAB_MAX_IMAGE_PIXELS
+    _allow_pixels(max_pixels)
     try:
         upload.seek(0)
         with Image.open(upload) as im:

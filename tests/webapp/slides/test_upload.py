@@ -1,4 +1,5 @@
 """Uploads are checked for real image content and limits; a bad upload leaves nothing behind."""
+import io
 import struct
 import zlib
 from pathlib import Path
@@ -87,6 +88,26 @@ def test_pixel_limit_is_configurable(hema, patient_id, settings):
     settings.LEUKOLAB_MAX_IMAGE_PIXELS = 50 * 50
     r = hema.post("/api/slides/", {"patient": patient_id, "images": [SimpleUploadedFile("a.png", image_bytes(_rgb(64, 48), "PNG"))]}, format="multipart")
     assert r.status_code == 400 and "64x48 pixels is over the limit" in r.json()["message"]
+
+
+def test_a_scan_within_the_pixel_limit_is_accepted_past_pillows_own_guard(hema, patient_id, settings, monkeypatch):
+    """Pillow refuses images of more than twice its MAX_IMAGE_PIXELS (about 179 million pixels) as
+    decompression bombs; a web process that has not read an image for analysis yet has that default,
+    and a scan under the configured limit (20000x20000 by default) must still be accepted."""
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 89_478_485)  # Pillow's own default
+    settings.LEUKOLAB_MAX_IMAGE_PIXELS = 200_000_000
+    buf = io.BytesIO()
+    Image.new("1", (15_000, 12_000), 1).save(buf, format="PNG")  # 180 million pixels, a few kB
+    r = hema.post("/api/slides/", {"patient": patient_id, "images": [SimpleUploadedFile("scan.png", buf.getvalue())]},
+                  format="multipart")
+    assert r.status_code == 201, r.content
+    assert r.json()["images"][0]["width"] == 15_000
+    settings.LEUKOLAB_MAX_IMAGE_PIXELS = 100_000_000  # and over the limit it is refused, with the limit named
+    r = hema.post("/api/slides/", {"patient": patient_id, "images": [SimpleUploadedFile("scan.png", buf.getvalue())]},
+                  format="multipart")
+    assert r.status_code == 400 and "over the limit of 100,000,000 pixels" in r.json()["message"]
 
 
 def test_stored_names_are_ours_not_the_uploaders(hema, patient_id):
