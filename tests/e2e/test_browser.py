@@ -177,3 +177,65 @@ def test_annotator_is_not_offered_patient_creation_or_upload(annotator_and_patie
         assert errors == [], f"JavaScript errors on the page: {errors}"
     finally:
         page.close()
+
+
+@pytest.fixture
+def analyzed_scan(hematologist):
+    """An 8000x6000 scan with three small cells (60 px boxes), as an analysis would have left it: a
+    cell is a few screen pixels when the whole scan is in view."""
+    import io
+
+    import numpy as np
+    from django.core.files.base import ContentFile
+    from django.utils import timezone
+    from PIL import Image
+
+    from webapp.cells.models import Cell
+    from webapp.patients.services import patient_create
+    from webapp.slides.models import Slide, SlideImage
+
+    patient = patient_create(user=hematologist, identifier="E2E-SCAN")
+    slide = Slide.objects.create(patient=patient, uploaded_by=hematologist, status=Slide.Status.ANALYZED,
+                                 analyzed_at=timezone.now())
+    y, x = np.mgrid[:600, :800]
+    small = np.stack([200 + 40 * np.sin(x / 50), 170 + 40 * np.cos(y / 40), 190 + 0 * x], -1).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(small).resize((8000, 6000)).save(buf, format="JPEG", quality=80)
+    image = SlideImage(slide=slide, filename="scan.jpg", format="JPEG", width=8000, height=6000,
+                       size_bytes=len(buf.getvalue()), sha256="0" * 64)
+    image.file.save("scan.jpg", ContentFile(buf.getvalue()), save=True)
+    for i, (cx, cy) in enumerate([(1000, 900), (4000, 3000), (7400, 5500)]):
+        Cell.objects.create(slide=slide, image=image, x0=cx - 30, y0=cy - 30, x1=cx + 30, y1=cy + 30,
+                            source=Cell.Source.MODEL, predicted_class=["neutrophil", "lymphocyte", "monocyte"][i],
+                            probabilities={"neutrophil": 0.9}, confidence=0.9)
+    return slide
+
+
+def _view(page) -> list[float]:
+    return [float(v) for v in page.get_attribute("#slide-viewer", "data-view").split(",")]
+
+
+def test_a_cell_chosen_in_the_table_is_brought_into_view_on_a_large_scan(analyzed_scan, live_server, screenshots, browser):
+    slide = analyzed_scan
+    page, errors = _open_page(browser)
+    try:
+        _log_in(page, live_server, "hema")
+        page.goto(f"{live_server.url}/#/slides/{slide.pk}")
+        page.wait_for_selector("#slide-viewer[data-box-count='3']")
+        whole = _view(page)
+        assert whole[2] - whole[0] >= 8000 * 0.99  # the whole scan in view: a cell is a speck
+        fitted = page.get_attribute("#slide-viewer", "data-view")
+        page.locator("#cell-table tbody tr").nth(2).click()  # the cell near the far corner
+        page.wait_for_function("(before) => document.querySelector('#slide-viewer').dataset.view !== before", arg=fitted)
+        x0, y0, x1, y1 = _view(page)
+        assert x0 < 7400 - 30 and 7400 + 30 < x1 and y0 < 5500 - 30 and 5500 + 30 < y1  # in view...
+        assert 60 / (x1 - x0) > 0.1  # ...and large enough to see (it was under 1 % of the view's width)
+        page.screenshot(path=str(screenshots / "e2e-4-scan-cell.png"))
+        # a cell already in view and large enough is shown where it is: the view does not move
+        before = _view(page)
+        page.locator("#cell-table tbody tr").nth(2).click()
+        page.wait_for_timeout(300)
+        assert _view(page) == before
+        assert errors == [], f"JavaScript errors on the page: {errors}"
+    finally:
+        page.close()

@@ -24,12 +24,18 @@ export interface SlideViewerOptions {
 export interface SlideViewer {
   setBoxes(boxes: ViewerBox[]): void;
   select(id: number | null): void;
+  /** Bring a box into view: centred, and zoomed in where it is too small on screen to be seen. */
+  show(id: number): void;
   fit(): void;
   destroy(): void;
 }
 
 const MIN_SCALE = 0.02;
 const MAX_SCALE = 20;
+/** A box shown smaller than this (screen pixels) is zoomed in on by ``show``... */
+const MIN_SHOWN_PX = 40;
+/** ...until it takes this share of the stage's shorter side. */
+const SHOWN_SHARE = 0.3;
 
 export function createSlideViewer(container: HTMLDivElement, opts: SlideViewerOptions): SlideViewer {
   const imgW = Math.max(1, opts.width);
@@ -158,6 +164,30 @@ export function createSlideViewer(container: HTMLDivElement, opts: SlideViewerOp
     stage.position(position);
     placeLabels();
     stage.batchDraw();
+    // the part of the image in view, in image pixels (x0,y0,x1,y1): for tests and tools
+    const view = [-position.x / scale, -position.y / scale, (stage.width() - position.x) / scale, (stage.height() - position.y) / scale];
+    container.dataset.view = view.map((v) => v.toFixed(1)).join(',');
+  };
+
+  const show = (id: number): void => {
+    const b = boxes.find((x) => x.id === id);
+    if (!b) return;
+    const [x0, y0, x1, y1] = b.box;
+    const side = Math.max(1, x1 - x0, y1 - y0);
+    const current = stage.scaleX();
+    const scale =
+      side * current < MIN_SHOWN_PX
+        ? Math.min(MAX_SCALE, (SHOWN_SHARE * Math.min(stage.width(), stage.height())) / side)
+        : current;
+    const inView =
+      x0 * current + stage.x() >= 0 &&
+      y0 * current + stage.y() >= 0 &&
+      x1 * current + stage.x() <= stage.width() &&
+      y1 * current + stage.y() <= stage.height();
+    if (scale === current && inView) return; // already there: the view stays as the user left it
+    const cx = (x0 + x1) / 2;
+    const cy = (y0 + y1) / 2;
+    applyScale(scale, { x: stage.width() / 2 - cx * scale, y: stage.height() / 2 - cy * scale });
   };
 
   const fit = (): void => {
@@ -194,6 +224,7 @@ export function createSlideViewer(container: HTMLDivElement, opts: SlideViewerOp
   return {
     setBoxes,
     select,
+    show,
     fit,
     destroy: () => {
       observer.disconnect();

@@ -190,6 +190,7 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
         if (img) showImage(img);
       }
       viewer?.select(cell.id);
+      if (!fromViewer) viewer?.show(cell.id); // a scan's cell is a speck until zoomed in on
       highlightRow(cellTableEl, cell.id);
       showDetail(cell);
       if (!fromViewer) viewerBox.scrollIntoView({ block: 'nearest', behavior: 'smooth' });
