@@ -88,6 +88,8 @@ export interface Cell {
   reviewed_at: string | null;
   class: string | null;
   heatmap_url: string | null;
+  /** The cell cut from the full-resolution image, kept where the page shows a reduced preview (a scan). */
+  crop_url: string | null;
 }
 
 export interface DifferentialRow {

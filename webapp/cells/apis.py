@@ -27,6 +27,7 @@ class CellOutputSerializer(serializers.Serializer):
     reviewed_at = serializers.DateTimeField(allow_null=True)
     cls = serializers.SerializerMethodField()
     heatmap_url = serializers.SerializerMethodField()
+    crop_url = serializers.SerializerMethodField()
 
     def get_model_version(self, cell) -> str | None:
         return cell.model_version.version if cell.model_version_id else None
@@ -39,6 +40,9 @@ class CellOutputSerializer(serializers.Serializer):
 
     def get_heatmap_url(self, cell) -> str | None:
         return f"/api/cells/{cell.pk}/heatmap/" if cell.heatmap else None
+
+    def get_crop_url(self, cell) -> str | None:
+        return f"/api/cells/{cell.pk}/crop/" if cell.crop else None
 
     def to_representation(self, cell):
         data = super().to_representation(cell)
@@ -135,6 +139,19 @@ class CellHeatmapApi(GenericAPIView):
         if not cell.heatmap:
             raise ApplicationError("This cell has no heatmap.", status_code=404)
         return FileResponse(cell.heatmap.open("rb"), content_type="image/png")
+
+
+class CellCropApi(GenericAPIView):
+    permission_classes = [require("cells.view_cell")]
+
+    @extend_schema(summary="The cell cut from the full-resolution image (JPEG; kept for scans, whose page shows a "
+                           "reduced preview)", responses={(200, "image/jpeg"): bytes})
+    def get(self, request, pk: int):
+        cell = _cell_for(request, pk)
+        if not cell.crop:
+            raise ApplicationError("This cell has no stored crop: its image is shown at full resolution.",
+                                   status_code=404)
+        return FileResponse(cell.crop.open("rb"), content_type="image/jpeg")
 
 
 class SlideDifferentialApi(GenericAPIView):

@@ -27,6 +27,9 @@ class Cell(models.Model):
         "registry.ModelVersion", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     heatmap = models.ImageField(upload_to="heatmaps/%Y/%m/", blank=True, max_length=300)
+    # the cell cut from the full-resolution image, where the browser is shown a reduced preview of it
+    # (a scan): what the viewer shows of the cell otherwise comes from that preview
+    crop = models.ImageField(upload_to="crops/%Y/%m/", blank=True, max_length=300)
     reviewed_class = models.CharField(max_length=64, blank=True)
     reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     reviewed_at = models.DateTimeField(null=True, blank=True)

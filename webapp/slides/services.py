@@ -92,7 +92,7 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
     from ml.imageio import load_image
     from ml.localization.scale import rescale_for_microns_per_pixel
 
-    from webapp.cells.services import cells_replace_from_model
+    from webapp.cells.services import cell_crops_of, cells_replace_from_model
     from webapp.registry.runtime import active_classifier, active_localizer
 
     slide = Slide.objects.filter(pk=slide_id).first()
@@ -158,22 +158,31 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
         )
         if i not in found:
             slide_image_preview_ensure(image=image, array=array)
+        # where the browser gets a reduced preview (a scan), each cell is kept at full resolution too
+        crops = cell_crops_of(array, results) if slide_image_is_reduced(image=image) else None
         del array
         if adapt:
-            results_of.append((image, results))
+            results_of.append((image, results, crops))
         else:
             cells_replace_from_model(
-                image=image, results=results, classifier_version=classifier_mv, localizer_version=localizer_mv
+                image=image, results=results, classifier_version=classifier_mv, localizer_version=localizer_mv,
+                crops=crops,
             )
     if adapt:
         report(0.97, "estimating the slide's class frequencies")
-        adapt_to_sample([results for _, results in results_of], classifier, settings.LEUKOLAB_CLASS_ADAPT)
-        for image, results in results_of:
+        adapt_to_sample([results for _, results, _ in results_of], classifier, settings.LEUKOLAB_CLASS_ADAPT)
+        for image, results, crops in results_of:
             cells_replace_from_model(
-                image=image, results=results, classifier_version=classifier_mv, localizer_version=localizer_mv
+                image=image, results=results, classifier_version=classifier_mv, localizer_version=localizer_mv,
+                crops=crops,
             )
     Slide.objects.filter(pk=slide_id).update(status=Slide.Status.ANALYZED, analyzed_at=timezone.now(), error="")
     report(1.0, "analyzed")
+
+
+def slide_image_is_reduced(*, image: SlideImage) -> bool:
+    """Whether the browser is shown a reduced preview of the image (larger than PREVIEW_MAX_SIDE)."""
+    return max(image.width, image.height) > settings.LEUKOLAB_PREVIEW_MAX_SIDE
 
 
 def slide_image_preview_ensure(*, image: SlideImage, array) -> None:
@@ -182,7 +191,7 @@ def slide_image_preview_ensure(*, image: SlideImage, array) -> None:
     A scan is first reduced by area averaging to twice the preview's size, then resampled (Lanczos):
     no full-size copy of it is made (as an image, Pillow's copy of a 20000x20000 scan takes 1.6 GB)."""
     max_side = settings.LEUKOLAB_PREVIEW_MAX_SIDE
-    if image.preview or (image.format != "TIFF" and max(image.width, image.height) <= max_side):
+    if image.preview or (image.format != "TIFF" and not slide_image_is_reduced(image=image)):
         return
     height, width = array.shape[:2]
     reduce = max(width, height) / (2 * max_side)

@@ -118,3 +118,59 @@ def test_the_slides_pixel_size_sets_the_magnification_of_the_analysis(patient):
         assert job_execute(job_id=job.pk).status == Job.Status.SUCCEEDED
         best[mpp] = max((iou(c.box, target) for c in slide.cells.all()), default=0.0)
     assert best[0.25] >= 0.6 and best[0.25] > best[0.1] + 0.1, best
+
+
+def test_a_scans_cells_are_kept_at_full_resolution_and_a_fields_are_not(slide, api_as, settings):
+    """The browser is shown a reduced preview of an image larger than LEUKOLAB_PREVIEW_MAX_SIDE (a scan):
+    each analysed cell is then kept cut from the full-resolution image, framed as the page frames it.
+    A moved box drops its crop (it showed the box as it was); a deleted cell takes its files along."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from ml.boxes import Box
+    from ml.classification.crop import cell_crop
+    from ml.imageio import load_image
+    from webapp.cells.services import CROP_SIDE
+
+    client = api_as("hematologist", username="h5")
+    job = Job.objects.get(key=f"analyze:slide:{slide.pk}")
+    settings.LEUKOLAB_PREVIEW_MAX_SIDE = 4096  # a 640x480 field is shown as it is: no crops kept
+    assert job_execute(job_id=job.pk).status == Job.Status.SUCCEEDED
+    cells = client.get(f"/api/slides/{slide.pk}/cells/").json()
+    assert cells and all(c["crop_url"] is None for c in cells)
+    assert client.get(f"/api/cells/{cells[0]['id']}/crop/").status_code == 404
+
+    settings.LEUKOLAB_PREVIEW_MAX_SIDE = 320  # now the same field is "a scan" shown reduced
+    job = slide_analyze_request(slide=slide, user=None)
+    assert job_execute(job_id=job.pk).status == Job.Status.SUCCEEDED
+    cells = client.get(f"/api/slides/{slide.pk}/cells/").json()
+    assert cells and all(c["crop_url"] for c in cells)
+    image = slide.images.get()
+    with image.file.open("rb") as fh:
+        full = load_image(fh)
+    for c in cells:
+        r = client.get(c["crop_url"])
+        assert r.status_code == 200 and r["Content-Type"] == "image/jpeg"
+        crop = np.asarray(Image.open(io.BytesIO(b"".join(r.streaming_content))).convert("RGB"), np.int16)
+        expected = cell_crop(full, Box(*c["box"]), margin=0.0, out_size=CROP_SIDE).astype(np.int16)
+        assert crop.shape == (CROP_SIDE, CROP_SIDE, 3) and np.abs(crop - expected).mean() < 3  # JPEG's error
+
+    from django.contrib.auth.models import User
+
+    user = User.objects.get(username="h5")
+    moved = Cell.objects.get(pk=cells[0]["id"])
+    path = moved.crop.path
+    cell_move(cell=moved, box=[b + 2 for b in cells[0]["box"][:2]] + [b - 2 for b in cells[0]["box"][2:]], user=user)
+    listed = {c["id"]: c for c in client.get(f"/api/slides/{slide.pk}/cells/").json()}
+    assert listed[moved.pk]["crop_url"] is None
+    assert client.get(f"/api/cells/{moved.pk}/crop/").status_code == 404
+    import os
+
+    assert not os.path.exists(path)
+    if len(cells) > 1:
+        gone = Cell.objects.get(pk=cells[1]["id"])
+        path = gone.crop.path
+        cell_delete(cell=gone, user=user)
+        assert not os.path.exists(path)

@@ -316,7 +316,13 @@ function cellDetail(cell: Cell | null, img: SlideImage | undefined): (Node | str
     h(
       'div',
       { class: 'cell-detail-images' },
-      h('figure', {}, cropThumb(cell, img, 128), h('figcaption', {}, 'cell')),
+      h(
+        'figure',
+        {},
+        // a scan's page shows a reduced preview: its cells were kept at full resolution
+        cell.crop_url ? h('img', { class: 'cell-crop', src: cell.crop_url, alt: 'cell', width: 128, height: 128 }) : cropThumb(cell, img, 128),
+        h('figcaption', {}, 'cell'),
+      ),
       cell.heatmap_url
         ? h('figure', {}, h('img', { class: 'heatmap-large', src: cell.heatmap_url, alt: 'attention heatmap' }), h('figcaption', {}, 'heatmap'))
         : null,
