@@ -1,3 +1,5 @@
+from collections.abc import Mapping
+
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -99,10 +101,12 @@ class CellDetailApi(GenericAPIView):
         if self.request.method == "DELETE":
             return [require("cells.delete_cell")()]
         if self.request.method == "PATCH":
+            # a body that is no JSON object (null, a list, a string) is refused by the serializer (400)
+            body = self.request.data if isinstance(self.request.data, Mapping) else {}
             needs = []
-            if "box" in self.request.data:
+            if "box" in body:
                 needs.append("cells.change_cell")
-            if "reviewed_class" in self.request.data or not needs:
+            if "reviewed_class" in body or not needs:
                 needs.append("cells.reclassify_cell")
             return [require(*needs)()]
         return [require("cells.view_cell")()]

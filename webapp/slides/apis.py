@@ -85,7 +85,7 @@ class SlideListApi(GenericAPIView):
     )
     def get(self, request):
         patient = request.query_params.get("patient")
-        if patient is not None and not patient.isdigit():
+        if patient is not None and not (patient.isdigit() and int(patient) < 2**63):  # ids are 64-bit
             raise ApplicationError("patient must be a patient id (a number).")
         qs = slide_list(user=request.user, patient_id=int(patient) if patient else None, status=request.query_params.get("status"))
         page = self.paginate_queryset(qs)

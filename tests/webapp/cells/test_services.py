@@ -174,3 +174,18 @@ def test_a_scans_cells_are_kept_at_full_resolution_and_a_fields_are_not(slide, a
         path = gone.crop.path
         cell_delete(cell=gone, user=user)
         assert not os.path.exists(path)
+
+
+@pytest.mark.parametrize("body", ["null", "[1, 2]", '"box"', "{}"])
+def test_a_cell_patch_whose_body_is_no_object_is_refused_with_a_message(api_as, analyzed_slide, body):
+    client = api_as("hematologist", username="h6")
+    cell = analyzed_slide.cells.first()
+    r = client.patch(f"/api/cells/{cell.pk}/", body, content_type="application/json")
+    assert r.status_code == 400 and r.json()["message"]
+    assert Cell.objects.get(pk=cell.pk).box == cell.box and not CellEvent.objects.filter(cell=cell, actor__isnull=False)
+
+
+@pytest.mark.parametrize("value", ["abc", "1.5", "-3", "99999999999999999999999"])
+def test_slides_filtered_by_a_patient_id_that_is_none_is_refused_with_a_message(api_as, value):
+    r = api_as("hematologist", username="h7").get(f"/api/slides/?patient={value}")
+    assert r.status_code == 400 and "patient id" in r.json()["message"]
