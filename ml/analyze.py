@@ -19,6 +19,9 @@ ADAPT_STRENGTH = 100.0
 # balanced class mix (ml.classification.sample_norm), the trained statistics counting as this many
 # cells: a 200-cell slide weighs its own by 200 / 1200. "off": the trained statistics alone.
 NORM_DEFAULT = "1000"
+# Cells classified (and explained) at a time, so that a scan's thousands report their progress; each
+# cell's answer is its own, whatever the cells beside it.
+CLASSIFY_CHUNK = 256
 
 
 @dataclass
@@ -45,25 +48,34 @@ def analyze_image(
     ``rescale`` tells the localizer the image's magnification relative to its training images
     (a factor, or ``"auto"``; None: the localizer's own setting), see :mod:`ml.localization.scale`.
     ``boxes``: the cells already found in this image (the localizer is then not asked)."""
-    def loc_progress(f: float) -> None:
+    def report(f: float) -> None:
         if progress:
-            progress(0.5 * f if classifier is not None else f)
+            progress(f)
 
+    # the progress bar: finding the cells (unless they are given), classifying them, explaining them
+    find = 0.0 if boxes is not None else (0.5 if classifier is not None else 1.0)
+    explain = 0.3 * (1.0 - find) if heatmaps else 0.0
     if boxes is None:
-        boxes = localizer.detect(image, progress=loc_progress, rescale=rescale)
+        boxes = localizer.detect(image, progress=lambda f: report(find * f), rescale=rescale)
     cells = [CellResult(box=b) for b in boxes]
     if classifier is not None and boxes:
-        predictions = classifier.classify(image, boxes)
+        chunks = range(0, len(boxes), CLASSIFY_CHUNK)
+        predictions = []
+        for i in chunks:
+            predictions += classifier.classify(image, boxes[i:i + CLASSIFY_CHUNK])
+            report(find + (1.0 - find - explain) * min(1.0, (i + CLASSIFY_CHUNK) / len(boxes)))
         for cell, pred in zip(cells, predictions):
             cell.label = pred.label
             cell.probabilities = dict(pred.probabilities)
             cell.confidence = float(pred.confidence)
         if heatmaps:
             labels = [p.label for p in predictions]  # Grad-CAM explains the class given
-            for cell, overlay in zip(cells, classifier.heatmap_overlays(image, boxes, labels=labels)):
-                cell.heatmap_overlay = overlay
-    if progress:
-        progress(1.0)
+            for i in chunks:
+                part = slice(i, i + CLASSIFY_CHUNK)
+                for cell, overlay in zip(cells[part], classifier.heatmap_overlays(image, boxes[part], labels=labels[part])):
+                    cell.heatmap_overlay = overlay
+                report(1.0 - explain + explain * min(1.0, (i + CLASSIFY_CHUNK) / len(boxes)))
+    report(1.0)
     return cells
 
 

@@ -218,3 +218,25 @@ def test_cli_normalizes_on_the_cells_of_all_its_images(run_dir, tmp_path, capsys
     for bad in ("-5", "lots"):
         assert main([str(paths[0]), "--classifier", str(run_dir), "--norm", bad, "--json"]) == 2
         assert "--norm" in capsys.readouterr().err
+
+
+def test_many_cells_are_classified_in_chunks_with_progress_and_the_same_answers(run_dir, monkeypatch):
+    """A scan's thousands of cells report their progress chunk by chunk; each cell's answer and
+    heatmap are those it gets when all cells go at once."""
+    import ml.analyze as analyze
+    from ml.classification import load_classifier
+
+    rng = np.random.default_rng(0)
+    boxes = [Box(x, y, x + 30, y + 30) for x, y in rng.integers(0, 120, (10, 2))]
+    clf = load_classifier(run_dir)
+    whole = analyze_image(_field(), localizer=RefusingLocalizer(), classifier=clf, boxes=boxes, heatmaps=True)
+    monkeypatch.setattr(analyze, "CLASSIFY_CHUNK", 3)
+    seen = []
+    chunked = analyze_image(_field(), localizer=RefusingLocalizer(), classifier=clf, boxes=boxes, heatmaps=True,
+                            progress=seen.append)
+    for a, b in zip(whole, chunked):
+        assert a.label == b.label
+        assert a.probabilities == pytest.approx(b.probabilities, abs=1e-5)
+        assert np.abs(a.heatmap_overlay.astype(int) - b.heatmap_overlay.astype(int)).max() <= 1
+    assert len(seen) >= 8 and seen == sorted(seen) and seen[-1] == 1.0  # 4 chunks classified, 4 explained
+    assert 0 < seen[0] < 1
