@@ -144,8 +144,10 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
         report(start + share * i / n, f"{label}: reading")
         array = read(image)
 
-        def on_progress(fraction: float, _i=i, _label=label) -> None:
-            report(start + share * (_i + 0.95 * fraction) / n, f"{_label}: finding and classifying cells")
+        step = "classifying cells" if i in found else "finding and classifying cells"  # found in the first pass
+
+        def on_progress(fraction: float, _i=i, _label=label, _step=step) -> None:
+            report(start + share * (_i + 0.95 * fraction) / n, f"{_label}: {_step}")
 
         results = analyze_image(
             array,
