@@ -45,12 +45,21 @@ export interface Job {
   finished_at: string | null;
 }
 
+/** JPEG tiles of a large scan: level k is the image at 1/2^k, tile (col, row) its pixels from (col*size, row*size). */
+export interface ImageTiles {
+  size: number;
+  levels: number;
+  /** With {level}, {col} and {row} to fill in. */
+  url: string;
+}
+
 export interface SlideImage {
   id: number;
   filename: string;
   width: number;
   height: number;
   url: string;
+  tiles?: ImageTiles | null;
 }
 
 export interface Slide {

@@ -200,10 +200,15 @@ def analyzed_scan(hematologist):
     y, x = np.mgrid[:600, :800]
     small = np.stack([200 + 40 * np.sin(x / 50), 170 + 40 * np.cos(y / 40), 190 + 0 * x], -1).astype(np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(small).resize((8000, 6000)).save(buf, format="JPEG", quality=80)
+    scan = Image.fromarray(small).resize((8000, 6000))
+    scan.save(buf, format="JPEG", quality=80)
     image = SlideImage(slide=slide, filename="scan.jpg", format="JPEG", width=8000, height=6000,
                        size_bytes=len(buf.getvalue()), sha256="0" * 64)
     image.file.save("scan.jpg", ContentFile(buf.getvalue()), save=True)
+    from webapp.slides.services import slide_image_tiles_ensure
+
+    slide_image_tiles_ensure(image=image, array=np.asarray(scan))  # larger than the preview: tiles to zoom into
+    assert image.tile_levels == 1
     for i, (cx, cy) in enumerate([(1000, 900), (4000, 3000), (7400, 5500)]):
         Cell.objects.create(slide=slide, image=image, x0=cx - 30, y0=cy - 30, x1=cx + 30, y1=cy + 30,
                             source=Cell.Source.MODEL, predicted_class=["neutrophil", "lymphocyte", "monocyte"][i],
@@ -230,6 +235,9 @@ def test_a_cell_chosen_in_the_table_is_brought_into_view_on_a_large_scan(analyze
         x0, y0, x1, y1 = _view(page)
         assert x0 < 7400 - 30 and 7400 + 30 < x1 and y0 < 5500 - 30 and 5500 + 30 < y1  # in view...
         assert 60 / (x1 - x0) > 0.1  # ...and large enough to see (it was under 1 % of the view's width)
+        # zoomed in past the image's detail: the full-resolution tiles around the cell are drawn
+        page.wait_for_selector("#slide-viewer[data-tiles-loaded]")
+        assert 1 <= int(page.get_attribute("#slide-viewer", "data-tiles-loaded")) <= 4
         page.screenshot(path=str(screenshots / "e2e-4-scan-cell.png"))
         # a cell already in view and large enough is shown where it is: the view does not move
         before = _view(page)

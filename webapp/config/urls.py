@@ -3,7 +3,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from webapp.common.views import frontend_index
-from webapp.slides.apis import SlideImageDisplayApi, SlideImageFileApi
+from webapp.slides.apis import SlideImageDisplayApi, SlideImageFileApi, SlideImageTileApi
 
 api = [
     path("auth/", include("webapp.accounts.urls")),
@@ -11,6 +11,8 @@ api = [
     path("slides/", include("webapp.slides.urls")),
     path("slide-images/<int:pk>/file/", SlideImageFileApi.as_view(), name="slide-image-file"),
     path("slide-images/<int:pk>/display/", SlideImageDisplayApi.as_view(), name="slide-image-display"),
+    path("slide-images/<int:pk>/tiles/<int:level>/<int:col>_<int:row>.jpg", SlideImageTileApi.as_view(),
+         name="slide-image-tile"),
     path("cells/", include("webapp.cells.urls")),
     path("jobs/", include("webapp.jobs.urls")),
     path("model-versions/", include("webapp.registry.urls")),

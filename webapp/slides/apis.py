@@ -1,7 +1,8 @@
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -13,7 +14,8 @@ from webapp.jobs.apis import JobOutputSerializer
 from webapp.patients.selectors import patient_list
 from webapp.slides.models import SlideImage
 from webapp.slides.selectors import slide_latest_job, slide_list
-from webapp.slides.services import slide_analyze_request, slide_sign_off, slide_upload
+from webapp.slides.services import (TILE_SIZE, slide_analyze_request, slide_image_tile_path, slide_sign_off,
+                                    slide_upload)
 
 CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp", "TIFF": "image/tiff"}
 
@@ -25,9 +27,19 @@ class SlideImageOutputSerializer(serializers.Serializer):
     height = serializers.IntegerField()
     url = serializers.SerializerMethodField(help_text="what a browser shows: a JPEG preview for TIFF files and large scans")
     original_url = serializers.SerializerMethodField()
+    tiles = serializers.SerializerMethodField(
+        help_text="for a large scan: JPEG tiles to zoom into ({size, levels, url}, url with {level}, {col}, {row}); "
+                  "level k is the image at 1/2^k, tile (col, row) its pixels from (col*size, row*size)")
 
     def get_url(self, image) -> str:
         return f"/api/slide-images/{image.pk}/display/"
+
+    @extend_schema_field(serializers.DictField(allow_null=True))
+    def get_tiles(self, image) -> dict | None:
+        if not image.tile_levels:
+            return None
+        return {"size": TILE_SIZE, "levels": image.tile_levels,
+                "url": f"/api/slide-images/{image.pk}/tiles/{{level}}/{{col}}_{{row}}.jpg"}
 
     def get_original_url(self, image) -> str:
         return f"/api/slide-images/{image.pk}/file/"
@@ -153,6 +165,20 @@ def _image_response(file, content_type: str, filename: str) -> FileResponse:
     response["Content-Disposition"] = f'inline; filename="{filename}"'
     response["Cache-Control"] = "private, max-age=3600"
     return response
+
+
+class SlideImageTileApi(GenericAPIView):
+    permission_classes = [require("slides.view_slide")]
+
+    @extend_schema(summary="One JPEG tile of a large scan (see the image's tiles)", responses={(200, "image/jpeg"): bytes})
+    def get(self, request, pk: int, level: int, col: int, row: int):
+        image = get_object_or_404(SlideImage.objects.filter(slide__in=slide_list(user=request.user)), pk=pk)
+        path = slide_image_tile_path(image=image, level=level, col=col, row=row)
+        if level >= image.tile_levels or not default_storage.exists(path):
+            raise ApplicationError("No such tile of this image.", status_code=404)
+        response = FileResponse(default_storage.open(path, "rb"), content_type="image/jpeg")
+        response["Cache-Control"] = "private, max-age=3600"
+        return response
 
 
 class SlideImageFileApi(GenericAPIView):

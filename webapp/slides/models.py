@@ -53,6 +53,8 @@ class SlideImage(models.Model):
     position = models.PositiveIntegerField(default=0)
     preview = models.FileField(upload_to="previews/%Y/%m/", blank=True, max_length=300,
                                help_text="a JPEG for browsers, for TIFF files and large scans")
+    tile_levels = models.PositiveSmallIntegerField(
+        default=0, help_text="levels of JPEG tiles a browser zooms into a large scan with (0: none; level k at 1/2^k)")
 
     class Meta:
         ordering = ["slide", "position", "id"]

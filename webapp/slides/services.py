@@ -4,9 +4,11 @@ import io
 import logging
 from collections.abc import Callable, Sequence
 
+import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
@@ -132,6 +134,7 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
             )
             crops.append(classifier.crops(array, found[i]))
             slide_image_preview_ensure(image=image, array=array)
+            slide_image_tiles_ensure(image=image, array=array)
             del array
         report(0.7, "normalizing the classifier on the slide's cells")
         classifier = classifier_for_sample(classifier, crops, norm)
@@ -160,6 +163,7 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
         )
         if i not in found:
             slide_image_preview_ensure(image=image, array=array)
+            slide_image_tiles_ensure(image=image, array=array)
         # where the browser gets a reduced preview (a scan), each cell is kept at full resolution too
         crops = cell_crops_of(array, results) if slide_image_is_reduced(image=image) else None
         del array
@@ -185,6 +189,40 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
 def slide_image_is_reduced(*, image: SlideImage) -> bool:
     """Whether the browser is shown a reduced preview of the image (larger than PREVIEW_MAX_SIDE)."""
     return max(image.width, image.height) > settings.LEUKOLAB_PREVIEW_MAX_SIDE
+
+
+TILE_SIZE = 512  # pixels of a tile's side, at its level
+
+
+def slide_image_tile_path(*, image: SlideImage, level: int, col: int, row: int) -> str:
+    return f"tiles/{image.slide.uuid}/{image.pk}/{level}/{col}_{row}.jpg"
+
+
+def slide_image_tiles_ensure(*, image: SlideImage, array) -> None:
+    """Give a scan shown through a reduced preview JPEG tiles to zoom into: level 0 at full resolution,
+    each next level at half the last one's, down to the first level the preview is as sharp as (the
+    browser shows the preview below that). ``TILE_SIZE`` pixels a side, the last row and column cut
+    at the image's edge."""
+    if image.tile_levels or not slide_image_is_reduced(image=image):
+        return
+    import cv2
+
+    preview_scale = settings.LEUKOLAB_PREVIEW_MAX_SIDE / max(image.width, image.height)
+    level, plane = 0, array
+    while 2.0 ** -level > preview_scale:
+        height, width = plane.shape[:2]
+        for row in range(0, height, TILE_SIZE):
+            for col in range(0, width, TILE_SIZE):
+                tile = np.ascontiguousarray(plane[row:row + TILE_SIZE, col:col + TILE_SIZE])
+                ok, buf = cv2.imencode(".jpg", cv2.cvtColor(tile, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+                path = slide_image_tile_path(image=image, level=level, col=col // TILE_SIZE, row=row // TILE_SIZE)
+                if default_storage.exists(path):
+                    default_storage.delete(path)
+                default_storage.save(path, ContentFile(buf.tobytes()))
+        level += 1
+        plane = cv2.resize(plane, ((width + 1) // 2, (height + 1) // 2), interpolation=cv2.INTER_AREA)
+    SlideImage.objects.filter(pk=image.pk).update(tile_levels=level)
+    image.tile_levels = level
 
 
 def slide_image_preview_ensure(*, image: SlideImage, array) -> None:

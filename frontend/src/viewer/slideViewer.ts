@@ -1,7 +1,7 @@
 // Draws one smear image with cell boxes on a Konva stage. No app state: data in, callbacks out.
 // Wheel zooms around the pointer, dragging pans, double-click fits the image again.
 import Konva from 'konva';
-import type { Box } from '../api';
+import type { Box, ImageTiles } from '../api';
 
 export interface ViewerBox {
   id: number;
@@ -18,6 +18,8 @@ export interface SlideViewerOptions {
   boxes: ViewerBox[];
   /** Most of the viewport height the stage may take. */
   maxHeightFraction?: number;
+  /** A large scan's tiles: drawn over the (reduced) image where it is zoomed in past the image's detail. */
+  tiles?: ImageTiles | null;
   onSelect?: (id: number | null) => void;
 }
 
@@ -36,6 +38,8 @@ const MAX_SCALE = 20;
 const MIN_SHOWN_PX = 40;
 /** ...until it takes this share of the stage's shorter side. */
 const SHOWN_SHARE = 0.3;
+/** Tiles kept beyond those in view (each one decoded in the browser's memory, 1 MB at 512 px). */
+const MAX_TILES = 64;
 
 export function createSlideViewer(container: HTMLDivElement, opts: SlideViewerOptions): SlideViewer {
   const imgW = Math.max(1, opts.width);
@@ -54,8 +58,9 @@ export function createSlideViewer(container: HTMLDivElement, opts: SlideViewerOp
 
   const stage = new Konva.Stage({ container, ...stageSize(), draggable: true });
   const imageLayer = new Konva.Layer({ listening: false });
+  const tileLayer = new Konva.Layer({ listening: false });
   const boxLayer = new Konva.Layer();
-  stage.add(imageLayer, boxLayer);
+  stage.add(imageLayer, tileLayer, boxLayer);
 
   // Placeholder until the image arrives (or if the browser cannot decode it, e.g. TIFF).
   const placeholder = new Konva.Rect({ x: 0, y: 0, width: imgW, height: imgH, fill: '#e9ecef' });
@@ -159,15 +164,76 @@ export function createSlideViewer(container: HTMLDivElement, opts: SlideViewerOp
     restyle();
   };
 
+  // Tiles of the level whose pixels are at least as fine as the screen's, those in view; the image
+  // below shows through until they arrive, and wherever no level is fine enough to need them.
+  const tiles = opts.tiles && opts.tiles.levels > 0 ? opts.tiles : null;
+  const shownTiles = new Map<string, Konva.Image>();
+  let tileLevel = -1;
+  let tilesLoaded = 0;
+  const updateTiles = (): void => {
+    if (!tiles) return;
+    const scale = stage.scaleX();
+    const level = Math.max(0, Math.floor(Math.log2(1 / scale)));
+    if (level !== tileLevel) {
+      tileLayer.destroyChildren();
+      shownTiles.clear();
+      tileLevel = level;
+    }
+    if (level >= tiles.levels) {
+      tileLayer.batchDraw();
+      return; // zoomed out: the image itself is as sharp as the screen
+    }
+    const span = tiles.size * 2 ** level; // image pixels a tile covers
+    const x0 = -stage.x() / scale;
+    const y0 = -stage.y() / scale;
+    const x1 = x0 + stage.width() / scale;
+    const y1 = y0 + stage.height() / scale;
+    const cols = [Math.max(0, Math.floor(x0 / span)), Math.min(Math.ceil(imgW / span) - 1, Math.floor(x1 / span))];
+    const rows = [Math.max(0, Math.floor(y0 / span)), Math.min(Math.ceil(imgH / span) - 1, Math.floor(y1 / span))];
+    const inView = new Set<string>();
+    for (let row = rows[0]; row <= rows[1]; row++) {
+      for (let col = cols[0]; col <= cols[1]; col++) inView.add(`${level}/${col}/${row}`);
+    }
+    if (shownTiles.size > MAX_TILES) {
+      // panning far over a scan: let go of the tiles out of view (a browser holds each one decoded)
+      for (const [key, node] of shownTiles) {
+        if (!inView.has(key)) {
+          node.destroy();
+          shownTiles.delete(key);
+        }
+      }
+    }
+    for (let row = rows[0]; row <= rows[1]; row++) {
+      for (let col = cols[0]; col <= cols[1]; col++) {
+        const key = `${level}/${col}/${row}`;
+        if (shownTiles.has(key)) continue;
+        const node = new Konva.Image({ image: undefined, x: col * span, y: row * span, width: 0, height: 0 });
+        shownTiles.set(key, node);
+        const img = new window.Image();
+        img.onload = () => {
+          if (shownTiles.get(key) !== node) return; // the level changed meanwhile
+          node.image(img);
+          node.size({ width: img.width * 2 ** level, height: img.height * 2 ** level });
+          tileLayer.add(node);
+          tileLayer.batchDraw();
+          container.dataset.tilesLoaded = String(++tilesLoaded);
+        };
+        img.src = tiles.url.replace('{level}', String(level)).replace('{col}', String(col)).replace('{row}', String(row));
+      }
+    }
+  };
+
   const applyScale = (scale: number, position: { x: number; y: number }): void => {
     stage.scale({ x: scale, y: scale });
     stage.position(position);
     placeLabels();
+    updateTiles();
     stage.batchDraw();
     // the part of the image in view, in image pixels (x0,y0,x1,y1): for tests and tools
     const view = [-position.x / scale, -position.y / scale, (stage.width() - position.x) / scale, (stage.height() - position.y) / scale];
     container.dataset.view = view.map((v) => v.toFixed(1)).join(',');
   };
+  stage.on('dragmove dragend', () => updateTiles());
 
   const show = (id: number): void => {
     const b = boxes.find((x) => x.id === id);

@@ -206,3 +206,49 @@ def test_a_scan_many_times_the_preview_is_reduced_to_what_pillow_would_show(hema
     assert shown.size == expected.size == (100, 75)
     difference = np.abs(np.asarray(shown.convert("RGB"), np.int16) - np.asarray(expected, np.int16))
     assert difference.mean() < 3
+
+
+def test_a_scan_gets_tiles_to_zoom_into_and_a_field_none(hema, patient_id, settings, api_as, other_lab):
+    """Level 0 at full resolution, each next level at half, down to where the preview is as sharp;
+    512 px tiles, the last row and column cut at the image's edge; served to the slide's lab only."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    from webapp.jobs.models import Job
+    from webapp.jobs.services import job_execute
+
+    settings.LEUKOLAB_PREVIEW_MAX_SIDE = 1000  # a 3000x2000 scan: levels at 1 and 1/2 (1/4 < 1000/3000)
+    y, x = np.mgrid[:2000, :3000].astype(np.float32)
+    scan = np.clip(np.stack([128 + 100 * np.sin(x / 97), 128 + 100 * np.cos(y / 71), (x + y) / 20], -1), 0, 255)
+    scan = scan.astype(np.uint8)
+    r = hema.post("/api/slides/", {"patient": patient_id, "images": [SimpleUploadedFile("scan.png", image_bytes(scan, "PNG"))]},
+                  format="multipart")
+    job_execute(job_id=Job.objects.get(pk=r.json()["job"]["id"]).pk)
+    image = hema.get(f"/api/slides/{r.json()['id']}/").json()["images"][0]
+    tiles = image["tiles"]
+    assert tiles["size"] == 512 and tiles["levels"] == 2
+
+    def tile(level, col, row, client=hema):
+        return client.get(tiles["url"].format(level=level, col=col, row=row))
+
+    def pixels(response):
+        assert response.status_code == 200 and response["Content-Type"] == "image/jpeg"
+        return np.asarray(Image.open(BytesIO(b"".join(response.streaming_content))).convert("RGB"), np.int16)
+
+    corner = pixels(tile(0, 5, 3))  # the last column and row: 3000 - 5*512 by 2000 - 3*512 pixels
+    assert corner.shape == (2000 - 1536, 3000 - 2560, 3)
+    assert np.abs(corner - scan[1536:, 2560:].astype(np.int16)).mean() < 3
+    half = pixels(tile(1, 2, 1))  # level 1 is 1500x1000
+    assert half.shape == (1000 - 512, 1500 - 1024, 3)
+    expected = np.asarray(Image.fromarray(scan).resize((1500, 1000), Image.Resampling.BOX), np.int16)[512:, 1024:]
+    assert np.abs(half - expected).mean() < 3
+    assert tile(2, 0, 0).status_code == 404 and tile(0, 6, 0).status_code == 404
+    outsider = api_as("hematologist", username="elsewhere", user_lab=other_lab)
+    assert tile(0, 0, 0, outsider).status_code == 404
+
+    settings.LEUKOLAB_PREVIEW_MAX_SIDE = 4096  # a field shown as it is: no tiles
+    r = hema.post("/api/slides/", {"patient": patient_id, "images": [SimpleUploadedFile("field.png", image_bytes(scan[:480, :640], "PNG"))]},
+                  format="multipart")
+    job_execute(job_id=Job.objects.get(pk=r.json()["job"]["id"]).pk)
+    assert hema.get(f"/api/slides/{r.json()['id']}/").json()["images"][0]["tiles"] is None

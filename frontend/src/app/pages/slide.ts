@@ -172,6 +172,7 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
         imageUrl: img.url,
         width: img.width,
         height: img.height,
+        tiles: img.tiles ?? null,
         boxes: cells.filter((c) => c.image === img.id).map(toViewerBox),
         onSelect: (cellId) => {
           const cell = cells.find((c) => c.id === cellId);
