@@ -190,16 +190,10 @@ def test_a_scan_many_times_the_preview_is_reduced_to_what_pillow_would_show(hema
 
     from PIL import Image
 
-    from webapp.jobs.models import Job
-    from webapp.jobs.services import job_execute
 
     settings.LEUKOLAB_PREVIEW_MAX_SIDE = 100
-    y, x = np.mgrid[:900, :1200].astype(np.float32)
-    scan = np.clip(np.stack([128 + 100 * np.sin(x / 97), 128 + 100 * np.cos(y / 71), (x + y) / 9], -1), 0, 255)
-    scan = scan.astype(np.uint8)
-    r = hema.post("/api/slides/", {"patient": patient_id, "images": [SimpleUploadedFile("scan.png", image_bytes(scan, "PNG"))]},
-                  format="multipart")
-    job_execute(job_id=Job.objects.get(pk=r.json()["job"]["id"]).pk)
+    scan = _smooth_scan(900, 1200)
+    r = _upload_and_analyze(hema, patient_id, scan)
     shown = Image.open(BytesIO(b"".join(hema.get(r.json()["images"][0]["url"]).streaming_content)))
     expected = Image.fromarray(scan)
     expected.thumbnail((100, 100), Image.Resampling.LANCZOS)
@@ -215,16 +209,10 @@ def test_a_scan_gets_tiles_to_zoom_into_and_a_field_none(hema, patient_id, setti
 
     from PIL import Image
 
-    from webapp.jobs.models import Job
-    from webapp.jobs.services import job_execute
 
     settings.LEUKOLAB_PREVIEW_MAX_SIDE = 1000  # a 3000x2000 scan: levels at 1 and 1/2 (1/4 < 1000/3000)
-    y, x = np.mgrid[:2000, :3000].astype(np.float32)
-    scan = np.clip(np.stack([128 + 100 * np.sin(x / 97), 128 + 100 * np.cos(y / 71), (x + y) / 20], -1), 0, 255)
-    scan = scan.astype(np.uint8)
-    r = hema.post("/api/slides/", {"patient": patient_id, "images": [SimpleUploadedFile("scan.png", image_bytes(scan, "PNG"))]},
-                  format="multipart")
-    job_execute(job_id=Job.objects.get(pk=r.json()["job"]["id"]).pk)
+    scan = _smooth_scan(2000, 3000)
+    r = _upload_and_analyze(hema, patient_id, scan)
     image = hema.get(f"/api/slides/{r.json()['id']}/").json()["images"][0]
     tiles = image["tiles"]
     assert tiles["size"] == 512 and tiles["levels"] == 2
@@ -248,7 +236,23 @@ def test_a_scan_gets_tiles_to_zoom_into_and_a_field_none(hema, patient_id, setti
     assert tile(0, 0, 0, outsider).status_code == 404
 
     settings.LEUKOLAB_PREVIEW_MAX_SIDE = 4096  # a field shown as it is: no tiles
-    r = hema.post("/api/slides/", {"patient": patient_id, "images": [SimpleUploadedFile("field.png", image_bytes(scan[:480, :640], "PNG"))]},
-                  format="multipart")
-    job_execute(job_id=Job.objects.get(pk=r.json()["job"]["id"]).pk)
+    r = _upload_and_analyze(hema, patient_id, scan[:480, :640])
     assert hema.get(f"/api/slides/{r.json()['id']}/").json()["images"][0]["tiles"] is None
+
+
+def _smooth_scan(height: int, width: int) -> np.ndarray:
+    """A colourful image that survives JPEG and resampling (noise would not), for comparing pixels."""
+    y, x = np.mgrid[:height, :width].astype(np.float32)
+    scan = np.stack([128 + 100 * np.sin(x / 97), 128 + 100 * np.cos(y / 71), (x + y) * 255 / (height + width)], -1)
+    return np.clip(scan, 0, 255).astype(np.uint8)
+
+
+def _upload_and_analyze(hema, patient_id, array: np.ndarray):
+    from webapp.jobs.models import Job
+    from webapp.jobs.services import job_execute
+
+    r = hema.post("/api/slides/", {"patient": patient_id, "images": [SimpleUploadedFile("scan.png", image_bytes(array, "PNG"))]},
+                  format="multipart")
+    assert r.status_code == 201, r.content
+    job_execute(job_id=Job.objects.get(pk=r.json()["job"]["id"]).pk)
+    return r
