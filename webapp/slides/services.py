@@ -133,6 +133,8 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
                 progress=lambda f, _i=i, _label=label: report(0.7 * (_i + 0.95 * f) / n, f"{_label}: finding cells"),
             )
             crops.append(classifier.crops(array, found[i]))
+            if slide_image_is_reduced(image=image):
+                report(0.7 * (i + 0.95) / n, f"{label}: making its preview and zoom tiles")
             slide_image_preview_ensure(image=image, array=array)
             slide_image_tiles_ensure(image=image, array=array)
             del array
@@ -215,6 +217,8 @@ def slide_image_tiles_ensure(*, image: SlideImage, array) -> None:
             for col in range(0, width, TILE_SIZE):
                 tile = np.ascontiguousarray(plane[row:row + TILE_SIZE, col:col + TILE_SIZE])
                 ok, buf = cv2.imencode(".jpg", cv2.cvtColor(tile, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+                if not ok:
+                    raise RuntimeError(f"{image.filename}: its level {level} tile at ({col}, {row}) could not be encoded")
                 path = slide_image_tile_path(image=image, level=level, col=col // TILE_SIZE, row=row // TILE_SIZE)
                 if default_storage.exists(path):
                     default_storage.delete(path)
