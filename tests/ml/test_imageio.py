@@ -76,11 +76,18 @@ def test_reading_a_large_image_holds_no_more_than_the_decoded_image_and_its_arra
         def kb(key):
             return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key))
         np.zeros(1)
-        open("/proc/self/clear_refs", "w").write("5")  # the peak from here on
+        try:
+            open("/proc/self/clear_refs", "w").write("5")  # the peak from here on
+        except OSError:
+            print("skip")
+            raise SystemExit(0)
         before = kb("VmRSS")
         arr = load_image({str(path)!r})
         print((kb("VmHWM") - before) * 1024 / arr.nbytes)
     """)
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
-    ratio = float(out.stdout.strip().splitlines()[-1])
+    last = out.stdout.strip().splitlines()[-1]
+    if last == "skip":
+        pytest.skip("this machine does not let a process reset its peak memory (/proc/self/clear_refs)")
+    ratio = float(last)
     assert ratio < 2.8, f"reading took {ratio:.2f} times the array's size at its peak"
