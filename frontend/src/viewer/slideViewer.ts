@@ -223,17 +223,23 @@ export function createSlideViewer(container: HTMLDivElement, opts: SlideViewerOp
     }
   };
 
+  /** After a zoom or a pan: the tiles now in view, and the part of the image in view recorded in
+   * image pixels (data-view: x0,y0,x1,y1; for tests and tools). */
+  const moved = (): void => {
+    updateTiles();
+    const scale = stage.scaleX();
+    const view = [-stage.x() / scale, -stage.y() / scale, (stage.width() - stage.x()) / scale, (stage.height() - stage.y()) / scale];
+    container.dataset.view = view.map((v) => v.toFixed(1)).join(',');
+  };
+  stage.on('dragmove dragend', moved);
+
   const applyScale = (scale: number, position: { x: number; y: number }): void => {
     stage.scale({ x: scale, y: scale });
     stage.position(position);
     placeLabels();
-    updateTiles();
+    moved();
     stage.batchDraw();
-    // the part of the image in view, in image pixels (x0,y0,x1,y1): for tests and tools
-    const view = [-position.x / scale, -position.y / scale, (stage.width() - position.x) / scale, (stage.height() - position.y) / scale];
-    container.dataset.view = view.map((v) => v.toFixed(1)).join(',');
   };
-  stage.on('dragmove dragend', () => updateTiles());
 
   const show = (id: number): void => {
     const b = boxes.find((x) => x.id === id);
