@@ -176,9 +176,7 @@ class SlideImageTileApi(GenericAPIView):
         path = slide_image_tile_path(image=image, level=level, col=col, row=row)
         if level >= image.tile_levels or not default_storage.exists(path):
             raise ApplicationError("No such tile of this image.", status_code=404)
-        response = FileResponse(default_storage.open(path, "rb"), content_type="image/jpeg")
-        response["Cache-Control"] = "private, max-age=3600"
-        return response
+        return _image_response(default_storage.open(path, "rb"), "image/jpeg", f"{image.pk}-{level}-{col}-{row}.jpg")
 
 
 class SlideImageFileApi(GenericAPIView):

@@ -135,8 +135,7 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
             crops.append(classifier.crops(array, found[i]))
             if slide_image_is_reduced(image=image):
                 report(0.7 * (i + 0.95) / n, f"{label}: making its preview and zoom tiles")
-            slide_image_preview_ensure(image=image, array=array)
-            slide_image_tiles_ensure(image=image, array=array)
+            _display_files_ensure(image=image, array=array)
             del array
         report(0.7, "normalizing the classifier on the slide's cells")
         classifier = classifier_for_sample(classifier, crops, norm)
@@ -164,8 +163,7 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
             boxes=found.get(i),
         )
         if i not in found:
-            slide_image_preview_ensure(image=image, array=array)
-            slide_image_tiles_ensure(image=image, array=array)
+            _display_files_ensure(image=image, array=array)
         # where the browser gets a reduced preview (a scan), each cell is kept at full resolution too
         crops = cell_crops_of(array, results) if slide_image_is_reduced(image=image) else None
         del array
@@ -186,6 +184,12 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
             )
     Slide.objects.filter(pk=slide_id).update(status=Slide.Status.ANALYZED, analyzed_at=timezone.now(), error="")
     report(1.0, "analyzed")
+
+
+def _display_files_ensure(*, image: SlideImage, array) -> None:
+    """What a browser shows of the image besides the file itself: its preview and its zoom tiles."""
+    slide_image_preview_ensure(image=image, array=array)
+    slide_image_tiles_ensure(image=image, array=array)
 
 
 def slide_image_is_reduced(*, image: SlideImage) -> bool:

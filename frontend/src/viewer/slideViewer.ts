@@ -190,10 +190,11 @@ export function createSlideViewer(container: HTMLDivElement, opts: SlideViewerOp
     const y1 = y0 + stage.height() / scale;
     const cols = [Math.max(0, Math.floor(x0 / span)), Math.min(Math.ceil(imgW / span) - 1, Math.floor(x1 / span))];
     const rows = [Math.max(0, Math.floor(y0 / span)), Math.min(Math.ceil(imgH / span) - 1, Math.floor(y1 / span))];
-    const inView = new Set<string>();
+    const wanted: [string, number, number][] = [];
     for (let row = rows[0]; row <= rows[1]; row++) {
-      for (let col = cols[0]; col <= cols[1]; col++) inView.add(`${level}/${col}/${row}`);
+      for (let col = cols[0]; col <= cols[1]; col++) wanted.push([`${level}/${col}/${row}`, col, row]);
     }
+    const inView = new Set(wanted.map(([key]) => key));
     if (shownTiles.size > MAX_TILES) {
       // panning far over a scan: let go of the tiles out of view (a browser holds each one decoded)
       for (const [key, node] of shownTiles) {
@@ -203,23 +204,20 @@ export function createSlideViewer(container: HTMLDivElement, opts: SlideViewerOp
         }
       }
     }
-    for (let row = rows[0]; row <= rows[1]; row++) {
-      for (let col = cols[0]; col <= cols[1]; col++) {
-        const key = `${level}/${col}/${row}`;
-        if (shownTiles.has(key)) continue;
-        const node = new Konva.Image({ image: undefined, x: col * span, y: row * span, width: 0, height: 0 });
-        shownTiles.set(key, node);
-        const img = new window.Image();
-        img.onload = () => {
-          if (shownTiles.get(key) !== node) return; // the level changed meanwhile
-          node.image(img);
-          node.size({ width: img.width * 2 ** level, height: img.height * 2 ** level });
-          tileLayer.add(node);
-          tileLayer.batchDraw();
-          container.dataset.tilesLoaded = String(++tilesLoaded);
-        };
-        img.src = tiles.url.replace('{level}', String(level)).replace('{col}', String(col)).replace('{row}', String(row));
-      }
+    for (const [key, col, row] of wanted) {
+      if (shownTiles.has(key)) continue;
+      const node = new Konva.Image({ image: undefined, x: col * span, y: row * span, width: 0, height: 0 });
+      shownTiles.set(key, node);
+      const img = new window.Image();
+      img.onload = () => {
+        if (shownTiles.get(key) !== node) return; // the level changed meanwhile
+        node.image(img);
+        node.size({ width: img.width * 2 ** level, height: img.height * 2 ** level });
+        tileLayer.add(node);
+        tileLayer.batchDraw();
+        container.dataset.tilesLoaded = String(++tilesLoaded);
+      };
+      img.src = tiles.url.replace('{level}', String(level)).replace('{col}', String(col)).replace('{row}', String(row));
     }
   };
 
