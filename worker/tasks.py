@@ -20,6 +20,13 @@ def slide_analyze(self, job_id: int) -> None:
     job_execute(job_id=job_id, retry_on=() if last_try else _TRANSIENT)
 
 
+@shared_task(name="cell_classify", bind=True, autoretry_for=_TRANSIENT, retry_backoff=5, retry_backoff_max=120, max_retries=3)
+def cell_classify(self, job_id: int) -> None:
+    """The model's answer for a box drawn or moved by a person."""
+    last_try = self.request.retries >= self.max_retries
+    job_execute(job_id=job_id, retry_on=() if last_try else _TRANSIENT)
+
+
 @shared_task(name="jobs_redispatch")
 def jobs_redispatch() -> int:
     """Scheduled by beat: queued jobs that never reached the broker are handed over again."""

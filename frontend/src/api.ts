@@ -99,6 +99,8 @@ export interface Cell {
   heatmap_url: string | null;
   /** The cell cut from the full-resolution image, kept where the page shows a reduced preview (a scan). */
   crop_url: string | null;
+  /** The model's answer and heatmap for the box as it is now (drawn or moved by a person) are being computed. */
+  model_pending: boolean;
 }
 
 export interface DifferentialRow {

@@ -247,3 +247,60 @@ def test_a_cell_chosen_in_the_table_is_brought_into_view_on_a_large_scan(analyze
         assert errors == [], f"JavaScript errors on the page: {errors}"
     finally:
         page.close()
+
+
+@pytest.fixture
+def slide_with_a_drawn_box(hematologist, make_user, active_classifier, monkeypatch):
+    """An analyzed field and a box an annotator drew on it, its model answer queued, not yet run."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from webapp.cells.services import cell_create
+    from webapp.jobs.models import Job
+    from webapp.jobs.services import job_execute
+    from webapp.patients.services import patient_create
+    from webapp.slides.services import slide_upload
+
+    monkeypatch.setattr("webapp.jobs.services.job_dispatch", lambda **kw: None)  # this test runs the jobs
+    patient = patient_create(user=hematologist, identifier="E2E-ANSWER")
+    name, data, _ = smear_field(0)
+    slide, job = slide_upload(user=hematologist, patient=patient, files=[SimpleUploadedFile(name, data)])
+    assert job_execute(job_id=job.pk).status == Job.Status.SUCCEEDED
+    model_cell = slide.cells.first()
+    x0, y0, x1, y1 = model_cell.box
+    drawn = cell_create(image=slide.images.get(), box=[x0 + 3, y0 + 3, x1 - 3, y1 - 3], label="",
+                        user=make_user("annotator", username="anno"))
+    return slide, drawn, Job.objects.get(kind="cell_classify", params__cell_id=drawn.pk)
+
+
+def test_a_box_drawn_by_hand_shows_the_models_answer_when_it_comes(slide_with_a_drawn_box, live_server, screenshots, browser):
+    import threading
+
+    from webapp.jobs.services import job_execute
+
+    slide, drawn, job = slide_with_a_drawn_box
+    page, errors = _open_page(browser)
+    try:
+        _log_in(page, live_server, "hema")
+        page.goto(f"{live_server.url}/#/slides/{slide.pk}")
+        row = page.locator(f"#cell-table tr[data-cell-id='{drawn.pk}']")
+        row.wait_for()
+        assert "answering" in row.inner_text() and "added by a person" in row.inner_text()
+        assert "unclassified" in page.inner_text("#differential").lower()
+        row.click()
+        assert "answering for the box" in page.inner_text("#cell-detail")
+        assert page.locator("#cell-detail img.heatmap-large").count() == 0
+        # the job runs (in a thread of its own: this one's event loop belongs to the browser)
+        worker = threading.Thread(target=job_execute, kwargs={"job_id": job.pk})
+        worker.start()
+        worker.join(120)
+        page.wait_for_selector("#cell-detail img.heatmap-large", timeout=20_000)
+        row = page.locator(f"#cell-table tr[data-cell-id='{drawn.pk}']")
+        assert "answering" not in row.inner_text() and "selected" in (row.get_attribute("class") or "")
+        detail = page.inner_text("#cell-detail")
+        assert "answering" not in detail and "drawn by a person" in detail
+        differential = page.inner_text("#differential")
+        assert "unclassified" not in differential.lower()
+        page.screenshot(path=str(screenshots / "e2e-5-drawn-box-answered.png"))
+        assert errors == [], f"JavaScript errors on the page: {errors}"
+    finally:
+        page.close()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -41,3 +42,21 @@ def test_uploaded_field_is_analysed_by_the_celery_worker(live_server, celery_wor
         assert cell["predicted_class"] in cell["probabilities"] and cell["confidence"] > 0
         heatmap = api.get(cell["heatmap_url"])
         assert heatmap.status_code == 200 and heatmap.content[:4] == b"\x89PNG"
+
+    # a box drawn by an annotator: the worker answers for it through the broker too
+    user_create(username="anno", password="pw-for-tests-123", role="annotator", lab=lab_get_or_create(name="Lab"))
+    api = ApiSession(live_server.url)
+    api.login("anno", "pw-for-tests-123")
+    x0, y0, x1, y1 = cells[0]["box"]
+    r = api.post(f"/api/slides/{slide['id']}/cells/", json={"image": cells[0]["image"], "box": [x0, y0, x1 - 4, y1 - 4]})
+    assert r.status_code == 201 and r.json()["model_pending"] is True, r.text
+    drawn = r.json()
+    deadline = time.monotonic() + 60
+    while drawn["model_pending"] and time.monotonic() < deadline:
+        time.sleep(0.3)
+        drawn = api.get(f"/api/cells/{drawn['id']}/").json()
+    assert not drawn["model_pending"], worker_log.read_text()[-3000:]
+    assert drawn["model_version"] == active_classifier.version and drawn["predicted_class"] in drawn["probabilities"]
+    assert api.get(drawn["heatmap_url"]).content[:4] == b"\x89PNG"
+    answer = Job.objects.get(kind="cell_classify", params__cell_id=drawn["id"])
+    assert answer.celery_id and f"Task cell_classify[{answer.celery_id}] received" in worker_log.read_text()

@@ -8,7 +8,7 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
 from webapp.cells.models import Cell
-from webapp.cells.selectors import cell_history, cell_list, slide_differential
+from webapp.cells.selectors import cell_history, cell_list, cells_awaiting_answer, slide_differential
 from webapp.cells.services import cell_create, cell_delete, cell_move, cell_reclassify
 from webapp.common.exceptions import ApplicationError
 from webapp.common.permissions import require
@@ -30,6 +30,12 @@ class CellOutputSerializer(serializers.Serializer):
     cls = serializers.SerializerMethodField()
     heatmap_url = serializers.SerializerMethodField()
     crop_url = serializers.SerializerMethodField()
+    model_pending = serializers.SerializerMethodField(
+        help_text="the model's answer and heatmap for the box as it is now (drawn or moved by a person) are being computed")
+
+    def get_model_pending(self, cell) -> bool:
+        pending = self.context.get("pending")
+        return cell.pk in (pending if pending is not None else cells_awaiting_answer(cell=cell))
 
     def get_model_version(self, cell) -> str | None:
         return cell.model_version.version if cell.model_version_id else None
@@ -40,11 +46,12 @@ class CellOutputSerializer(serializers.Serializer):
     def get_cls(self, cell) -> str | None:
         return cell.effective_class or None
 
+    # the query names the version: a box moved by hand gets a new heatmap (and loses its crop) at the same address
     def get_heatmap_url(self, cell) -> str | None:
-        return f"/api/cells/{cell.pk}/heatmap/" if cell.heatmap else None
+        return f"/api/cells/{cell.pk}/heatmap/?v={cell.updated_at:%Y%m%d%H%M%S%f}" if cell.heatmap else None
 
     def get_crop_url(self, cell) -> str | None:
-        return f"/api/cells/{cell.pk}/crop/" if cell.crop else None
+        return f"/api/cells/{cell.pk}/crop/?v={cell.updated_at:%Y%m%d%H%M%S%f}" if cell.crop else None
 
     def to_representation(self, cell):
         data = super().to_representation(cell)
@@ -76,7 +83,9 @@ class SlideCellsApi(GenericAPIView):
 
     @extend_schema(summary="The cells of a slide", responses=CellOutputSerializer(many=True))
     def get(self, request, slide_id: int):
-        return Response(CellOutputSerializer(cell_list(slide=_slide_for(request, slide_id)), many=True).data)
+        slide = _slide_for(request, slide_id)
+        pending = cells_awaiting_answer(slide=slide)
+        return Response(CellOutputSerializer(cell_list(slide=slide), many=True, context={"pending": pending}).data)
 
     @extend_schema(summary="Draw a new cell box", request=CellCreateSerializer, responses={201: CellOutputSerializer})
     def post(self, request, slide_id: int):

@@ -64,6 +64,7 @@ class CellEvent(models.Model):
         MOVE = "move"
         RECLASSIFY = "reclassify"
         DELETE = "delete"
+        ANSWER = "answer"  # the model's answer for a box drawn or moved by a person
 
     cell = models.ForeignKey(Cell, on_delete=models.SET_NULL, null=True, related_name="events")
     cell_ref = models.BigIntegerField(help_text="the cell's id, kept after deletion")

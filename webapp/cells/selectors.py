@@ -13,6 +13,16 @@ def cell_list(*, slide) -> QuerySet[Cell]:
     return Cell.objects.filter(slide=slide).select_related("model_version", "reviewed_by")
 
 
+def cells_awaiting_answer(*, slide=None, cell=None) -> set[int]:
+    """The cells of a slide (or the one cell) whose model answer for the box as it is now is queued
+    or being computed (``webapp.cells.services.cell_answer_request``)."""
+    from webapp.jobs.models import Job
+
+    jobs = Job.objects.filter(kind="cell_classify", status__in=(Job.Status.QUEUED, Job.Status.RUNNING))
+    jobs = jobs.filter(params__slide_id=slide.pk) if slide is not None else jobs.filter(params__cell_id=cell.pk)
+    return {params["cell_id"] for params in jobs.values_list("params", flat=True)}
+
+
 def cell_history(*, slide) -> QuerySet[CellEvent]:
     return CellEvent.objects.filter(slide=slide).select_related("actor")
 

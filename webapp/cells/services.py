@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.db import transaction
@@ -11,6 +12,7 @@ from PIL import Image
 
 from webapp.cells.models import Cell, CellEvent
 from webapp.common.exceptions import ApplicationError
+from webapp.jobs.models import Job
 
 
 def cell_snapshot(cell: Cell) -> dict:
@@ -123,8 +125,14 @@ def _check_class(cell: Cell, label: str) -> str:
     return label
 
 
+def _check_open(slide) -> None:
+    if slide.signed_off_at is not None:
+        raise ApplicationError("This slide is signed off; its cells can no longer change.", status_code=409)
+
+
 @transaction.atomic
 def cell_reclassify(*, cell: Cell, label: str, user: User) -> Cell:
+    _check_open(cell.slide)
     before = cell_snapshot(cell)
     cell.reviewed_class = _check_class(cell, label)
     cell.reviewed_by = user
@@ -146,28 +154,152 @@ def _check_box(image, box: list[float]) -> tuple[float, float, float, float]:
 
 @transaction.atomic
 def cell_move(*, cell: Cell, box: list[float], user: User) -> Cell:
+    """Move or resize a cell's box; the model's answer and heatmap for the new box follow in a job
+    (:func:`cell_answer_request`)."""
+    _check_open(cell.slide)
     before = cell_snapshot(cell)
     cell.x0, cell.y0, cell.x1, cell.y1 = _check_box(cell.image, box)
     if cell.crop:  # it showed the box as it was
         cell.crop.delete(save=False)
     cell.save(update_fields=["x0", "y0", "x1", "y1", "crop", "updated_at"])
     _event(cell=cell, action=CellEvent.Action.MOVE, actor=user, before=before, after=cell_snapshot(cell))
+    cell_answer_request(cell=cell, user=user)
     return cell
 
 
 @transaction.atomic
 def cell_create(*, image, box: list[float], label: str, user: User) -> Cell:
+    """A box drawn by a person, with the class they give (if any); the model's answer and heatmap
+    follow in a job (:func:`cell_answer_request`)."""
+    _check_open(image.slide)
     x0, y0, x1, y1 = _check_box(image, box)
     cell = Cell(slide_id=image.slide_id, image=image, x0=x0, y0=y0, x1=x1, y1=y1, source=Cell.Source.PERSON,
                 reviewed_class=label.strip(), reviewed_by=user if label else None,
                 reviewed_at=timezone.now() if label else None, created_by=user)
     cell.save()
     _event(cell=cell, action=CellEvent.Action.CREATE, actor=user, before=None, after=cell_snapshot(cell))
+    cell_answer_request(cell=cell, user=user)
     return cell
 
 
 @transaction.atomic
 def cell_delete(*, cell: Cell, user: User) -> None:
+    _check_open(cell.slide)
     _event(cell=cell, action=CellEvent.Action.DELETE, actor=user, before=cell_snapshot(cell), after=None)
     _delete_files(cell)
     cell.delete()
+
+
+ANSWER_JOB = "cell_classify"
+
+
+def cell_answer_key(*, cell_id: int, box: list[float]) -> str:
+    """One job per cell and box: a box moved again gets a job of its own."""
+    return f"classify:cell:{cell_id}:" + ",".join(repr(float(v)) for v in box)
+
+
+def cell_answer_request(*, cell: Cell, user: User | None) -> Job | None:
+    """Queue the active classifier's answer and heatmap for a cell's box as it is now (None when no
+    classifier is active)."""
+    from webapp.jobs.services import job_enqueue
+    from webapp.registry.models import ModelVersion
+    from webapp.registry.selectors import model_version_active
+
+    if model_version_active(kind=ModelVersion.Kind.CLASSIFIER) is None:
+        return None
+    return job_enqueue(
+        kind=ANSWER_JOB,
+        key=cell_answer_key(cell_id=cell.pk, box=cell.box),
+        params={"cell_id": cell.pk, "slide_id": cell.slide_id, "box": cell.box},
+        lab=cell.slide.patient.lab,
+        created_by=user,
+    )
+
+
+def cell_classify(*, cell_id: int, box: list[float], slide_id: int | None = None, job_id: int | None = None,
+                  progress=None) -> None:
+    """The active classifier's answer and heatmap for one cell's box (drawn or moved by a person),
+    the classifier prepared on the slide's cells as the slide's analysis prepares it: its
+    normalization statistics moved towards those of the slide's cells (``LEUKOLAB_CLASS_NORM``) and,
+    with ``LEUKOLAB_CLASS_ADAPT``, the probabilities re-weighted to the slide's class frequencies. A
+    class given by a person stays; nothing is written where the box has changed or the cell has gone
+    since the job was queued (the change queued a job of its own)."""
+    from collections import defaultdict
+
+    from ml.analyze import adapt_to_sample, analyze_image, classifier_for_sample
+    from ml.boxes import Box
+
+    from webapp.registry.runtime import active_classifier
+    from webapp.slides.services import slide_image_is_reduced, slide_image_read
+
+    report = progress or (lambda f, m="": None)
+    box = [float(v) for v in box]
+    cell = Cell.objects.select_related("image", "slide").filter(pk=cell_id).first()
+    if cell is None or cell.box != box:
+        report(1.0, "the cell has changed or gone since")
+        return
+    report(0.0, "loading the classifier")
+    classifier_mv, classifier = active_classifier()
+    if classifier is None:
+        report(1.0, "no classifier is active")
+        return
+    norm, adapt = settings.LEUKOLAB_CLASS_NORM, settings.LEUKOLAB_CLASS_ADAPT
+    others: dict[int, list[Box]] = defaultdict(list)  # the slide's other cells, per image
+    for c in Cell.objects.filter(slide_id=cell.slide_id).exclude(pk=cell.pk).order_by("pk"):
+        others[c.image_id].append(Box(c.x0, c.y0, c.x1, c.y1))
+    target = Box(*box)
+    images = [im for im in cell.slide.images.all() if im.pk in others or im.pk == cell.image_id]
+    reads = (len(images) if norm is not None else 0) + (len(images) if adapt is not None else 1)
+    done = [0]
+
+    def reading(image) -> np.ndarray:
+        report(0.95 * done[0] / reads, f"reading image {images.index(image) + 1} of {len(images)}")
+        done[0] += 1
+        return slide_image_read(image=image)
+
+    kept = None  # the cell's own image, read once
+    if norm is not None:
+        crops = []
+        for image in images:
+            array = reading(image)
+            crops.append(classifier.crops(array, others[image.pk] + ([target] if image.pk == cell.image_id else [])))
+            if image.pk == cell.image_id:
+                kept = array
+            del array
+        classifier = classifier_for_sample(classifier, crops, norm)
+        del crops
+    answered, rest, crop = None, [], None
+    for image in images:
+        if image.pk != cell.image_id and adapt is None:
+            continue
+        array = kept if image.pk == cell.image_id and kept is not None else reading(image)
+        if adapt is not None and others[image.pk]:
+            rest.append(analyze_image(array, localizer=None, classifier=classifier, boxes=others[image.pk]))
+        if image.pk == cell.image_id:
+            answered = analyze_image(array, localizer=None, classifier=classifier, boxes=[target],
+                                     heatmaps=settings.LEUKOLAB_HEATMAPS)
+            crop = cell_crops_of(array, answered)[0] if slide_image_is_reduced(image=image) else None
+            kept = None
+        del array
+    if adapt is not None:
+        adapt_to_sample(rest + [answered], classifier, adapt)
+    result = answered[0]
+    with transaction.atomic():
+        cell = Cell.objects.select_for_update().filter(pk=cell_id).first()
+        if cell is None or cell.box != box:
+            report(1.0, "the cell has changed or gone since")
+            return
+        before = cell_snapshot(cell)
+        _delete_files(cell)
+        cell.heatmap = cell.crop = None
+        cell.predicted_class = result.label or ""
+        cell.probabilities = {k: float(v) for k, v in (result.probabilities or {}).items()}
+        cell.confidence = result.confidence
+        cell.model_version = classifier_mv if result.label else None
+        if result.heatmap_overlay is not None:
+            cell.heatmap.save(f"cell-{cell.slide_id}-{cell.image_id}.png", _png(result.heatmap_overlay), save=False)
+        if crop is not None:
+            cell.crop.save(f"cell-{cell.slide_id}-{cell.image_id}.jpg", _jpeg(crop), save=False)
+        cell.save()
+        _event(cell=cell, action=CellEvent.Action.ANSWER, actor=None, before=before, after=cell_snapshot(cell))
+    report(1.0, f"answered: {cell.predicted_class or 'no class'}")

@@ -24,3 +24,12 @@ def _slide_analyze():
 
 
 register("slide_analyze", _slide_analyze)
+
+
+def _cell_classify():
+    from webapp.cells.services import cell_classify
+
+    return cell_classify
+
+
+register("cell_classify", _cell_classify)

@@ -91,7 +91,6 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
     (``ml.analyze.adapt_to_sample``), so every image is classified before any cell is stored;
     otherwise each image's cells are stored as it is done (memory holds one image at a time)."""
     from ml.analyze import adapt_to_sample, analyze_image, classifier_for_sample
-    from ml.imageio import load_image
     from ml.localization.scale import rescale_for_microns_per_pixel
 
     from webapp.cells.services import cell_crops_of, cells_replace_from_model
@@ -112,13 +111,6 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
     adapt = classifier is not None and settings.LEUKOLAB_CLASS_ADAPT is not None
     norm = settings.LEUKOLAB_CLASS_NORM if classifier is not None else None
 
-    def read(image: SlideImage):
-        try:
-            with image.file.open("rb") as fh:
-                return load_image(fh)
-        except FileNotFoundError as exc:
-            raise PermanentJobError(f"{image.filename}: the stored file is missing") from exc
-
     found: dict[int, list] = {}
     start = 0.0
     if norm is not None:
@@ -127,7 +119,7 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
         for i, image in enumerate(images):
             label = f"image {i + 1} of {n}"
             report(0.7 * i / n, f"{label}: reading")
-            array = read(image)
+            array = slide_image_read(image=image)
             found[i] = localizer.detect(
                 array, rescale=rescale,
                 progress=lambda f, _i=i, _label=label: report(0.7 * (_i + 0.95 * f) / n, f"{_label}: finding cells"),
@@ -146,7 +138,7 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
     for i, image in enumerate(images):
         label = f"image {i + 1} of {n}"
         report(start + share * i / n, f"{label}: reading")
-        array = read(image)
+        array = slide_image_read(image=image)
 
         step = "classifying cells" if i in found else "finding and classifying cells"  # found in the first pass
 
@@ -184,6 +176,17 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
             )
     Slide.objects.filter(pk=slide_id).update(status=Slide.Status.ANALYZED, analyzed_at=timezone.now(), error="")
     report(1.0, "analyzed")
+
+
+def slide_image_read(*, image: SlideImage) -> np.ndarray:
+    """The image's pixels (RGB, upright), for a job; a stored file that has gone fails the job for good."""
+    from ml.imageio import load_image
+
+    try:
+        with image.file.open("rb") as fh:
+            return load_image(fh)
+    except FileNotFoundError as exc:
+        raise PermanentJobError(f"{image.filename}: the stored file is missing") from exc
 
 
 def _display_files_ensure(*, image: SlideImage, array) -> None:
@@ -266,6 +269,13 @@ def slide_sign_off(*, slide: Slide, user: User) -> Slide:
         raise ApplicationError(f"Only an analyzed slide can be signed off; this one is {slide.status}.", status_code=409)
     if slide.signed_off_at is not None:
         raise ApplicationError("This slide is already signed off.", status_code=409)
+    from webapp.cells.selectors import cells_awaiting_answer
+
+    waiting = len(cells_awaiting_answer(slide=slide))
+    if waiting:
+        raise ApplicationError(
+            f"The model is still answering for {waiting} cell{'s' if waiting > 1 else ''} drawn or moved by hand; "
+            "sign off in a moment.", status_code=409)
     slide.signed_off_by = user
     slide.signed_off_at = timezone.now()
     slide.save(update_fields=["signed_off_by", "signed_off_at"])

@@ -25,6 +25,7 @@ CELERY_TASK_DEFAULT_QUEUE = LEUKOLAB_QUEUES["default"]
 CELERY_TASK_QUEUES = [Queue(q, routing_key=q) for q in LEUKOLAB_QUEUES.values()]
 CELERY_TASK_ROUTES = {
     "slide_analyze": {"queue": LEUKOLAB_QUEUES["inference"]},
+    "cell_classify": {"queue": LEUKOLAB_QUEUES["inference"]},
     "model_train": {"queue": LEUKOLAB_QUEUES["training"]},
 }
 CELERY_TASK_ANNOTATIONS = {

@@ -160,9 +160,10 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
 
     const images = new Map(slide.images.map((img) => [img.id, img]));
     let currentImage = slide.images[0];
+    let selectedId: number | null = null;
     const viewerBox = h('div', { class: 'viewer', id: 'slide-viewer' });
     const tabs = h('div', { class: 'tabs', role: 'tablist' });
-    const cellTableEl = cellTable(cells, images, (cell) => selectCell(cell, false));
+    let cellTableEl = cellTable(cells, images, (cell) => selectCell(cell, false));
 
     const showImage = (img: SlideImage): void => {
       currentImage = img;
@@ -175,6 +176,7 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
         tiles: img.tiles ?? null,
         boxes: cells.filter((c) => c.image === img.id).map(toViewerBox),
         onSelect: (cellId) => {
+          selectedId = cellId;
           const cell = cells.find((c) => c.id === cellId);
           highlightRow(cellTableEl, cellId);
           showDetail(cell ?? null);
@@ -190,6 +192,7 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
         const img = images.get(cell.image);
         if (img) showImage(img);
       }
+      selectedId = cell.id;
       viewer?.select(cell.id);
       if (!fromViewer) viewer?.show(cell.id); // a scan's cell is a speck until zoomed in on
       highlightRow(cellTableEl, cell.id);
@@ -214,6 +217,49 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
     const fitButton = h('button', { type: 'button', class: 'btn btn-small' }, 'Fit');
     fitButton.addEventListener('click', () => viewer?.fit());
 
+    let legendEl = legend(cells);
+    let differentialEl = differentialTable(diff);
+    const cellsCard = h('section', { class: 'card' });
+    const fillCellsCard = (): void => {
+      cellsCard.replaceChildren(
+        h('h2', {}, `Cells (${cells.length})`),
+        cells.length ? cellTableEl : h('p', { class: 'muted' }, 'No white blood cells were found.'),
+      );
+    };
+    fillCellsCard();
+
+    /** Boxes drawn or moved by a person get the model's answer in a job: show it when it comes. */
+    const awaitAnswers = async (): Promise<void> => {
+      while (!ctx.signal.aborted && cells.some((c) => c.model_pending)) {
+        await new Promise((resolve) => window.setTimeout(resolve, 1500));
+        if (ctx.signal.aborted) return;
+        let fresh: Cell[];
+        let freshDiff: Differential;
+        try {
+          [fresh, freshDiff] = await Promise.all([api.cells(slide.id), api.differential(slide.id)]);
+        } catch {
+          continue; // the next round asks again
+        }
+        if (ctx.signal.aborted) return;
+        const answered = fresh.filter((c) => !c.model_pending && cells.find((old) => old.id === c.id)?.model_pending);
+        if (!answered.length) continue;
+        cells.splice(0, cells.length, ...fresh);
+        viewer?.setBoxes(cells.filter((c) => c.image === currentImage?.id).map(toViewerBox));
+        if (selectedId !== null) viewer?.select(selectedId);
+        cellTableEl = cellTable(cells, images, (cell) => selectCell(cell, false));
+        fillCellsCard();
+        if (selectedId !== null) highlightRow(cellTableEl, selectedId);
+        const nextLegend = legend(cells);
+        legendEl.replaceWith(nextLegend);
+        legendEl = nextLegend;
+        const nextDiff = differentialTable(freshDiff);
+        differentialEl.replaceWith(nextDiff);
+        differentialEl = nextDiff;
+        const selected = cells.find((c) => c.id === selectedId);
+        if (selected && answered.some((c) => c.id === selected.id)) showDetail(selected);
+      }
+    };
+
     resultsSlot.append(
       h(
         'div',
@@ -223,18 +269,19 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
           { class: 'card viewer-card' },
           h('div', { class: 'viewer-head' }, h('h2', {}, 'Image'), tabs, h('span', { class: 'muted small' }, 'Scroll to zoom, drag to pan, double-click to fit.'), fitButton),
           viewerBox,
-          legend(cells),
+          legendEl,
         ),
         h(
           'div',
           { class: 'side' },
-          h('section', { class: 'card', id: 'differential' }, h('h2', {}, 'Differential count'), differentialTable(diff)),
+          h('section', { class: 'card', id: 'differential' }, h('h2', {}, 'Differential count'), differentialEl),
           detail,
         ),
       ),
-      h('section', { class: 'card' }, h('h2', {}, `Cells (${cells.length})`), cells.length ? cellTableEl : h('p', { class: 'muted' }, 'No white blood cells were found.')),
+      cellsCard,
     );
     if (currentImage) showImage(currentImage);
+    void awaitAnswers();
   }
 
   void load();
@@ -333,7 +380,7 @@ function cellDetail(cell: Cell | null, img: SlideImage | undefined): (Node | str
       { class: 'meta' },
       meta('Class', formatClass(cell.class)),
       meta('Confidence', formatConfidence(cell.confidence)),
-      meta('Model', cell.model_version ?? '–'),
+      meta('Model', cell.model_pending ? 'answering for the box as it is now…' : cell.model_version ?? '–'),
       meta('Source', cell.source === 'person' ? 'drawn by a person' : 'model'),
       cell.reviewed_class ? meta('Reviewed', `${formatClass(cell.reviewed_class)} by ${cell.reviewed_by ?? '?'}`) : [],
       cell.reviewed_class && cell.predicted_class ? meta('Predicted', formatClass(cell.predicted_class)) : [],
@@ -404,7 +451,7 @@ function cellTable(cells: Cell[], images: Map<number, SlideImage>, onPick: (cell
               cell.source === 'person' ? h('div', { class: 'muted small' }, 'added by a person') : null,
             ),
             h('td', { class: 'num' }, formatConfidence(cell.confidence)),
-            h('td', { class: 'small' }, cell.model_version ?? '–'),
+            h('td', { class: 'small' }, cell.model_pending ? 'answering…' : cell.model_version ?? '–'),
             h(
               'td',
               {},

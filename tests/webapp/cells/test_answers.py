@@ -1,0 +1,144 @@
+"""The model's answer and heatmap for a box drawn or moved by a person."""
+from pathlib import Path
+
+import pytest
+
+from webapp.cells.models import Cell, CellEvent
+from webapp.cells.services import cell_create, cell_move, cell_reclassify
+from webapp.common.exceptions import ApplicationError
+from webapp.jobs.models import Job
+from webapp.jobs.services import job_execute
+from webapp.slides.services import slide_sign_off
+
+
+def _answer_jobs(cell):
+    return Job.objects.filter(kind="cell_classify", params__cell_id=cell.pk).order_by("pk")
+
+
+def _run(job):
+    job = job_execute(job_id=job.pk)
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    return job
+
+
+@pytest.fixture
+def classified_slide(active_classifier, analyzed_slide):
+    cells = list(analyzed_slide.cells.all())
+    assert cells and all(c.predicted_class for c in cells), "the analysis classified its cells"
+    return analyzed_slide
+
+
+@pytest.fixture(params=["norm", "plain", "adapt"])
+def preparation(request, settings):
+    """How the classifier is prepared on a slide's cells: normalization statistics (the default), none,
+    or class frequencies."""
+    settings.LEUKOLAB_CLASS_NORM = 1000.0 if request.param == "norm" else None
+    settings.LEUKOLAB_CLASS_ADAPT = 100.0 if request.param == "adapt" else None
+    return request.param
+
+
+def test_a_drawn_box_gets_the_models_answer_and_heatmap_and_keeps_the_persons_class(
+        preparation, classified_slide, make_user, active_classifier):
+    annotator = make_user("annotator", username="ann")
+    image = classified_slide.images.first()
+    model_cell = classified_slide.cells.first()
+    cell = cell_create(image=image, box=model_cell.box, label="basophil", user=annotator)
+    assert not cell.predicted_class and not cell.heatmap
+    (job,) = _answer_jobs(cell)
+    assert job.status == Job.Status.QUEUED and job.params["box"] == cell.box
+    _run(job)
+
+    cell.refresh_from_db()
+    model_cell.refresh_from_db()
+    assert cell.reviewed_class == "basophil"  # the person's class stays
+    assert cell.model_version == active_classifier and cell.heatmap
+    assert set(cell.probabilities) == set(model_cell.probabilities)
+    assert abs(sum(cell.probabilities.values()) - 1.0) < 1e-4
+    assert cell.predicted_class == max(cell.probabilities, key=cell.probabilities.get)
+    # the same box as the analysis's cell on the same slide: the same answer (with class frequencies
+    # the drawn copy counts twice in the slide's estimate)
+    assert cell.predicted_class == model_cell.predicted_class
+    assert cell.confidence == pytest.approx(model_cell.confidence, abs=1e-4 if preparation != "adapt" else 0.05)
+    answer = CellEvent.objects.filter(cell_ref=cell.pk, action="answer").get()
+    assert answer.actor is None and answer.before["predicted_class"] is None
+    assert answer.after["predicted_class"] == cell.predicted_class
+
+
+def test_a_moved_box_is_answered_again_and_only_for_where_it_is_now(classified_slide, make_user):
+    annotator = make_user("annotator", username="ann")
+    cell = classified_slide.cells.first()
+    first_box = cell.box
+    heatmap = cell.heatmap.read()
+    x0, y0, x1, y1 = first_box
+    cell_move(cell=cell, box=[x0 + 2, y0 + 2, x1 - 2, y1 - 2], user=annotator)
+    stale = _answer_jobs(cell).get()
+    cell_move(cell=cell, box=[x0, y0, x1 - 1, y1 - 1], user=annotator)
+    stale_job, current = _answer_jobs(cell)
+    assert stale_job == stale and current.params["box"] == [x0, y0, x1 - 1, y1 - 1]
+
+    _run(stale)  # queued for a box the cell no longer has: writes nothing
+    assert not CellEvent.objects.filter(cell_ref=cell.pk, action="answer").exists()
+    _run(current)
+    cell.refresh_from_db()
+    assert cell.heatmap and cell.heatmap.read() != heatmap  # the crop of the box as it is now
+    files = {p.name for p in Path(cell.heatmap.path).parent.iterdir()}
+    kept = {Path(c.heatmap.name).name for c in Cell.objects.filter(slide=classified_slide) if c.heatmap}
+    assert files == kept, "the old box's heatmap is removed"
+    assert CellEvent.objects.filter(cell_ref=cell.pk, action="answer").count() == 1
+
+
+def test_no_answer_is_queued_without_an_active_classifier(analyzed_slide, make_user):
+    cell = cell_create(image=analyzed_slide.images.first(), box=[10, 10, 60, 60], label="",
+                       user=make_user("annotator", username="ann"))
+    assert not _answer_jobs(cell).exists()
+
+
+def test_a_deleted_cells_answer_writes_nothing(classified_slide, make_user):
+    from webapp.cells.services import cell_delete
+
+    annotator = make_user("annotator", username="ann")
+    cell = cell_create(image=classified_slide.images.first(), box=[10, 10, 60, 60], label="", user=annotator)
+    job = _answer_jobs(cell).get()
+    cell_delete(cell=cell, user=annotator)
+    _run(job)
+    assert not CellEvent.objects.filter(cell_ref=job.params["cell_id"], action="answer").exists()
+
+
+def test_the_api_says_while_an_answer_is_pending_and_sign_off_waits_for_it(api_as, classified_slide):
+    client = api_as("admin", username="boss")
+    image = classified_slide.images.first()
+    r = client.post(f"/api/slides/{classified_slide.pk}/cells/", {"image": image.pk, "box": [5, 5, 70, 80]}, format="json")
+    assert r.status_code == 201, r.content
+    created = r.json()
+    assert created["model_pending"] is True and created["predicted_class"] is None
+    listed = {c["id"]: c for c in client.get(f"/api/slides/{classified_slide.pk}/cells/").json()}
+    assert listed[created["id"]]["model_pending"] is True
+    assert sum(c["model_pending"] for c in listed.values()) == 1
+
+    r = client.post(f"/api/slides/{classified_slide.pk}/sign-off/")
+    assert r.status_code == 409 and "still answering for 1 cell" in r.json()["message"]
+
+    _run(Job.objects.get(kind="cell_classify", params__cell_id=created["id"]))
+    answered = client.get(f"/api/cells/{created['id']}/").json()
+    assert answered["model_pending"] is False and answered["predicted_class"] in answered["probabilities"]
+    assert client.get(answered["heatmap_url"]).status_code == 200
+    assert client.post(f"/api/slides/{classified_slide.pk}/sign-off/").status_code == 200
+
+
+def test_a_signed_off_slides_cells_can_no_longer_change(api_as, analyzed_slide, make_user):
+    cell = analyzed_slide.cells.first()
+    slide_sign_off(slide=analyzed_slide, user=make_user("hematologist", username="h1"))
+    cell.refresh_from_db()
+    annotator = make_user("annotator", username="ann")
+    for change in (
+        lambda: cell_move(cell=cell, box=[1, 1, 30, 30], user=annotator),
+        lambda: cell_reclassify(cell=cell, label="monocyte", user=annotator),
+        lambda: cell_create(image=analyzed_slide.images.first(), box=[1, 1, 30, 30], label="", user=annotator),
+    ):
+        with pytest.raises(ApplicationError, match="signed off") as err:
+            change()
+        assert err.value.status_code == 409
+    client = api_as("admin", username="boss")
+    r = client.delete(f"/api/cells/{cell.pk}/")
+    assert r.status_code == 409 and "signed off" in r.json()["message"]
+    assert Cell.objects.filter(pk=cell.pk, x0=cell.x0).exists()
