@@ -103,6 +103,18 @@ export interface Cell {
   model_pending: boolean;
 }
 
+export interface BoxImport {
+  added: number;
+  /** Boxes not added, by reason: another object's label (RBC, Platelets) or "already there". */
+  skipped: Record<string, number>;
+}
+
+/** Where a slide's training data is downloaded from (zip files). */
+export const exportUrls = {
+  boxes: (slideId: number, format: 'voc' | 'coco' | 'yolo') => `/api/exports/boxes/?format=${format}&slide=${slideId}`,
+  cells: (slideId: number, which: 'confirmed' | 'all') => `/api/exports/cells/?slide=${slideId}&which=${which}`,
+};
+
 export interface DifferentialRow {
   class: string;
   count: number;
@@ -310,6 +322,13 @@ export const api = {
   signOffSlide: (id: number) => request<Slide>('POST', `/api/slides/${id}/sign-off/`),
   cells: (slideId: number) => request<Cell[]>('GET', `/api/slides/${slideId}/cells/`),
   differential: (slideId: number) => request<Differential>('GET', `/api/slides/${slideId}/differential/`),
+  /** Add the white cells of box files (VOC .xml, COCO .json, YOLO .txt with its class names) to a slide. */
+  importBoxes: (slideId: number, files: File[], yoloLabels = '') => {
+    const form = new FormData();
+    for (const file of files) form.append('files', file);
+    if (yoloLabels.trim()) form.append('labels', yoloLabels.trim());
+    return request<BoxImport>('POST', `/api/slides/${slideId}/boxes/`, form);
+  },
 
   job: (id: number) => request<Job>('GET', `/api/jobs/${id}/`),
   jobs: (opts: { status?: JobStatus; page?: number } = {}) =>

@@ -98,6 +98,48 @@ def central_cell_box(image: np.ndarray, localizer=None) -> Box:
     return Box(w * 0.25, h * 0.25, w * 0.75, h * 0.75)
 
 
+BOX_FILE = "boxes.csv"  # beside the class folders: each image's cell box, where a person drew it
+
+
+def read_box_file(data_dir: Path) -> dict[str, Box]:
+    """The boxes of a class-per-folder dataset's ``boxes.csv`` (``image,x0,y0,x1,y1``; ``image`` is
+    ``<class>/<file>``, the box in that image's pixels), empty where there is no such file. Images
+    it lists are trained on that box; the others on the box the classical localizer finds."""
+    path = Path(data_dir) / BOX_FILE
+    if not path.is_file():
+        return {}
+    boxes = {}
+    with open(path, newline="") as fh:
+        for n, row in enumerate(csv.DictReader(fh), start=2):
+            try:
+                box = Box(*(float(row[k]) for k in ("x0", "y0", "x1", "y1")))
+                name = row["image"].strip()
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise ValueError(f"{path}:{n}: expected image,x0,y0,x1,y1 with numbers, got {row}") from None
+            if not (box.x1 > box.x0 and box.y1 > box.y0):
+                raise ValueError(f"{path}:{n}: the box of {name} is empty or its corners are swapped")
+            boxes[name] = box
+    return boxes
+
+
+def write_box_file(data_dir: Path, boxes: dict[str, Box]) -> None:
+    """Write ``boxes.csv`` (see :func:`read_box_file`)."""
+    with open(Path(data_dir) / BOX_FILE, "w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["image", "x0", "y0", "x1", "y1"])
+        for name, box in sorted(boxes.items()):
+            out.writerow([name, *(f"{v:.2f}" for v in box.as_list())])
+
+
+def export_crop(image: np.ndarray, box: Box, max_side: int = 512) -> tuple[np.ndarray, Box]:
+    """A cell as a class-per-folder dataset keeps it (the webapp's export of reviewed cells): a
+    square about its box with ``CACHE_MARGIN`` of the box's longer side as context on each side, at
+    the image's resolution (at most ``max_side`` pixels), and the box in the crop's pixels."""
+    _, _, side = crop_window(box, CACHE_MARGIN)
+    crop, inner = context_crop(image, box, int(min(max_side, max(16, round(side)))))
+    return crop, Box(*map(float, inner))
+
+
 def cache_size_for(img_size: int, margin: float = 0.2) -> int:
     """Side of the context crop that keeps a model's input at the cache's full resolution.
 
@@ -128,13 +170,15 @@ def load_folder(data_dir: Path, *, progress: Callable[[float, str], None] | None
     from ml.localization import load_localizer
 
     classes, items = list_class_folders(data_dir)
+    given = read_box_file(data_dir)
     if per_class:
         items = [it for c in range(len(classes)) for it in [x for x in items if x[1] == c][:per_class]]
     localizer = load_localizer("classical")
     # The key covers the files and the localizer's settings: a retuned localizer re-crops.
     key = hashlib.sha1(
         (CACHE_VERSION + repr(getattr(localizer, "config", "")) + str(Path(data_dir).resolve()) + f"|{size}"
-         + "|".join(f"{p.name}:{p.stat().st_size}" for p, _ in items)).encode()
+         + "|".join(f"{p.name}:{p.stat().st_size}" for p, _ in items)
+         + "|".join(f"{k}:{b.as_list()}" for k, b in sorted(given.items()))).encode()
     ).hexdigest()[:16]
     cache = cache_root() / f"cells-{Path(data_dir).name}-{key}.npz"
     if use_cache and cache.exists():
@@ -150,7 +194,8 @@ def load_folder(data_dir: Path, *, progress: Callable[[float, str], None] | None
         except (OSError, ValueError):  # unreadable file: skip it, never fail a whole training
             ok[i] = False
             continue
-        images[i], boxes[i] = context_crop(image, central_cell_box(image, localizer), size)
+        box = given.get(f"{classes[items[i][1]]}/{p.name}") or central_cell_box(image, localizer)
+        images[i], boxes[i] = context_crop(image, box, size)
         if progress and i % 200 == 0:
             progress(i / len(items), f"decoding {data_dir} {i}/{len(items)}")
     items = [it for it, good in zip(items, ok) if good]

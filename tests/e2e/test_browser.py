@@ -304,3 +304,63 @@ def test_a_box_drawn_by_hand_shows_the_models_answer_when_it_comes(slide_with_a_
         assert errors == [], f"JavaScript errors on the page: {errors}"
     finally:
         page.close()
+
+
+@pytest.fixture
+def analyzed_field(hematologist, make_user, monkeypatch):
+    """An analyzed field (no classifier) and an annotator of the lab."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from webapp.jobs.models import Job
+    from webapp.jobs.services import job_execute
+    from webapp.patients.services import patient_create
+    from webapp.slides.services import slide_upload
+
+    monkeypatch.setattr("webapp.jobs.services.job_dispatch", lambda **kw: None)  # this test runs the jobs
+    make_user("annotator", username="anno")
+    patient = patient_create(user=hematologist, identifier="E2E-BOXES")
+    name, data, _ = smear_field(0)
+    slide, job = slide_upload(user=hematologist, patient=patient, files=[SimpleUploadedFile(name, data)])
+    assert job_execute(job_id=job.pk).status == Job.Status.SUCCEEDED
+    image = slide.images.get()
+    return slide, image.filename, image.width, image.height, slide.cells.count()
+
+
+def test_an_annotator_adds_boxes_from_a_file_and_downloads_the_training_data(analyzed_field, live_server, tmp_path, screenshots, browser):
+    import io
+    import zipfile
+
+    from ml.boxes import Box
+    from ml.localization.formats import Annotation, write_voc
+
+    slide, filename, width, height, found = analyzed_field
+    write_voc(Annotation(filename, width, height, [Box(4, 4, 70, 66), Box(100, 300, 160, 360, label="RBC")]), tmp_path / "f.xml")
+    page, errors = _open_page(browser)
+    try:
+        _log_in(page, live_server, "anno")
+        page.goto(f"{live_server.url}/#/slides/{slide.pk}")
+        page.wait_for_selector("#training-data")
+        assert page.locator("#cell-table tbody tr").count() == found
+        page.set_input_files("#box-files", files=[{"name": "field.xml", "mimeType": "text/xml", "buffer": (tmp_path / "f.xml").read_bytes()}])
+        page.click("#add-boxes")
+        page.wait_for_function(f"document.querySelectorAll('#cell-table tbody tr').length === {found + 1}")
+        assert "1 box added; skipped: 1 RBC" in page.inner_text("#box-import-result")
+        assert "added by a person" in page.inner_text("#cell-table")
+        page.screenshot(path=str(screenshots / "e2e-6-boxes-added.png"))
+        # the download links hand out zips the ml commands read
+        href = page.get_attribute("#training-data a:text('Pascal VOC')", "href")
+        r = page.request.get(live_server.url + href)
+        assert r.status == 200 and r.headers["content-type"] == "application/zip"
+        names = zipfile.ZipFile(io.BytesIO(r.body())).namelist()
+        assert any(n.startswith("Annotations/") for n in names) and any(n.startswith("JPEGImages/") for n in names)
+        r = page.request.get(live_server.url + page.get_attribute("#training-data a:text(\"the model's classes\")", "href"))
+        assert r.status == 400  # this slide's cells have no class (no classifier): the answer says so
+        assert "no cell with a class" in r.json()["message"]
+        # a file that is no box file is refused by name, and nothing is added
+        page.set_input_files("#box-files", files=[{"name": "notes.pdf", "mimeType": "application/pdf", "buffer": b"%PDF-1.4"}])
+        page.click("#add-boxes")
+        page.wait_for_selector("text=notes.pdf: not a box file")
+        assert page.locator("#cell-table tbody tr").count() == found + 1
+        assert errors == [], f"JavaScript errors on the page: {errors}"
+    finally:
+        page.close()

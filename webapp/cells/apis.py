@@ -2,16 +2,20 @@ from collections.abc import Mapping
 
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
+from webapp.cells.interchange import BOX_FORMATS, WHICH, boxes_export, boxes_import, crops_export
 from webapp.cells.models import Cell
 from webapp.cells.selectors import cell_history, cell_list, cells_awaiting_answer, slide_differential
 from webapp.cells.services import cell_create, cell_delete, cell_move, cell_reclassify
 from webapp.common.exceptions import ApplicationError
 from webapp.common.permissions import require
+from webapp.slides.models import Slide
 from webapp.slides.selectors import slide_list
 
 
@@ -216,3 +220,106 @@ class SlideHistoryApi(GenericAPIView):
                 for e in page
             ]
         )
+
+
+MAX_EXPORT_SLIDES = 500
+
+
+def _export_slides(request):
+    """The slides named by ``slide`` (repeated or comma-separated ids; every one the user's lab's),
+    or all the lab's slides."""
+    raw = [part for value in request.query_params.getlist("slide") for part in value.split(",") if part.strip()]
+    try:
+        ids = sorted({int(part) for part in raw})
+    except ValueError:
+        raise ApplicationError(f"slide must be slide ids, got {', '.join(raw)!r}.") from None
+    slides = slide_list(user=request.user)
+    if ids:
+        if any(not (0 < i < 2**63) for i in ids):
+            raise ApplicationError("slide ids are positive integers.")
+        slides = slides.filter(pk__in=ids)
+        missing = sorted(set(ids) - set(slides.values_list("pk", flat=True)))
+        if missing:
+            raise ApplicationError(f"No such slide: {', '.join(map(str, missing))}.", status_code=404)
+    if slides.count() > MAX_EXPORT_SLIDES:
+        raise ApplicationError(f"At most {MAX_EXPORT_SLIDES} slides an export; choose them with slide=ID,ID,...")
+    return Slide.objects.filter(pk__in=slides.values("pk"))
+
+
+def _zip_response(buf, filename: str) -> FileResponse:
+    return FileResponse(buf, as_attachment=True, filename=filename, content_type="application/zip")
+
+
+_EXPORT_PARAMS = [
+    OpenApiParameter("slide", str, description="slide ids (repeated or comma-separated); all the lab's slides if none"),
+    OpenApiParameter("which", str, enum=list(WHICH), description="confirmed: cells whose class a person gave or "
+                     "confirmed (reviewed, or on a signed-off slide); all: the model's answers too"),
+]
+
+
+class _FormatIsNoRenderer(DefaultContentNegotiation):
+    """``?format=`` names the box format here, not a renderer: answers (errors) are JSON."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        renderer = next((r for r in renderers if r.format == "json"), renderers[0])
+        return renderer, renderer.media_type
+
+
+class ExportBoxesApi(GenericAPIView):
+    permission_classes = [require("cells.view_cell")]
+    content_negotiation_class = _FormatIsNoRenderer
+
+    @extend_schema(
+        summary="The slides' images and cell boxes as a localization training set (zip)",
+        description="Pascal VOC (Annotations/ + JPEGImages/), COCO (annotations.json + images/) or YOLO "
+                    "(images/ + labels/ + classes.txt), as `python -m ml.localization train --data` reads them.",
+        parameters=[
+            OpenApiParameter("format", str, enum=list(BOX_FORMATS), required=True),
+            OpenApiParameter("classes", bool, description="label each box with its cell's class instead of WBC"),
+            OpenApiParameter("which", str, enum=list(WHICH), description="default all: every cell's box"),
+            _EXPORT_PARAMS[0],
+        ],
+        responses={(200, "application/zip"): bytes},
+    )
+    def get(self, request):
+        fmt = request.query_params.get("format", "")
+        classes = request.query_params.get("classes", "").lower() in {"1", "true", "yes"}
+        buf = boxes_export(slides=_export_slides(request), fmt=fmt, with_classes=classes,
+                           which=request.query_params.get("which", "all"))
+        return _zip_response(buf, f"leukolab-boxes-{fmt}.zip")
+
+
+class ExportCellsApi(GenericAPIView):
+    permission_classes = [require("cells.view_cell")]
+
+    @extend_schema(
+        summary="The slides' classified cells as a classification training set (zip)",
+        description="Class-per-folder crops with boxes.csv (each crop's cell box), as "
+                    "`python -m ml.classification train --data` reads them.",
+        parameters=_EXPORT_PARAMS,
+        responses={(200, "application/zip"): bytes},
+    )
+    def get(self, request):
+        buf, _ = crops_export(slides=_export_slides(request), which=request.query_params.get("which", "confirmed"))
+        return _zip_response(buf, "leukolab-cells.zip")
+
+
+class SlideBoxesImportApi(GenericAPIView):
+    permission_classes = [require("cells.add_cell")]
+    parser_classes = [MultiPartParser]
+
+    class ImportSerializer(serializers.Serializer):
+        files = serializers.ListField(child=serializers.FileField(), help_text="Pascal VOC .xml, COCO .json or YOLO .txt")
+        labels = serializers.CharField(required=False, allow_blank=True, default="",
+                                       help_text="a YOLO file's class names in order, comma-separated")
+
+    @extend_schema(
+        summary="Add the white cells of box files to a slide, as drawn by you",
+        request={"multipart/form-data": ImportSerializer},
+        responses=inline_serializer("BoxImport", {"added": serializers.IntegerField(), "skipped": serializers.DictField()}),
+    )
+    def post(self, request, slide_id: int):
+        slide = _slide_for(request, slide_id)
+        files = request.FILES.getlist("files")
+        labels = [x.strip() for x in request.data.get("labels", "").split(",") if x.strip()]
+        return Response(boxes_import(slide=slide, files=files, user=request.user, labels=labels or None))

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from webapp.cells.apis import ExportBoxesApi, ExportCellsApi
 from webapp.common.views import frontend_index
 from webapp.slides.apis import SlideImageDisplayApi, SlideImageFileApi, SlideImageTileApi
 
@@ -15,6 +16,8 @@ api = [
          name="slide-image-tile"),
     path("cells/", include("webapp.cells.urls")),
     path("jobs/", include("webapp.jobs.urls")),
+    path("exports/boxes/", ExportBoxesApi.as_view(), name="export-boxes"),
+    path("exports/cells/", ExportCellsApi.as_view(), name="export-cells"),
     path("model-versions/", include("webapp.registry.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from webapp.cells.apis import SlideCellsApi, SlideDifferentialApi, SlideHistoryApi
+from webapp.cells.apis import SlideBoxesImportApi, SlideCellsApi, SlideDifferentialApi, SlideHistoryApi
 from webapp.slides.apis import SlideAnalyzeApi, SlideDetailApi, SlideListApi, SlideSignOffApi
 
 urlpatterns = [
@@ -11,4 +11,5 @@ urlpatterns = [
     path("<int:slide_id>/cells/", SlideCellsApi.as_view(), name="slide-cells"),
     path("<int:slide_id>/differential/", SlideDifferentialApi.as_view(), name="slide-differential"),
     path("<int:slide_id>/history/", SlideHistoryApi.as_view(), name="slide-history"),
+    path("<int:slide_id>/boxes/", SlideBoxesImportApi.as_view(), name="slide-boxes-import"),
 ]

@@ -24,3 +24,4 @@ export const canCreatePatient = (user: User | null): boolean => may(user, 'patie
 export const canUpload = (user: User | null): boolean => may(user, 'slides.add_slide');
 export const canAnalyze = (user: User | null): boolean => may(user, 'slides.analyze_slide');
 export const canSignOff = (user: User | null): boolean => may(user, 'slides.signoff_slide');
+export const canAddCells = (user: User | null): boolean => may(user, 'cells.add_cell');

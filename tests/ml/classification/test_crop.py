@@ -78,3 +78,24 @@ def test_field_edge_corruption_is_what_the_rule_does_at_a_field_edge(side):
     assert (field_edge(whole, (side,), 6 / 56) == at_edge).all()
     assert not (whole == at_edge).all()
 
+
+
+def test_a_class_folders_box_file_is_read_and_its_mistakes_named(tmp_path):
+    from ml.classification.data import export_crop, read_box_file, write_box_file
+
+    image = np.zeros((300, 400, 3), np.uint8)
+    image[100:160, 200:280] = 255
+    crop, box = export_crop(image, Box(200, 100, 280, 160))
+    assert crop.shape == (160, 160, 3)  # the longer side (80) and as much context again, native pixels
+    assert box.as_list() == pytest.approx([40, 50, 120, 110], abs=0.01)
+    assert crop[int(box.y0) + 2:int(box.y1) - 2, int(box.x0) + 2:int(box.x1) - 2].min() == 255
+    assert crop[:int(box.y0) - 2].max() == 0
+    write_box_file(tmp_path, {"neutrophil/a.png": box})
+    assert read_box_file(tmp_path)["neutrophil/a.png"].as_list() == pytest.approx(box.as_list(), abs=0.01)
+    assert read_box_file(tmp_path / "nothing-here") == {}
+    (tmp_path / "boxes.csv").write_text("image,x0,y0,x1,y1\nneutrophil/a.png,1,2,x,4\n")
+    with pytest.raises(ValueError, match=r"boxes.csv:2: expected image,x0,y0,x1,y1"):
+        read_box_file(tmp_path)
+    (tmp_path / "boxes.csv").write_text("image,x0,y0,x1,y1\nneutrophil/a.png,10,2,5,4\n")
+    with pytest.raises(ValueError, match=r"boxes.csv:2: the box of neutrophil/a.png is empty"):
+        read_box_file(tmp_path)

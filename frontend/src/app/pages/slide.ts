@@ -1,4 +1,4 @@
-import { api, type Cell, type Differential, type Job, type Slide, type SlideImage } from '../../api';
+import { api, exportUrls, type Cell, type Differential, type Job, type Slide, type SlideImage } from '../../api';
 import { createSlideViewer, type SlideViewer, type ViewerBox } from '../../viewer/slideViewer';
 import { classColor } from '../../viewer/colors';
 import { h } from '../dom';
@@ -14,7 +14,7 @@ import {
 } from '../format';
 import { followJob } from '../jobs';
 import type { RouteContext } from '../router';
-import { canAnalyze, canSignOff, currentUser } from '../session';
+import { canAddCells, canAnalyze, canSignOff, currentUser } from '../session';
 import { progressBar, statusBadge } from '../widgets';
 
 export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
@@ -27,6 +27,7 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
   root.append(crumbs, head, errorSlot, statusSlot, resultsSlot);
 
   let viewer: SlideViewer | null = null;
+  let importNotice = ''; // what the last box import did, shown again after the page reloads its cells
   let followingJob: number | null = null;
   const cleanup = (): void => {
     viewer?.destroy();
@@ -279,6 +280,10 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
         ),
       ),
       cellsCard,
+      trainingCard(slide, cells, errorSlot, importNotice, (notice) => {
+        importNotice = notice;
+        void load();
+      }),
     );
     if (currentImage) showImage(currentImage);
     void awaitAnswers();
@@ -286,6 +291,64 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
 
   void load();
   return cleanup;
+}
+
+/** The slide as training data: its boxes and classified cells to download, box files to add. */
+function trainingCard(
+  slide: Slide,
+  cells: Cell[],
+  errorSlot: HTMLElement,
+  notice: string,
+  reload: (notice: string) => void,
+): HTMLElement {
+  const confirmed = slide.signed_off_at !== null || cells.some((c) => c.reviewed_class);
+  const link = (href: string, text: string): HTMLElement => h('a', { class: 'btn btn-small', href, download: '' }, text);
+  const card = h(
+    'section',
+    { class: 'card', id: 'training-data' },
+    h('h2', {}, 'Training data'),
+    h(
+      'p',
+      {},
+      'Boxes ',
+      link(exportUrls.boxes(slide.id, 'voc'), 'Pascal VOC'),
+      ' ',
+      link(exportUrls.boxes(slide.id, 'coco'), 'COCO'),
+      ' ',
+      link(exportUrls.boxes(slide.id, 'yolo'), 'YOLO'),
+      ' · Cells by class ',
+      confirmed
+        ? link(exportUrls.cells(slide.id, 'confirmed'), 'as reviewed')
+        : link(exportUrls.cells(slide.id, 'all'), "the model's classes"),
+    ),
+    h('p', { class: 'muted small' }, 'Zip files that python -m ml.localization and python -m ml.classification train on as they are.'),
+  );
+  if (canAddCells(currentUser()) && !slide.signed_off_at) {
+    const files = h('input', { type: 'file', id: 'box-files', multiple: true, accept: '.xml,.json,.txt' }) as HTMLInputElement;
+    const labels = h('input', { type: 'text', id: 'box-labels', placeholder: 'YOLO class names, e.g. WBC,RBC,Platelets', style: 'width:22em;display:inline-block' }) as HTMLInputElement;
+    const add = h('button', { type: 'button', class: 'btn btn-small', id: 'add-boxes' }, 'Add boxes');
+    const result = h('span', { class: 'muted small', id: 'box-import-result' }, notice);
+    add.addEventListener('click', async () => {
+      const chosen = Array.from(files.files ?? []);
+      if (!chosen.length) return;
+      add.setAttribute('disabled', '');
+      showError(errorSlot, null);
+      try {
+        const done = await api.importBoxes(slide.id, chosen, labels.value);
+        const skipped = Object.entries(done.skipped).map(([why, n]) => `${n} ${why}`).join(', ');
+        result.textContent = `${done.added} box${done.added === 1 ? '' : 'es'} added${skipped ? `; skipped: ${skipped}` : ''}.`;
+        if (done.added) reload(result.textContent);
+      } catch (err) {
+        showError(errorSlot, err);
+      } finally {
+        add.removeAttribute('disabled');
+      }
+    });
+    card.append(
+      h('p', {}, 'Add boxes from files (Pascal VOC .xml, COCO .json, YOLO .txt): ', files, ' ', labels, ' ', add, ' ', result),
+    );
+  }
+  return card;
 }
 
 function meta(term: string, value: string | number): HTMLElement[] {

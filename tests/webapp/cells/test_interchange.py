@@ -1,0 +1,186 @@
+"""Training sets out of the app (boxes as VOC/COCO/YOLO, classified cells as crops) and boxes into it."""
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from ml.boxes import Box
+from ml.localization.formats import Annotation, load_dataset, write_coco, write_voc, write_yolo
+from tests.helpers import BCCD, bccd_available, iou, smear_field
+from webapp.cells.models import Cell
+from webapp.cells.services import cell_reclassify
+
+
+def _unzip(response, folder):
+    assert response.status_code == 200, getattr(response, "content", b"")[:300]
+    assert response["Content-Type"] == "application/zip"
+    data = b"".join(response.streaming_content)
+    zipfile.ZipFile(io.BytesIO(data)).extractall(folder)
+    return folder
+
+
+@pytest.mark.parametrize("fmt", ["voc", "coco", "yolo"])
+def test_a_slides_boxes_go_out_as_a_dataset_the_localizer_trains_on(api_as, analyzed_slide, tmp_path, fmt):
+    client = api_as("hematologist", username="h1")
+    r = client.get(f"/api/exports/boxes/?format={fmt}&slide={analyzed_slide.pk}")
+    samples = load_dataset(_unzip(r, tmp_path / fmt))  # what `python -m ml.localization train --data` reads
+    image = analyzed_slide.images.get()
+    (sample,) = samples
+    assert sample.image_path.read_bytes() == image.file.open("rb").read()
+    assert (sample.annotation.width, sample.annotation.height) == (image.width, image.height)
+    cells = sorted(c.box for c in analyzed_slide.cells.all())
+    got = sorted(b.as_list() for b in sample.annotation.boxes)
+    assert len(got) == len(cells) and {b.label for b in sample.annotation.boxes} == {"WBC"}
+    for a, b in zip(got, cells):
+        assert np.allclose(a, b, atol=1.0)  # VOC keeps whole pixels
+
+
+def test_boxes_with_their_classes_and_only_where_every_cell_has_one(api_as, active_classifier, analyzed_slide, make_user, tmp_path):
+    client = api_as("annotator", username="a1")
+    image = analyzed_slide.images.get()
+    r = client.post(f"/api/slides/{analyzed_slide.pk}/cells/", {"image": image.pk, "box": [1, 1, 40, 40]}, format="json")
+    assert r.status_code == 201
+    drawn = Cell.objects.get(pk=r.json()["id"])
+    r = client.get(f"/api/exports/boxes/?format=coco&classes=1&slide={analyzed_slide.pk}")
+    assert r.status_code == 400 and "no class" in r.json()["message"]
+    cell_reclassify(cell=drawn, label="monocyte", user=make_user("hematologist", username="h1"))
+    r = client.get(f"/api/exports/boxes/?format=coco&classes=1&slide={analyzed_slide.pk}")
+    (sample,) = load_dataset(_unzip(r, tmp_path / "coco"))
+    labels = sorted(b.label for b in sample.annotation.boxes)
+    expected = sorted(c.effective_class for c in analyzed_slide.cells.all())
+    assert labels == expected and "monocyte" in labels
+
+
+def test_exports_are_of_the_users_lab_and_explain_bad_requests(api_as, analyzed_slide, other_lab):
+    own = api_as("hematologist", username="h1")
+    stranger = api_as("hematologist", username="h2", user_lab=other_lab)
+    r = stranger.get(f"/api/exports/boxes/?format=voc&slide={analyzed_slide.pk}")
+    assert r.status_code == 404 and str(analyzed_slide.pk) in r.json()["message"]
+    assert stranger.get("/api/exports/cells/?which=all").status_code == 400  # no slide of theirs has cells
+    assert api_as(None).get("/api/exports/boxes/?format=voc").status_code in (401, 403)
+    for query, words in [("format=pdf", "format must be"), ("format=voc&slide=x", "slide ids"),
+                         ("format=voc&slide=99999999999999999999", "positive"), ("format=voc&which=some", "which must")]:
+        r = own.get(f"/api/exports/boxes/?{query}")
+        assert r.status_code == 400 and words in r.json()["message"], (query, r.content)
+
+
+def test_confirmed_cells_go_out_as_crops_the_classifier_trains_on(api_as, analyzed_slide, make_user, tmp_path):
+    from ml.classification.data import load_folder, read_box_file
+
+    client = api_as("hematologist", username="h1")
+    r = client.get(f"/api/exports/cells/?slide={analyzed_slide.pk}")
+    assert r.status_code == 400 and "which=all" in r.json()["message"]  # nothing reviewed yet
+    cell = analyzed_slide.cells.first()
+    cell_reclassify(cell=cell, label="eosinophil", user=make_user("hematologist", username="h2"))
+    folder = _unzip(client.get(f"/api/exports/cells/?slide={analyzed_slide.pk}"), tmp_path / "cells")
+    assert sorted(p.name for p in folder.iterdir()) == ["boxes.csv", "eosinophil"]
+    (crop_path,) = (folder / "eosinophil").iterdir()
+    boxes = read_box_file(folder)
+    box = boxes[f"eosinophil/{crop_path.name}"]
+    from PIL import Image
+
+    crop = np.asarray(Image.open(crop_path))
+    side = max(cell.x1 - cell.x0, cell.y1 - cell.y0) * 2  # the box and as much context again
+    assert abs(crop.shape[0] - min(512, side)) <= 1 and crop.shape[0] == crop.shape[1]
+    assert box.x0 > 0 and box.x1 < crop.shape[1] and abs((box.x0 + box.x1) / 2 - crop.shape[1] / 2) < 1
+    # the class-per-folder reader takes the exported box, not the one the localizer would find
+    cells = load_folder(folder, use_cache=False)
+    assert cells.classes == ["eosinophil"] and len(cells) == 1
+    scale = cells.images.shape[1] / crop.shape[0]
+    assert np.allclose(cells.boxes[0], np.array(box.as_list()) * scale, atol=1.0)
+
+    # with which=all, the model's answers too: every cell with a class
+    folder = _unzip(client.get(f"/api/exports/cells/?slide={analyzed_slide.pk}&which=all"), tmp_path / "all")
+    assert len(read_box_file(folder)) == sum(1 for c in analyzed_slide.cells.all() if c.effective_class)
+
+
+def _voc_bytes(tmp_path, ann: Annotation) -> bytes:
+    write_voc(ann, tmp_path / "x.xml")
+    return (tmp_path / "x.xml").read_bytes()
+
+
+@pytest.fixture
+def fresh_slide(patient):
+    """A slide of the same field, not analyzed (no cell)."""
+    from webapp.slides.services import slide_upload
+
+    name, data, _ = smear_field(0)
+    slide, _ = slide_upload(user=patient.created_by, patient=patient, files=[SimpleUploadedFile(name, data)])
+    return slide
+
+
+def test_a_smears_box_file_comes_in_as_cells_drawn_by_the_annotator(api_as, fresh_slide, tmp_path):
+    name, _, truth = smear_field(0)
+    image = fresh_slide.images.get()
+    if bccd_available():  # the dataset's own file: WBC, RBC and platelet boxes
+        xml = (BCCD / "Annotations" / (name.rsplit(".", 1)[0] + ".xml")).read_bytes()
+    else:
+        boxes = [Box(*b) for b in truth] + [Box(5, 5, 60, 60, label="RBC")]
+        xml = _voc_bytes(tmp_path, Annotation(name, image.width, image.height, boxes))
+    client = api_as("annotator", username="a1")
+    r = client.post(f"/api/slides/{fresh_slide.pk}/boxes/", {"files": [SimpleUploadedFile(f"{name}.xml", xml)]},
+                    format="multipart")
+    assert r.status_code == 200, r.content
+    assert r.json()["added"] == len(truth) and r.json()["skipped"].get("RBC", 0) >= 1
+    cells = list(fresh_slide.cells.all())
+    assert all(c.source == "person" and c.created_by.username == "a1" and not c.reviewed_class for c in cells)
+    assert max(iou(c.box, truth[0]) for c in cells) > 0.95
+    assert set(fresh_slide.cell_events.values_list("action", flat=True)) == {"create"}
+    # the same file again adds nothing
+    r = client.post(f"/api/slides/{fresh_slide.pk}/boxes/", {"files": [SimpleUploadedFile(f"{name}.xml", xml)]},
+                    format="multipart")
+    assert r.json()["added"] == 0 and r.json()["skipped"]["already there"] == len(truth)
+
+
+def test_box_files_round_trip_through_every_format(api_as, analyzed_slide, fresh_slide, tmp_path):
+    """Boxes exported from one slide come back, in each format, onto another slide of the same field."""
+    client = api_as("annotator", username="a1")
+    src = sorted(c.box for c in analyzed_slide.cells.all())
+    image = fresh_slide.images.get()
+    for fmt, upload in [("voc", "Annotations/{stem}.xml"), ("coco", "annotations.json"), ("yolo", "labels/{stem}.txt")]:
+        Cell.objects.filter(slide=fresh_slide).delete()
+        folder = _unzip(client.get(f"/api/exports/boxes/?format={fmt}&slide={analyzed_slide.pk}"), tmp_path / fmt)
+        stem = next((folder / ("JPEGImages" if fmt == "voc" else "images")).iterdir()).stem
+        path = folder / upload.format(stem=stem)
+        r = client.post(f"/api/slides/{fresh_slide.pk}/boxes/",
+                        {"files": [SimpleUploadedFile(path.name, path.read_bytes())], "labels": "WBC"}, format="multipart")
+        assert r.status_code == 200 and r.json()["added"] == len(src), (fmt, r.content)
+        got = sorted(c.box for c in fresh_slide.cells.filter(image=image))
+        assert all(np.allclose(a, b, atol=1.0) for a, b in zip(got, src)), fmt
+
+
+def test_a_bad_box_file_is_refused_by_name_and_adds_nothing(api_as, fresh_slide, tmp_path):
+    client = api_as("annotator", username="a1")
+    image = fresh_slide.images.get()
+    good = _voc_bytes(tmp_path, Annotation(image.filename, image.width, image.height, [Box(10, 10, 80, 80)]))
+    wrong_size = _voc_bytes(tmp_path, Annotation(image.filename, 100, 100, [Box(10, 10, 80, 80)]))
+    odd_label = _voc_bytes(tmp_path, Annotation(image.filename, image.width, image.height, [Box(10, 10, 80, 80, label="Dog")]))
+    write_coco([Annotation(image.filename, image.width, image.height, [Box(10, 10, 80, 80)])], tmp_path / "c.json")
+    coco = (tmp_path / "c.json").read_bytes()
+    write_yolo(Annotation(image.filename, image.width, image.height, [Box(10, 10, 80, 80)]), tmp_path / "y.txt", labels=["WBC"])
+    yolo = (tmp_path / "y.txt").read_bytes()
+    cases = [
+        ([("broken.xml", b"<annotation><size>")], "broken.xml: not valid XML"),
+        ([("field.xml", wrong_size)], "field.xml: its boxes are for a 100x100 image"),
+        ([("dog.xml", odd_label)], "dog.xml: unknown label 'Dog'"),
+        ([("notes.pdf", b"%PDF")], "notes.pdf: not a box file"),
+        ([("fine.xml", good), ("late.json", b"{}")], "late.json: not a COCO file"),
+        ([("boxes.txt", yolo)], "boxes.txt: a YOLO file needs the class names"),
+        ([("c.json", coco.replace(b'"name": "WBC"', b'"name": "WBC"').replace(b'"category_id": 1', b'"category_id": 7'))],
+         "c.json: annotation 1 has unknown category 7"),
+        ([], "Attach at least one box file"),
+    ]
+    for files, message in cases:
+        r = client.post(f"/api/slides/{fresh_slide.pk}/boxes/",
+                        {"files": [SimpleUploadedFile(n, d) for n, d in files]}, format="multipart")
+        assert r.status_code == 400 and message in r.json()["message"], (message, r.content)
+        assert "/tmp" not in r.json()["message"]
+        assert not fresh_slide.cells.exists()
+    assert api_as("hematologist", username="h1").post(
+        f"/api/slides/{fresh_slide.pk}/boxes/", {"files": [SimpleUploadedFile("fine.xml", good)]}, format="multipart"
+    ).status_code == 403
+    r = client.post(f"/api/slides/{fresh_slide.pk}/boxes/", {"files": [SimpleUploadedFile("boxes.txt", yolo)], "labels": "WBC"},
+                    format="multipart")
+    assert r.status_code == 200 and r.json()["added"] == 1

@@ -1,0 +1,241 @@
+"""Training sets out of the app, and boxes into it.
+
+Boxes go out as Pascal VOC XML, COCO JSON or YOLO txt and come in from the same formats, through the
+readers and writers of ``ml.localization.formats`` (``python -m ml.localization`` reads an exported
+folder as it is). Cells with a class go out as a class-per-folder set of crops with the box of each
+(``ml.classification.data.export_crop``, ``boxes.csv``), which ``python -m ml.classification train
+--data`` reads as it is.
+"""
+from __future__ import annotations
+
+import io
+import tempfile
+import zipfile
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.db.models import Q, QuerySet
+
+from webapp.cells.models import Cell
+from webapp.common.exceptions import ApplicationError
+from webapp.slides.models import Slide, SlideImage
+
+BOX_FORMATS = ("voc", "coco", "yolo")
+WBC = "WBC"  # the label of a white cell's box where the class is not exported (what BCCD's files say)
+SKIPPED_LABELS = {"rbc", "platelets"}  # other objects of a smear's box files (BCCD): not white cells
+WHICH = ("confirmed", "all")
+
+
+def _image_name(image: SlideImage) -> str:
+    return f"slide{image.slide_id}_image{image.pk}.{image.format_ext}"
+
+
+def _spooled_zip() -> tuple[tempfile.SpooledTemporaryFile, zipfile.ZipFile]:
+    buf = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)
+    return buf, zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED)
+
+
+def _write_image(zf: zipfile.ZipFile, image: SlideImage, arcname: str) -> None:
+    with image.file.open("rb") as src, zf.open(arcname, "w", force_zip64=True) as dst:
+        for chunk in iter(lambda: src.read(1 << 20), b""):
+            dst.write(chunk)
+
+
+def cells_for_export(*, slides: QuerySet[Slide], which: str) -> QuerySet[Cell]:
+    """The slides' cells; ``confirmed``: those whose class a person gave or confirmed (a reviewed
+    class, or a signed-off slide), ``all``: the model's answers too."""
+    if which not in WHICH:
+        raise ApplicationError(f"which must be one of {', '.join(WHICH)}, not {which!r}.")
+    cells = Cell.objects.filter(slide__in=slides)
+    if which == "confirmed":
+        cells = cells.filter(Q(slide__signed_off_at__isnull=False) | ~Q(reviewed_class=""))
+    return cells.select_related("image").order_by("image_id", "pk")
+
+
+def boxes_export(*, slides: QuerySet[Slide], fmt: str, with_classes: bool = False, which: str = "all"):
+    """A zip of the slides' images and their cells' boxes in ``fmt`` (voc, coco or yolo), labelled
+    ``WBC`` or, with ``with_classes``, with each cell's class (reviewed over predicted). Every image
+    of the slides goes in, also one without a cell (a field with none is a lesson too). Returns an
+    open temporary file, at its start."""
+    from ml.boxes import Box
+    from ml.localization.formats import Annotation, write_coco, write_voc, write_yolo
+
+    if fmt not in BOX_FORMATS:
+        raise ApplicationError(f"format must be one of {', '.join(BOX_FORMATS)}, not {fmt!r}.")
+    by_image: dict[int, list[Cell]] = {}
+    for cell in cells_for_export(slides=slides, which=which):
+        by_image.setdefault(cell.image_id, []).append(cell)
+    images = list(SlideImage.objects.filter(slide__in=slides).order_by("slide_id", "position", "pk"))
+    if with_classes and any(not c.effective_class for cells in by_image.values() for c in cells):
+        raise ApplicationError("Some of these cells have no class yet; export them without classes, or give them one.")
+    anns = []
+    for image in images:
+        boxes = [Box(c.x0, c.y0, c.x1, c.y1, label=c.effective_class if with_classes else WBC)
+                 for c in by_image.get(image.pk, [])]
+        anns.append(Annotation(_image_name(image), image.width, image.height, boxes))
+    labels = sorted({b.label for a in anns for b in a.boxes}) or [WBC]
+    buf, zf = _spooled_zip()
+    with zf, tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        folder = {"voc": "JPEGImages", "coco": "images", "yolo": "images"}[fmt]
+        for image, ann in zip(images, anns):
+            _write_image(zf, image, f"{folder}/{ann.image}")
+            stem = Path(ann.image).stem
+            if fmt == "voc":
+                write_voc(ann, tmp / f"{stem}.xml")
+                zf.write(tmp / f"{stem}.xml", f"Annotations/{stem}.xml")
+            elif fmt == "yolo":
+                write_yolo(ann, tmp / f"{stem}.txt", labels=labels)
+                zf.write(tmp / f"{stem}.txt", f"labels/{stem}.txt")
+        if fmt == "coco":
+            write_coco(anns, tmp / "annotations.json", labels=labels)
+            zf.write(tmp / "annotations.json", "annotations.json")
+        elif fmt == "yolo":
+            zf.writestr("classes.txt", "".join(f"{label}\n" for label in labels))
+    buf.seek(0)
+    return buf
+
+
+def crops_export(*, slides: QuerySet[Slide], which: str = "confirmed", progress=None):
+    """A zip of the slides' cells that have a class, as a class-per-folder set of crops
+    (``<class>/slide<S>_cell<C>.png``) with ``boxes.csv``, the box of each in its crop's pixels.
+    Returns an open temporary file, at its start."""
+    from PIL import Image
+
+    from ml.boxes import Box
+    from ml.classification.data import BOX_FILE, export_crop
+    from webapp.slides.services import slide_image_read
+
+    cells = [c for c in cells_for_export(slides=slides, which=which) if c.effective_class]
+    if not cells:
+        hint = " (pass which=all to export the model's answers too)" if which == "confirmed" else ""
+        raise ApplicationError(f"These slides have no cell with a class to export{hint}.")
+    rows, counts = [], Counter()
+    buf, zf = _spooled_zip()
+    with zf:
+        image_id, array = None, None
+        for n, cell in enumerate(cells):
+            if cell.image_id != image_id:  # cells come ordered by image: each is read once
+                image_id, array = cell.image_id, slide_image_read(image=cell.image)
+            crop, box = export_crop(array, Box(cell.x0, cell.y0, cell.x1, cell.y1).clip(cell.image.width, cell.image.height))
+            name = f"{cell.effective_class}/slide{cell.slide_id}_cell{cell.pk}.png"
+            png = io.BytesIO()
+            Image.fromarray(crop).save(png, format="PNG")
+            zf.writestr(name, png.getvalue())
+            rows.append([name, *(f"{v:.2f}" for v in box.as_list())])
+            counts[cell.effective_class] += 1
+            if progress:
+                progress((n + 1) / len(cells))
+        zf.writestr(BOX_FILE, "image,x0,y0,x1,y1\n" + "".join(",".join(r) + "\n" for r in rows))
+    buf.seek(0)
+    return buf, counts
+
+
+def _known_classes() -> set[str]:
+    from ml.classification.data import PBC_CLASSES
+    from webapp.registry.runtime import active_classifier
+
+    _, classifier = active_classifier()
+    return set(classifier.classes) if classifier is not None else set(PBC_CLASSES)
+
+
+def _read_upload(upload, *, fmt: str, image: SlideImage, labels: list[str] | None):
+    """The annotations of one uploaded box file; problems are ApplicationErrors naming the file."""
+    from ml.localization.formats import AnnotationError, read_coco, read_voc, read_yolo
+
+    name = Path(upload.name or "annotations").name
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        with open(path, "wb") as out:
+            for chunk in upload.chunks():
+                out.write(chunk)
+        try:
+            if fmt == "voc":
+                return [read_voc(path)]
+            if fmt == "coco":
+                return read_coco(path)
+            if not labels:
+                raise ApplicationError(f"{name}: a YOLO file needs the class names, in order (labels=WBC,RBC,...).")
+            return [read_yolo(path, width=image.width, height=image.height, labels=labels, image=image.filename)]
+        except AnnotationError as exc:
+            raise ApplicationError(str(exc).replace(f"{tmp}/", "")) from None
+
+
+def _format_of(name: str) -> str:
+    suffix = Path(name).suffix.lower()
+    fmt = {".xml": "voc", ".json": "coco", ".txt": "yolo"}.get(suffix)
+    if fmt is None:
+        raise ApplicationError(f"{name}: not a box file (expected Pascal VOC .xml, COCO .json or YOLO .txt).")
+    return fmt
+
+
+def _match_image(ann_image: str, images: list[SlideImage], where: str) -> SlideImage:
+    if len(images) == 1:
+        return images[0]
+    name = Path(ann_image or "").name
+    for image in images:
+        if name and name in (image.filename, _image_name(image)):
+            return image
+    stem = Path(name).stem
+    found = [im for im in images if stem and Path(im.filename).stem == stem]
+    if len(found) == 1:
+        return found[0]
+    raise ApplicationError(
+        f"{where}: its image {ann_image!r} is none of this slide's ({', '.join(im.filename for im in images)}).")
+
+
+def boxes_import(*, slide: Slide, files: Iterable, user: User, labels: list[str] | None = None) -> dict:
+    """Add the white cells of box files (VOC .xml, COCO .json, YOLO .txt with ``labels``) to a slide as
+    cells drawn by ``user``: a box labelled ``WBC`` without a class, one labelled with a known class
+    with that class as reviewed; ``RBC`` and ``Platelets`` boxes are skipped. Each file is matched to
+    the slide's image by name (any file, where the slide has one image); its image size must be that
+    image's. A box the slide already has is not added twice. Everything is checked before anything
+    is stored: a bad file adds nothing."""
+    from webapp.cells.services import cell_create
+
+    images = list(slide.images.order_by("position", "pk"))
+    known = _known_classes()
+    known_lower = {k.lower(): k for k in known}
+    plan, skipped = [], Counter()
+    files = list(files)
+    if not files:
+        raise ApplicationError("Attach at least one box file in the 'files' field.")
+    for upload in files:
+        name = Path(upload.name or "annotations").name
+        fmt = _format_of(name)
+        target = images[0] if fmt == "yolo" and len(images) == 1 else None
+        if fmt == "yolo" and target is None:
+            target = _match_image(Path(name).stem, images, name)
+        for ann in _read_upload(upload, fmt=fmt, image=target or images[0], labels=labels):
+            image = target or _match_image(ann.image, images, name)
+            if (ann.width, ann.height) != (image.width, image.height):
+                raise ApplicationError(
+                    f"{name}: its boxes are for a {ann.width}x{ann.height} image; {image.filename} is "
+                    f"{image.width}x{image.height}.")
+            for box in ann.boxes:
+                label = box.label.strip()
+                if label.lower() in SKIPPED_LABELS:
+                    skipped[label] += 1
+                    continue
+                if label.lower() != WBC.lower() and label.lower() not in known_lower:
+                    raise ApplicationError(
+                        f"{name}: unknown label {label!r} (expected WBC, RBC, Platelets or a cell class: "
+                        f"{', '.join(sorted(known))}).")
+                cls = "" if label.lower() == WBC.lower() else known_lower[label.lower()]
+                plan.append((image, [round(v, 2) for v in box.as_list()], cls))
+    added = 0
+    with transaction.atomic():
+        if slide.signed_off_at is not None:
+            raise ApplicationError("This slide is signed off; its cells can no longer change.", status_code=409)
+        existing = {(c.image_id, tuple(round(v, 2) for v in c.box)) for c in slide.cells.all()}
+        for image, box, cls in plan:
+            if (image.pk, tuple(box)) in existing:
+                skipped["already there"] += 1
+                continue
+            existing.add((image.pk, tuple(box)))
+            cell_create(image=image, box=box, label=cls, user=user)
+            added += 1
+    return {"added": added, "skipped": dict(skipped)}
