@@ -269,7 +269,7 @@ def slide_with_a_drawn_box(hematologist, make_user, active_classifier, monkeypat
     x0, y0, x1, y1 = model_cell.box
     drawn = cell_create(image=slide.images.get(), box=[x0 + 3, y0 + 3, x1 - 3, y1 - 3], label="",
                         user=make_user("annotator", username="anno"))
-    return slide, drawn, Job.objects.get(kind="cell_classify", params__cell_id=drawn.pk)
+    return slide, drawn, Job.objects.get(kind="cell_classify", params__slide_id=slide.pk)
 
 
 def test_a_box_drawn_by_hand_shows_the_models_answer_when_it_comes(slide_with_a_drawn_box, live_server, screenshots, browser):

@@ -58,5 +58,6 @@ def test_uploaded_field_is_analysed_by_the_celery_worker(live_server, celery_wor
     assert not drawn["model_pending"], worker_log.read_text()[-3000:]
     assert drawn["model_version"] == active_classifier.version and drawn["predicted_class"] in drawn["probabilities"]
     assert api.get(drawn["heatmap_url"]).content[:4] == b"\x89PNG"
-    answer = Job.objects.get(kind="cell_classify", params__cell_id=drawn["id"])
+    answer = Job.objects.get(kind="cell_classify", params__slide_id=slide["id"])
+    assert answer.params["cells"] == [{"id": drawn["id"], "box": drawn["box"]}]
     assert answer.celery_id and f"Task cell_classify[{answer.celery_id}] received" in worker_log.read_text()

@@ -39,7 +39,10 @@ def _spooled_zip() -> tuple[tempfile.SpooledTemporaryFile, zipfile.ZipFile]:
 
 
 def _write_image(zf: zipfile.ZipFile, image: SlideImage, arcname: str) -> None:
-    with image.file.open("rb") as src, zf.open(arcname, "w", force_zip64=True) as dst:
+    info = zipfile.ZipInfo(arcname, date_time=image.slide.uploaded_at.timetuple()[:6])
+    # JPEG and PNG are compressed already; BMP and TIFF mostly are not
+    info.compress_type = zipfile.ZIP_STORED if image.format in ("JPEG", "PNG") else zipfile.ZIP_DEFLATED
+    with image.file.open("rb") as src, zf.open(info, "w", force_zip64=True) as dst:
         for chunk in iter(lambda: src.read(1 << 20), b""):
             dst.write(chunk)
 
@@ -68,7 +71,7 @@ def boxes_export(*, slides: QuerySet[Slide], fmt: str, with_classes: bool = Fals
     by_image: dict[int, list[Cell]] = {}
     for cell in cells_for_export(slides=slides, which=which):
         by_image.setdefault(cell.image_id, []).append(cell)
-    images = list(SlideImage.objects.filter(slide__in=slides).order_by("slide_id", "position", "pk"))
+    images = list(SlideImage.objects.filter(slide__in=slides).select_related("slide").order_by("slide_id", "position", "pk"))
     if with_classes and any(not c.effective_class for cells in by_image.values() for c in cells):
         raise ApplicationError("Some of these cells have no class yet; export them without classes, or give them one.")
     anns = []
@@ -101,7 +104,7 @@ def boxes_export(*, slides: QuerySet[Slide], fmt: str, with_classes: bool = Fals
 
 def crops_export(*, slides: QuerySet[Slide], which: str = "confirmed", progress=None):
     """A zip of the slides' cells that have a class, as a class-per-folder set of crops
-    (``<class>/slide<S>_cell<C>.png``) with ``boxes.csv``, the box of each in its crop's pixels.
+    (``<class>/slide<S>_cell<C>.jpg``, or ``.png`` from a lossless image) with ``boxes.csv``, the box of each in its crop's pixels.
     Returns an open temporary file, at its start."""
     from PIL import Image
 
@@ -121,10 +124,15 @@ def crops_export(*, slides: QuerySet[Slide], which: str = "confirmed", progress=
             if cell.image_id != image_id:  # cells come ordered by image: each is read once
                 image_id, array = cell.image_id, slide_image_read(image=cell.image)
             crop, box = export_crop(array, Box(cell.x0, cell.y0, cell.x1, cell.y1).clip(cell.image.width, cell.image.height))
-            name = f"{cell.effective_class}/slide{cell.slide_id}_cell{cell.pk}.png"
-            png = io.BytesIO()
-            Image.fromarray(crop).save(png, format="PNG")
-            zf.writestr(name, png.getvalue())
+            # a JPEG image's cells as JPEG (at 95, next to nothing lost again), a lossless one's as PNG
+            jpeg = cell.image.format == "JPEG"
+            name = f"{cell.effective_class}/slide{cell.slide_id}_cell{cell.pk}.{'jpg' if jpeg else 'png'}"
+            out = io.BytesIO()
+            if jpeg:
+                Image.fromarray(crop).save(out, format="JPEG", quality=95)
+            else:
+                Image.fromarray(crop).save(out, format="PNG", compress_level=1)
+            zf.writestr(name, out.getvalue(), compress_type=zipfile.ZIP_STORED)  # compressed already
             rows.append([name, *(f"{v:.2f}" for v in box.as_list())])
             counts[cell.effective_class] += 1
             if progress:
@@ -194,7 +202,7 @@ def boxes_import(*, slide: Slide, files: Iterable, user: User, labels: list[str]
     the slide's image by name (any file, where the slide has one image); its image size must be that
     image's. A box the slide already has is not added twice. Everything is checked before anything
     is stored: a bad file adds nothing."""
-    from webapp.cells.services import cell_create
+    from webapp.cells.services import cell_answer_request, cell_create
 
     images = list(slide.images.order_by("position", "pk"))
     known = _known_classes()
@@ -226,7 +234,7 @@ def boxes_import(*, slide: Slide, files: Iterable, user: User, labels: list[str]
                         f"{', '.join(sorted(known))}).")
                 cls = "" if label.lower() == WBC.lower() else known_lower[label.lower()]
                 plan.append((image, [round(v, 2) for v in box.as_list()], cls))
-    added = 0
+    added = []
     with transaction.atomic():
         if slide.signed_off_at is not None:
             raise ApplicationError("This slide is signed off; its cells can no longer change.", status_code=409)
@@ -236,6 +244,6 @@ def boxes_import(*, slide: Slide, files: Iterable, user: User, labels: list[str]
                 skipped["already there"] += 1
                 continue
             existing.add((image.pk, tuple(box)))
-            cell_create(image=image, box=box, label=cls, user=user)
-            added += 1
-    return {"added": added, "skipped": dict(skipped)}
+            added.append(cell_create(image=image, box=box, label=cls, user=user, answer=False))
+        cell_answer_request(cells=added, user=user)  # one job answers for them all
+    return {"added": len(added), "skipped": dict(skipped)}

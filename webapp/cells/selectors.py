@@ -18,9 +18,10 @@ def cells_awaiting_answer(*, slide=None, cell=None) -> set[int]:
     or being computed (``webapp.cells.services.cell_answer_request``)."""
     from webapp.jobs.models import Job
 
-    jobs = Job.objects.filter(kind="cell_classify", status__in=(Job.Status.QUEUED, Job.Status.RUNNING))
-    jobs = jobs.filter(params__slide_id=slide.pk) if slide is not None else jobs.filter(params__cell_id=cell.pk)
-    return {params["cell_id"] for params in jobs.values_list("params", flat=True)}
+    jobs = Job.objects.filter(kind="cell_classify", status__in=(Job.Status.QUEUED, Job.Status.RUNNING),
+                              params__slide_id=slide.pk if slide is not None else cell.slide_id)
+    ids = {entry["id"] for params in jobs.values_list("params", flat=True) for entry in params.get("cells", [])}
+    return ids if cell is None else ids & {cell.pk}
 
 
 def cell_history(*, slide) -> QuerySet[CellEvent]:

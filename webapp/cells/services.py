@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 
 import numpy as np
 from django.conf import settings
@@ -13,6 +15,7 @@ from PIL import Image
 from webapp.cells.models import Cell, CellEvent
 from webapp.common.exceptions import ApplicationError
 from webapp.jobs.models import Job
+from webapp.slides.models import SlideImage
 
 
 def cell_snapshot(cell: Cell) -> dict:
@@ -153,9 +156,9 @@ def _check_box(image, box: list[float]) -> tuple[float, float, float, float]:
 
 
 @transaction.atomic
-def cell_move(*, cell: Cell, box: list[float], user: User) -> Cell:
+def cell_move(*, cell: Cell, box: list[float], user: User, answer: bool = True) -> Cell:
     """Move or resize a cell's box; the model's answer and heatmap for the new box follow in a job
-    (:func:`cell_answer_request`)."""
+    (:func:`cell_answer_request`; ``answer=False``: the caller queues it)."""
     _check_open(cell.slide)
     before = cell_snapshot(cell)
     cell.x0, cell.y0, cell.x1, cell.y1 = _check_box(cell.image, box)
@@ -163,14 +166,15 @@ def cell_move(*, cell: Cell, box: list[float], user: User) -> Cell:
         cell.crop.delete(save=False)
     cell.save(update_fields=["x0", "y0", "x1", "y1", "crop", "updated_at"])
     _event(cell=cell, action=CellEvent.Action.MOVE, actor=user, before=before, after=cell_snapshot(cell))
-    cell_answer_request(cell=cell, user=user)
+    if answer:
+        cell_answer_request(cells=[cell], user=user)
     return cell
 
 
 @transaction.atomic
-def cell_create(*, image, box: list[float], label: str, user: User) -> Cell:
+def cell_create(*, image, box: list[float], label: str, user: User, answer: bool = True) -> Cell:
     """A box drawn by a person, with the class they give (if any); the model's answer and heatmap
-    follow in a job (:func:`cell_answer_request`)."""
+    follow in a job (:func:`cell_answer_request`; ``answer=False``: the caller queues it)."""
     _check_open(image.slide)
     x0, y0, x1, y1 = _check_box(image, box)
     cell = Cell(slide_id=image.slide_id, image=image, x0=x0, y0=y0, x1=x1, y1=y1, source=Cell.Source.PERSON,
@@ -178,7 +182,8 @@ def cell_create(*, image, box: list[float], label: str, user: User) -> Cell:
                 reviewed_at=timezone.now() if label else None, created_by=user)
     cell.save()
     _event(cell=cell, action=CellEvent.Action.CREATE, actor=user, before=None, after=cell_snapshot(cell))
-    cell_answer_request(cell=cell, user=user)
+    if answer:
+        cell_answer_request(cells=[cell], user=user)
     return cell
 
 
@@ -193,37 +198,40 @@ def cell_delete(*, cell: Cell, user: User) -> None:
 ANSWER_JOB = "cell_classify"
 
 
-def cell_answer_key(*, cell_id: int, box: list[float]) -> str:
-    """One job per cell and box: a box moved again gets a job of its own."""
-    return f"classify:cell:{cell_id}:" + ",".join(repr(float(v)) for v in box)
+def cell_answer_key(*, cells: list[Cell]) -> str:
+    """One job per cell and box (a box moved again gets a job of its own), or per set of them."""
+    if len(cells) == 1:
+        return f"classify:cell:{cells[0].pk}:" + ",".join(repr(float(v)) for v in cells[0].box)
+    entries = json.dumps([[c.pk, c.box] for c in cells])
+    return f"classify:cells:{cells[0].slide_id}:{hashlib.sha1(entries.encode()).hexdigest()}"
 
 
-def cell_answer_request(*, cell: Cell, user: User | None) -> Job | None:
-    """Queue the active classifier's answer and heatmap for a cell's box as it is now (None when no
-    classifier is active)."""
+def cell_answer_request(*, cells: list[Cell], user: User | None) -> Job | None:
+    """Queue the active classifier's answers and heatmaps for cells' boxes as they are now, one job
+    for the lot (cells of one slide; None when there are none or no classifier is active)."""
     from webapp.jobs.services import job_enqueue
     from webapp.registry.models import ModelVersion
     from webapp.registry.selectors import model_version_active
 
-    if model_version_active(kind=ModelVersion.Kind.CLASSIFIER) is None:
+    if not cells or model_version_active(kind=ModelVersion.Kind.CLASSIFIER) is None:
         return None
+    slide = cells[0].slide
     return job_enqueue(
         kind=ANSWER_JOB,
-        key=cell_answer_key(cell_id=cell.pk, box=cell.box),
-        params={"cell_id": cell.pk, "slide_id": cell.slide_id, "box": cell.box},
-        lab=cell.slide.patient.lab,
+        key=cell_answer_key(cells=cells),
+        params={"slide_id": slide.pk, "cells": [{"id": c.pk, "box": c.box} for c in cells]},
+        lab=slide.patient.lab,
         created_by=user,
     )
 
 
-def cell_classify(*, cell_id: int, box: list[float], slide_id: int | None = None, job_id: int | None = None,
-                  progress=None) -> None:
-    """The active classifier's answer and heatmap for one cell's box (drawn or moved by a person),
-    the classifier prepared on the slide's cells as the slide's analysis prepares it: its
-    normalization statistics moved towards those of the slide's cells (``LEUKOLAB_CLASS_NORM``) and,
-    with ``LEUKOLAB_CLASS_ADAPT``, the probabilities re-weighted to the slide's class frequencies. A
-    class given by a person stays; nothing is written where the box has changed or the cell has gone
-    since the job was queued (the change queued a job of its own)."""
+def cell_classify(*, slide_id: int, cells: list[dict], job_id: int | None = None, progress=None) -> None:
+    """The active classifier's answers and heatmaps for cells' boxes (drawn or moved by a person;
+    ``cells``: ``{"id", "box"}`` each), the classifier prepared on the slide's cells as the slide's
+    analysis prepares it: its normalization statistics moved towards those of the slide's cells
+    (``LEUKOLAB_CLASS_NORM``) and, with ``LEUKOLAB_CLASS_ADAPT``, the probabilities re-weighted to the
+    slide's class frequencies. A class given by a person stays; nothing is written for a cell whose
+    box has changed, or that has gone, since the job was queued (the change queued a job of its own)."""
     from collections import defaultdict
 
     from ml.analyze import adapt_to_sample, analyze_image, classifier_for_sample
@@ -233,10 +241,11 @@ def cell_classify(*, cell_id: int, box: list[float], slide_id: int | None = None
     from webapp.slides.services import slide_image_is_reduced, slide_image_read
 
     report = progress or (lambda f, m="": None)
-    box = [float(v) for v in box]
-    cell = Cell.objects.select_related("image", "slide").filter(pk=cell_id).first()
-    if cell is None or cell.box != box:
-        report(1.0, "the cell has changed or gone since")
+    wanted = {int(e["id"]): [float(v) for v in e["box"]] for e in cells}
+    targets = {c.pk: c for c in Cell.objects.filter(pk__in=wanted, slide_id=slide_id).select_related("image")
+               if c.box == wanted[c.pk]}
+    if not targets:
+        report(1.0, "the cells have changed or gone since")
         return
     report(0.0, "loading the classifier")
     classifier_mv, classifier = active_classifier()
@@ -245,61 +254,73 @@ def cell_classify(*, cell_id: int, box: list[float], slide_id: int | None = None
         return
     norm, adapt = settings.LEUKOLAB_CLASS_NORM, settings.LEUKOLAB_CLASS_ADAPT
     others: dict[int, list[Box]] = defaultdict(list)  # the slide's other cells, per image
-    for c in Cell.objects.filter(slide_id=cell.slide_id).exclude(pk=cell.pk).order_by("pk"):
+    for c in Cell.objects.filter(slide_id=slide_id).exclude(pk__in=targets).order_by("pk"):
         others[c.image_id].append(Box(c.x0, c.y0, c.x1, c.y1))
-    target = Box(*box)
-    images = [im for im in cell.slide.images.all() if im.pk in others or im.pk == cell.image_id]
-    reads = (len(images) if norm is not None else 0) + (len(images) if adapt is not None else 1)
+    mine: dict[int, list[Cell]] = defaultdict(list)  # the cells to answer for, per image
+    for c in sorted(targets.values(), key=lambda c: c.pk):
+        mine[c.image_id].append(c)
+    images = [im for im in SlideImage.objects.filter(slide_id=slide_id).order_by("position", "pk")
+              if im.pk in others or im.pk in mine]
+    reads = (len(images) if norm is not None else 0) + (len(images) if adapt is not None else len(mine))
     done = [0]
 
     def reading(image) -> np.ndarray:
-        report(0.95 * done[0] / reads, f"reading image {images.index(image) + 1} of {len(images)}")
+        report(0.9 * done[0] / reads, f"reading image {images.index(image) + 1} of {len(images)}")
         done[0] += 1
         return slide_image_read(image=image)
 
-    kept = None  # the cell's own image, read once
+    def boxes_of(cells_: list[Cell]) -> list[Box]:
+        return [Box(c.x0, c.y0, c.x1, c.y1) for c in cells_]
+
+    kept = {}  # the images of the cells answered for, read once where that is all there is to read
     if norm is not None:
         crops = []
         for image in images:
             array = reading(image)
-            crops.append(classifier.crops(array, others[image.pk] + ([target] if image.pk == cell.image_id else [])))
-            if image.pk == cell.image_id:
-                kept = array
+            crops.append(classifier.crops(array, others[image.pk] + boxes_of(mine[image.pk])))
+            if image.pk in mine and len(mine) == 1:
+                kept[image.pk] = array
             del array
         classifier = classifier_for_sample(classifier, crops, norm)
         del crops
-    answered, rest, crop = None, [], None
+    answers: list[tuple[Cell, object, np.ndarray | None]] = []
+    rest = []
     for image in images:
-        if image.pk != cell.image_id and adapt is None:
+        if image.pk not in mine and adapt is None:
             continue
-        array = kept if image.pk == cell.image_id and kept is not None else reading(image)
+        array = kept.pop(image.pk, None)
+        if array is None:
+            array = reading(image)
         if adapt is not None and others[image.pk]:
             rest.append(analyze_image(array, localizer=None, classifier=classifier, boxes=others[image.pk]))
-        if image.pk == cell.image_id:
-            answered = analyze_image(array, localizer=None, classifier=classifier, boxes=[target],
-                                     heatmaps=settings.LEUKOLAB_HEATMAPS)
-            crop = cell_crops_of(array, answered)[0] if slide_image_is_reduced(image=image) else None
-            kept = None
+        if image.pk in mine:
+            results = analyze_image(array, localizer=None, classifier=classifier, boxes=boxes_of(mine[image.pk]),
+                                    heatmaps=settings.LEUKOLAB_HEATMAPS)
+            rest.append(results)
+            crops = cell_crops_of(array, results) if slide_image_is_reduced(image=image) else [None] * len(results)
+            answers += list(zip(mine[image.pk], results, crops))
         del array
     if adapt is not None:
-        adapt_to_sample(rest + [answered], classifier, adapt)
-    result = answered[0]
-    with transaction.atomic():
-        cell = Cell.objects.select_for_update().filter(pk=cell_id).first()
-        if cell is None or cell.box != box:
-            report(1.0, "the cell has changed or gone since")
-            return
-        before = cell_snapshot(cell)
-        _delete_files(cell)
-        cell.heatmap = cell.crop = None
-        cell.predicted_class = result.label or ""
-        cell.probabilities = {k: float(v) for k, v in (result.probabilities or {}).items()}
-        cell.confidence = result.confidence
-        cell.model_version = classifier_mv if result.label else None
-        if result.heatmap_overlay is not None:
-            cell.heatmap.save(f"cell-{cell.slide_id}-{cell.image_id}.png", _png(result.heatmap_overlay), save=False)
-        if crop is not None:
-            cell.crop.save(f"cell-{cell.slide_id}-{cell.image_id}.jpg", _jpeg(crop), save=False)
-        cell.save()
-        _event(cell=cell, action=CellEvent.Action.ANSWER, actor=None, before=before, after=cell_snapshot(cell))
-    report(1.0, f"answered: {cell.predicted_class or 'no class'}")
+        adapt_to_sample(rest, classifier, adapt)
+    report(0.95, "storing the answers")
+    written = 0
+    for target, result, crop in answers:
+        with transaction.atomic():
+            cell = Cell.objects.select_for_update().filter(pk=target.pk).first()
+            if cell is None or cell.box != wanted[cell.pk]:
+                continue
+            before = cell_snapshot(cell)
+            _delete_files(cell)
+            cell.heatmap = cell.crop = None
+            cell.predicted_class = result.label or ""
+            cell.probabilities = {k: float(v) for k, v in (result.probabilities or {}).items()}
+            cell.confidence = result.confidence
+            cell.model_version = classifier_mv if result.label else None
+            if result.heatmap_overlay is not None:
+                cell.heatmap.save(f"cell-{cell.slide_id}-{cell.image_id}.png", _png(result.heatmap_overlay), save=False)
+            if crop is not None:
+                cell.crop.save(f"cell-{cell.slide_id}-{cell.image_id}.jpg", _jpeg(crop), save=False)
+            cell.save()
+            _event(cell=cell, action=CellEvent.Action.ANSWER, actor=None, before=before, after=cell_snapshot(cell))
+            written += 1
+    report(1.0, f"answered for {written} cell{'s' if written != 1 else ''}")

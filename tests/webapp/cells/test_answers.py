@@ -12,7 +12,8 @@ from webapp.slides.services import slide_sign_off
 
 
 def _answer_jobs(cell):
-    return Job.objects.filter(kind="cell_classify", params__cell_id=cell.pk).order_by("pk")
+    jobs = Job.objects.filter(kind="cell_classify", params__slide_id=cell.slide_id).order_by("pk")
+    return [job for job in jobs if cell.pk in {entry["id"] for entry in job.params["cells"]}]
 
 
 def _run(job):
@@ -45,7 +46,7 @@ def test_a_drawn_box_gets_the_models_answer_and_heatmap_and_keeps_the_persons_cl
     cell = cell_create(image=image, box=model_cell.box, label="basophil", user=annotator)
     assert not cell.predicted_class and not cell.heatmap
     (job,) = _answer_jobs(cell)
-    assert job.status == Job.Status.QUEUED and job.params["box"] == cell.box
+    assert job.status == Job.Status.QUEUED and job.params["cells"] == [{"id": cell.pk, "box": cell.box}]
     _run(job)
 
     cell.refresh_from_db()
@@ -71,10 +72,10 @@ def test_a_moved_box_is_answered_again_and_only_for_where_it_is_now(classified_s
     heatmap = cell.heatmap.read()
     x0, y0, x1, y1 = first_box
     cell_move(cell=cell, box=[x0 + 2, y0 + 2, x1 - 2, y1 - 2], user=annotator)
-    stale = _answer_jobs(cell).get()
+    (stale,) = _answer_jobs(cell)
     cell_move(cell=cell, box=[x0, y0, x1 - 1, y1 - 1], user=annotator)
     stale_job, current = _answer_jobs(cell)
-    assert stale_job == stale and current.params["box"] == [x0, y0, x1 - 1, y1 - 1]
+    assert stale_job == stale and current.params["cells"][0]["box"] == [x0, y0, x1 - 1, y1 - 1]
 
     _run(stale)  # queued for a box the cell no longer has: writes nothing
     assert not CellEvent.objects.filter(cell_ref=cell.pk, action="answer").exists()
@@ -90,7 +91,7 @@ def test_a_moved_box_is_answered_again_and_only_for_where_it_is_now(classified_s
 def test_no_answer_is_queued_without_an_active_classifier(analyzed_slide, make_user):
     cell = cell_create(image=analyzed_slide.images.first(), box=[10, 10, 60, 60], label="",
                        user=make_user("annotator", username="ann"))
-    assert not _answer_jobs(cell).exists()
+    assert not _answer_jobs(cell)
 
 
 def test_a_deleted_cells_answer_writes_nothing(classified_slide, make_user):
@@ -98,10 +99,10 @@ def test_a_deleted_cells_answer_writes_nothing(classified_slide, make_user):
 
     annotator = make_user("annotator", username="ann")
     cell = cell_create(image=classified_slide.images.first(), box=[10, 10, 60, 60], label="", user=annotator)
-    job = _answer_jobs(cell).get()
+    (job,) = _answer_jobs(cell)
     cell_delete(cell=cell, user=annotator)
     _run(job)
-    assert not CellEvent.objects.filter(cell_ref=job.params["cell_id"], action="answer").exists()
+    assert not CellEvent.objects.filter(cell_ref=cell.pk, action="answer").exists()
 
 
 def test_the_api_says_while_an_answer_is_pending_and_sign_off_waits_for_it(api_as, classified_slide):
@@ -118,7 +119,8 @@ def test_the_api_says_while_an_answer_is_pending_and_sign_off_waits_for_it(api_a
     r = client.post(f"/api/slides/{classified_slide.pk}/sign-off/")
     assert r.status_code == 409 and "still answering for 1 cell" in r.json()["message"]
 
-    _run(Job.objects.get(kind="cell_classify", params__cell_id=created["id"]))
+    (job,) = _answer_jobs(Cell.objects.get(pk=created["id"]))
+    _run(job)
     answered = client.get(f"/api/cells/{created['id']}/").json()
     assert answered["model_pending"] is False and answered["predicted_class"] in answered["probabilities"]
     assert client.get(answered["heatmap_url"]).status_code == 200
@@ -142,3 +144,32 @@ def test_a_signed_off_slides_cells_can_no_longer_change(api_as, analyzed_slide, 
     r = client.delete(f"/api/cells/{cell.pk}/")
     assert r.status_code == 409 and "signed off" in r.json()["message"]
     assert Cell.objects.filter(pk=cell.pk, x0=cell.x0).exists()
+
+
+def test_boxes_added_from_a_file_are_answered_by_one_job(api_as, classified_slide, make_user, tmp_path):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from ml.boxes import Box
+    from ml.localization.formats import Annotation, write_coco
+
+    image = classified_slide.images.get()
+    boxes = [Box(4, 4, 70, 66), Box(300, 200, 380, 280), Box(500, 350, 600, 440)]
+    write_coco([Annotation(image.filename, image.width, image.height, boxes)], tmp_path / "boxes.json", labels=["WBC"])
+    client = api_as("annotator", username="ann")
+    r = client.post(f"/api/slides/{classified_slide.pk}/boxes/",
+                    {"files": [SimpleUploadedFile("boxes.json", (tmp_path / "boxes.json").read_bytes())]}, format="multipart")
+    assert r.status_code == 200 and r.json()["added"] == 3
+    (job,) = Job.objects.filter(kind="cell_classify")
+    added = list(Cell.objects.filter(slide=classified_slide, source="person").order_by("pk"))
+    assert [e["id"] for e in job.params["cells"]] == [c.pk for c in added]
+    # one of them is moved before the job runs: the job answers for the other two, the move's job for it
+    cell_move(cell=added[0], box=[4, 4, 72, 68], user=make_user("annotator", username="ann2"))
+    _run(job)
+    for cell in added:
+        cell.refresh_from_db()
+    assert not added[0].predicted_class
+    assert all(c.predicted_class and c.heatmap and c.model_version for c in added[1:])
+    (moved_job,) = _answer_jobs(added[0])[1:]
+    _run(moved_job)
+    added[0].refresh_from_db()
+    assert added[0].predicted_class and added[0].heatmap
