@@ -111,8 +111,10 @@ export interface BoxImport {
 
 /** Where a slide's training data is downloaded from (zip files). */
 export const exportUrls = {
-  boxes: (slideId: number, format: 'voc' | 'coco' | 'yolo') => `/api/exports/boxes/?format=${format}&slide=${slideId}`,
-  cells: (slideId: number, which: 'confirmed' | 'all') => `/api/exports/cells/?slide=${slideId}&which=${which}`,
+  boxes: (slideId: number | null, format: 'voc' | 'coco' | 'yolo', signedOffOnly = false) =>
+    `/api/exports/boxes/?format=${format}${slideId === null ? '' : `&slide=${slideId}`}${signedOffOnly ? '&signed_off=1' : ''}`,
+  cells: (slideId: number | null, which: 'confirmed' | 'all') =>
+    `/api/exports/cells/?which=${which}${slideId === null ? '' : `&slide=${slideId}`}`,
 };
 
 export interface DifferentialRow {

@@ -276,16 +276,18 @@ class ExportBoxesApi(GenericAPIView):
         parameters=[
             OpenApiParameter("format", str, enum=list(BOX_FORMATS), required=True),
             OpenApiParameter("classes", bool, description="label each box with its cell's class instead of WBC"),
-            OpenApiParameter("which", str, enum=list(WHICH), description="default all: every cell's box"),
+            OpenApiParameter("signed_off", bool, description="only the slides signed off (every box confirmed)"),
             _EXPORT_PARAMS[0],
         ],
         responses={(200, "application/zip"): bytes},
     )
     def get(self, request):
         fmt = request.query_params.get("format", "")
-        classes = request.query_params.get("classes", "").lower() in {"1", "true", "yes"}
-        buf = boxes_export(slides=_export_slides(request), fmt=fmt, with_classes=classes,
-                           which=request.query_params.get("which", "all"))
+        def flag(name: str) -> bool:
+            return request.query_params.get(name, "").lower() in {"1", "true", "yes"}
+
+        buf = boxes_export(slides=_export_slides(request), fmt=fmt, with_classes=flag("classes"),
+                           signed_off=flag("signed_off"))
         return _zip_response(buf, f"leukolab-boxes-{fmt}.zip")
 
 

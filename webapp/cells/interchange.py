@@ -9,6 +9,7 @@ folder as it is). Cells with a class go out as a class-per-folder set of crops w
 from __future__ import annotations
 
 import io
+import re
 import tempfile
 import zipfile
 from collections import Counter
@@ -30,7 +31,12 @@ WHICH = ("confirmed", "all")
 
 
 def _image_name(image: SlideImage) -> str:
-    return f"slide{image.slide_id}_image{image.pk}.{image.format_ext}"
+    """Unique in an export of many slides, and the uploaded name still in it (a box file coming back
+    to another installation finds its image by that)."""
+    return f"slide{image.slide_id}_image{image.pk}_{Path(image.filename).stem}.{image.format_ext}"
+
+
+_EXPORTED_NAME = re.compile(r"^slide\d+_image\d+_(.+)$")
 
 
 def _spooled_zip() -> tuple[tempfile.SpooledTemporaryFile, zipfile.ZipFile]:
@@ -58,18 +64,25 @@ def cells_for_export(*, slides: QuerySet[Slide], which: str) -> QuerySet[Cell]:
     return cells.select_related("image").order_by("image_id", "pk")
 
 
-def boxes_export(*, slides: QuerySet[Slide], fmt: str, with_classes: bool = False, which: str = "all"):
+def boxes_export(*, slides: QuerySet[Slide], fmt: str, with_classes: bool = False, signed_off: bool = False):
     """A zip of the slides' images and their cells' boxes in ``fmt`` (voc, coco or yolo), labelled
-    ``WBC`` or, with ``with_classes``, with each cell's class (reviewed over predicted). Every image
-    of the slides goes in, also one without a cell (a field with none is a lesson too). Returns an
-    open temporary file, at its start."""
+    ``WBC`` or, with ``with_classes``, with each cell's class (reviewed over predicted). Slides not
+    analyzed and without cells are left out (their images would teach that they hold no white cell);
+    with ``signed_off``, every slide not signed off too. Every image of the slides kept goes in, also
+    one without a cell (a field with none is a lesson too). Returns an open temporary file, at its
+    start."""
     from ml.boxes import Box
     from ml.localization.formats import Annotation, write_coco, write_voc, write_yolo
 
     if fmt not in BOX_FORMATS:
         raise ApplicationError(f"format must be one of {', '.join(BOX_FORMATS)}, not {fmt!r}.")
+    slides = slides.filter(Q(status=Slide.Status.ANALYZED) | Q(cells__isnull=False)).distinct()
+    if signed_off:
+        slides = slides.filter(signed_off_at__isnull=False)
+    if not slides.exists():
+        raise ApplicationError("No slide to export: none of these is analyzed" + (" and signed off." if signed_off else "."))
     by_image: dict[int, list[Cell]] = {}
-    for cell in cells_for_export(slides=slides, which=which):
+    for cell in cells_for_export(slides=slides, which="all"):
         by_image.setdefault(cell.image_id, []).append(cell)
     images = list(SlideImage.objects.filter(slide__in=slides).select_related("slide").order_by("slide_id", "position", "pk"))
     if with_classes and any(not c.effective_class for cells in by_image.values() for c in cells):
@@ -188,6 +201,8 @@ def _match_image(ann_image: str, images: list[SlideImage], where: str) -> SlideI
         if name and name in (image.filename, _image_name(image)):
             return image
     stem = Path(name).stem
+    exported = _EXPORTED_NAME.match(stem)
+    stem = exported.group(1) if exported else stem
     found = [im for im in images if stem and Path(im.filename).stem == stem]
     if len(found) == 1:
         return found[0]

@@ -61,9 +61,12 @@ def test_exports_are_of_the_users_lab_and_explain_bad_requests(api_as, analyzed_
     assert stranger.get("/api/exports/cells/?which=all").status_code == 400  # no slide of theirs has cells
     assert api_as(None).get("/api/exports/boxes/?format=voc").status_code in (401, 403)
     for query, words in [("format=pdf", "format must be"), ("format=voc&slide=x", "slide ids"),
-                         ("format=voc&slide=99999999999999999999", "positive"), ("format=voc&which=some", "which must")]:
+                         ("format=voc&slide=99999999999999999999", "positive"),
+                         ("format=voc&signed_off=1", "none of these is analyzed and signed off")]:
         r = own.get(f"/api/exports/boxes/?{query}")
         assert r.status_code == 400 and words in r.json()["message"], (query, r.content)
+    r = own.get("/api/exports/cells/?which=some")
+    assert r.status_code == 400 and "which must" in r.json()["message"]
 
 
 def test_confirmed_cells_go_out_as_crops_the_classifier_trains_on(api_as, analyzed_slide, make_user, tmp_path):
@@ -184,3 +187,48 @@ def test_a_bad_box_file_is_refused_by_name_and_adds_nothing(api_as, fresh_slide,
     r = client.post(f"/api/slides/{fresh_slide.pk}/boxes/", {"files": [SimpleUploadedFile("boxes.txt", yolo)], "labels": "WBC"},
                     format="multipart")
     assert r.status_code == 200 and r.json()["added"] == 1
+
+
+def test_a_many_image_slides_box_files_find_their_images_by_name(api_as, patient, tmp_path):
+    """Exported from one slide of two fields, imported into another slide of the same two: each file
+    goes to its own image (the export keeps the uploaded name in its file names)."""
+    from webapp.slides.services import slide_upload
+
+    fields = [smear_field(0), smear_field(1)]
+    if fields[0][0] == fields[1][0]:
+        pytest.skip("needs two different fields")
+
+    def upload():
+        slide, _ = slide_upload(user=patient.created_by, patient=patient,
+                                files=[SimpleUploadedFile(name, data) for name, data, _ in fields])
+        return slide
+
+    source, target = upload(), upload()
+    client = api_as("annotator", username="a1")
+    for image, (_, _, truth) in zip(source.images.order_by("position"), fields):
+        for box in truth:
+            client.post(f"/api/slides/{source.pk}/cells/", {"image": image.pk, "box": box}, format="json")
+    for fmt in ("voc", "yolo"):
+        Cell.objects.filter(slide=target).delete()
+        folder = _unzip(client.get(f"/api/exports/boxes/?format={fmt}&slide={source.pk}"), tmp_path / fmt)
+        files = sorted((folder / ("Annotations" if fmt == "voc" else "labels")).iterdir())
+        assert len(files) == 2 and all(fields[k][0].rsplit(".", 1)[0] in files[k].name for k in range(2))
+        r = client.post(f"/api/slides/{target.pk}/boxes/",
+                        {"files": [SimpleUploadedFile(f.name, f.read_bytes()) for f in reversed(files)], "labels": "WBC"},
+                        format="multipart")
+        assert r.status_code == 200, r.content
+        for image, (_, _, truth) in zip(target.images.order_by("position"), fields):
+            got = [c.box for c in target.cells.filter(image=image)]
+            assert len(got) == len(truth) and all(max(iou(g, t) for g in got) > 0.97 for t in truth), fmt
+
+
+def test_a_lab_wide_box_export_leaves_out_slides_not_analyzed(api_as, analyzed_slide, fresh_slide, tmp_path):
+    client = api_as("hematologist", username="h1")
+    samples = load_dataset(_unzip(client.get("/api/exports/boxes/?format=coco"), tmp_path / "lab"))
+    assert [s.image_path.name.split("_")[0] for s in samples] == [f"slide{analyzed_slide.pk}"]
+    from webapp.slides.services import slide_sign_off
+    from django.contrib.auth.models import User
+
+    slide_sign_off(slide=analyzed_slide, user=User.objects.get(username="h1"))
+    samples = load_dataset(_unzip(client.get("/api/exports/boxes/?format=voc&signed_off=1"), tmp_path / "signed"))
+    assert len(samples) == 1 and len(samples[0].annotation.boxes) == analyzed_slide.cells.count()

@@ -1,4 +1,4 @@
-import { api, type Patient } from '../../api';
+import { api, exportUrls, type Patient } from '../../api';
 import { h } from '../dom';
 import { showError } from '../errors';
 import { formatDateTime } from '../format';
@@ -38,6 +38,7 @@ export function patientsPage(root: HTMLElement, ctx: RouteContext): void {
     h('div', { class: 'page-head' }, h('h1', {}, 'Patients')),
     canCreatePatient(currentUser()) ? newPatientForm() : '',
     h('section', { class: 'card' }, h('div', { class: 'toolbar' }, searchInput), listError, listSlot),
+    labTrainingData(),
   );
   if (search) {
     searchInput.focus();
@@ -111,4 +112,26 @@ function newPatientForm(): HTMLElement {
     }
   });
   return form;
+}
+
+/** Every slide of the lab as training data (zip files; at most 500 slides). */
+function labTrainingData(): HTMLElement {
+  const link = (href: string, text: string): HTMLElement => h('a', { class: 'btn btn-small', href, download: '' }, text);
+  return h(
+    'section',
+    { class: 'card', id: 'lab-training-data' },
+    h('h2', {}, 'Training data of all slides'),
+    h(
+      'p',
+      {},
+      'Boxes of the signed-off slides ',
+      link(exportUrls.boxes(null, 'voc', true), 'Pascal VOC'),
+      ' ',
+      link(exportUrls.boxes(null, 'coco', true), 'COCO'),
+      ' ',
+      link(exportUrls.boxes(null, 'yolo', true), 'YOLO'),
+      ' · Cells whose class a person gave or confirmed ',
+      link(exportUrls.cells(null, 'confirmed'), 'class folders'),
+    ),
+  );
 }
