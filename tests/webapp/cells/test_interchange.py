@@ -1,5 +1,6 @@
 """Training sets out of the app (boxes as VOC/COCO/YOLO, classified cells as crops) and boxes into it."""
 import io
+import os
 import zipfile
 
 import numpy as np
@@ -159,6 +160,7 @@ def test_a_bad_box_file_is_refused_by_name_and_adds_nothing(api_as, fresh_slide,
     image = fresh_slide.images.get()
     good = _voc_bytes(tmp_path, Annotation(image.filename, image.width, image.height, [Box(10, 10, 80, 80)]))
     wrong_size = _voc_bytes(tmp_path, Annotation(image.filename, 100, 100, [Box(10, 10, 80, 80)]))
+    outside = _voc_bytes(tmp_path, Annotation(image.filename, image.width, image.height, [Box(10, 10, image.width + 50, 80)]))
     odd_label = _voc_bytes(tmp_path, Annotation(image.filename, image.width, image.height, [Box(10, 10, 80, 80, label="Dog")]))
     write_coco([Annotation(image.filename, image.width, image.height, [Box(10, 10, 80, 80)])], tmp_path / "c.json")
     coco = (tmp_path / "c.json").read_bytes()
@@ -168,6 +170,7 @@ def test_a_bad_box_file_is_refused_by_name_and_adds_nothing(api_as, fresh_slide,
         ([("broken.xml", b"<annotation><size>")], "broken.xml: not valid XML"),
         ([("field.xml", wrong_size)], "field.xml: its boxes are for a 100x100 image"),
         ([("dog.xml", odd_label)], "dog.xml: unknown label 'Dog'"),
+        ([("wide.xml", outside)], "wide.xml: box WBC"),
         ([("notes.pdf", b"%PDF")], "notes.pdf: not a box file"),
         ([("fine.xml", good), ("late.json", b"{}")], "late.json: not a COCO file"),
         ([("boxes.txt", yolo)], "boxes.txt: a YOLO file needs the class names"),
@@ -232,3 +235,42 @@ def test_a_lab_wide_box_export_leaves_out_slides_not_analyzed(api_as, analyzed_s
     slide_sign_off(slide=analyzed_slide, user=User.objects.get(username="h1"))
     samples = load_dataset(_unzip(client.get("/api/exports/boxes/?format=voc&signed_off=1"), tmp_path / "signed"))
     assert len(samples) == 1 and len(samples[0].annotation.boxes) == analyzed_slide.cells.count()
+
+
+@pytest.mark.slow
+def test_a_classifier_trains_on_the_cells_a_lab_reviewed(api_as, patient, cell_folder, tmp_path):
+    """The loop a lab runs: single-cell images uploaded, each cell boxed and classed by a person, the
+    reviewed cells exported, and `python -m ml.classification train` run on the unzipped export."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.helpers import DATASETS, REPO
+    from webapp.slides.services import slide_upload
+
+    pbc = DATASETS / "pbc"
+    classes = ["eosinophil", "lymphocyte", "monocyte", "neutrophil"]
+    source = pbc if pbc.is_dir() else cell_folder  # real cells when the data is there, generated otherwise
+    files = [(c, p) for c in classes
+             for p in sorted(p for p in (source / c).iterdir() if p.suffix in (".jpg", ".png") and not p.name.startswith("."))[:6]]
+    slide, _ = slide_upload(user=patient.created_by, patient=patient,
+                            files=[SimpleUploadedFile(p.name, p.read_bytes()) for _, p in files])
+    client = api_as("annotator", username="a1")
+    for image, (cls, _) in zip(slide.images.order_by("position"), files):
+        w, h = image.width, image.height  # the cell is centred: the person boxes its middle
+        r = client.post(f"/api/slides/{slide.pk}/cells/",
+                        {"image": image.pk, "box": [w * 0.25, h * 0.25, w * 0.75, h * 0.75], "label": cls}, format="json")
+        assert r.status_code == 201, r.content
+    folder = _unzip(client.get(f"/api/exports/cells/?slide={slide.pk}"), tmp_path / "export")
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == classes
+    run = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "ml.classification", "train", "--data", str(folder), "--out", str(run),
+         "--epochs", "2", "--batch", "8", "--img-size", "32", "--threads", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "LEUKOLAB_CACHE": str(tmp_path / "cache")},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    from ml.classification import load_classifier
+
+    assert load_classifier(run).classes == classes
+    assert len(json.loads((run / "log.json").read_text())) == 2  # one entry per epoch
