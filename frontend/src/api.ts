@@ -91,6 +91,8 @@ export interface Cell {
   predicted_class: string | null;
   probabilities: Record<string, number>;
   confidence: number | null;
+  /** The model's class is too unsure to show: class is 'unidentified' until a person gives one. */
+  unidentified: boolean;
   model_version: string | null;
   reviewed_class: string | null;
   reviewed_by: string | null;

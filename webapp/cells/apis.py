@@ -27,6 +27,9 @@ class CellOutputSerializer(serializers.Serializer):
     predicted_class = serializers.CharField(allow_null=True)
     probabilities = serializers.DictField(child=serializers.FloatField())
     confidence = serializers.FloatField(allow_null=True)
+    unidentified = serializers.BooleanField(
+        help_text="the model's class is under the confidence it must reach to be shown (LEUKOLAB_UNIDENTIFIED_BELOW) "
+                  "and no person has given one: class is 'unidentified'")
     model_version = serializers.SerializerMethodField()
     reviewed_class = serializers.CharField(allow_null=True)
     reviewed_by = serializers.SerializerMethodField()
@@ -48,7 +51,7 @@ class CellOutputSerializer(serializers.Serializer):
         return cell.reviewed_by.username if cell.reviewed_by_id else None
 
     def get_cls(self, cell) -> str | None:
-        return cell.effective_class or None
+        return cell.shown_class or None
 
     # the query names the version: a box moved by hand gets a new heatmap (and loses its crop) at the same address
     def get_heatmap_url(self, cell) -> str | None:

@@ -85,8 +85,9 @@ def boxes_export(*, slides: QuerySet[Slide], fmt: str, with_classes: bool = Fals
     for cell in cells_for_export(slides=slides, which="all"):
         by_image.setdefault(cell.image_id, []).append(cell)
     images = list(SlideImage.objects.filter(slide__in=slides).select_related("slide").order_by("slide_id", "position", "pk"))
-    if with_classes and any(not c.effective_class for cells in by_image.values() for c in cells):
-        raise ApplicationError("Some of these cells have no class yet; export them without classes, or give them one.")
+    if with_classes and any(not c.effective_class or c.unidentified for cells in by_image.values() for c in cells):
+        raise ApplicationError("Some of these cells have no class yet, or one the model is unsure of; export them "
+                               "without classes, or give them one.")
     anns = []
     for image in images:
         boxes = [Box(c.x0, c.y0, c.x1, c.y1, label=c.effective_class if with_classes else WBC)
@@ -125,7 +126,8 @@ def crops_export(*, slides: QuerySet[Slide], which: str = "confirmed", progress=
     from ml.classification.data import BOX_FILE, export_crop
     from webapp.slides.services import slide_image_read
 
-    cells = [c for c in cells_for_export(slides=slides, which=which) if c.effective_class]
+    # a class the model is unsure of (shown as unidentified) is no label to learn from
+    cells = [c for c in cells_for_export(slides=slides, which=which) if c.effective_class and not c.unidentified]
     if not cells:
         hint = " (pass which=all to export the model's answers too)" if which == "confirmed" else ""
         raise ApplicationError(f"These slides have no cell with a class to export{hint}.")

@@ -2,6 +2,9 @@ from django.conf import settings
 from django.db import models
 
 
+UNIDENTIFIED = "unidentified"
+
+
 class Cell(models.Model):
     """A white cell on one image of a slide: its box, the model's call and the reviewer's."""
 
@@ -47,6 +50,20 @@ class Cell(models.Model):
     @property
     def effective_class(self) -> str:
         return self.reviewed_class or self.predicted_class
+
+    @property
+    def unidentified(self) -> bool:
+        """The model's class is too unsure to show (``LEUKOLAB_UNIDENTIFIED_BELOW``) and no person has
+        given one."""
+        below = settings.LEUKOLAB_UNIDENTIFIED_BELOW
+        return (not self.reviewed_class and bool(self.predicted_class) and below is not None
+                and self.confidence is not None and self.confidence < below)
+
+    @property
+    def shown_class(self) -> str:
+        """What a reviewer is shown and the differential counts: the person's class, else the model's,
+        else ``unidentified`` where the model is unsure (empty where there is no class at all)."""
+        return UNIDENTIFIED if self.unidentified else self.effective_class
 
     @property
     def box(self) -> list[float]:

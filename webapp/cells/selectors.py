@@ -29,8 +29,10 @@ def cell_history(*, slide) -> QuerySet[CellEvent]:
 
 
 def slide_differential(*, slide) -> dict:
-    """Counts and percentages per class (the reviewed class where there is one, else the predicted)."""
-    counts = Counter(c.effective_class or UNCLASSIFIED for c in cell_list(slide=slide))
+    """Counts and percentages per class: the reviewed class where there is one, else the predicted,
+    ``unidentified`` where the model is unsure (``LEUKOLAB_UNIDENTIFIED_BELOW``), ``unclassified``
+    where there is no class."""
+    counts = Counter(c.shown_class or UNCLASSIFIED for c in cell_list(slide=slide))
     total = sum(counts.values())
     rows = [
         {"class": label, "count": n, "percent": round(100.0 * n / total, 1) if total else 0.0}

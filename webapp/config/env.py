@@ -35,6 +35,20 @@ def env_cells(name: str, default: str) -> float | None:
         raise ValueError(f"{name} {exc}") from None
 
 
+def env_fraction(name: str, default: str) -> float | None:
+    """A number between 0 and 1, or ``off`` (None)."""
+    value = (env(name) or default).strip().lower()
+    if value in {"off", "no", "false", "none"}:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"{name} must be a number between 0 and 1 or 'off', got {value!r}")
+    return number
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     value = env(name)
     return [v.strip() for v in value.split(",") if v.strip()] if value is not None else default

@@ -19,6 +19,7 @@ const KNOWN: Record<string, string> = {
   smudge: '#7f7f7f',
   artifact: '#7f7f7f',
   unclassified: '#f0ad00',
+  unidentified: '#5a6270', // the model is unsure: a person decides
 };
 
 const FALLBACK = ['#e6550d', '#31a354', '#756bb1', '#636363', '#3182bd', '#de2d26', '#a55194', '#8c6d31'];

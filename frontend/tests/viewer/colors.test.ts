@@ -23,6 +23,11 @@ describe('classColor', () => {
     }
   });
 
+  it('sets cells the model is unsure of apart from every class', () => {
+    for (const c of SERVED) expect(distance(classColor('unidentified'), classColor(c)), c).toBeGreaterThan(60);
+    expect(classColor('unidentified')).not.toBe(UNCLASSIFIED_COLOR);
+  });
+
   it('reads names the way people write them', () => {
     expect(classColor('Band neutrophil')).toBe(classColor('band_neutrophil'));
     expect(classColor('IG')).toBe(classColor('immature_granulocyte'));

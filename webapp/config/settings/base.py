@@ -5,7 +5,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from webapp.config.env import BASE_DIR, env, env_cells, env_int, env_list
+from webapp.config.env import BASE_DIR, env, env_cells, env_fraction, env_int, env_list
 
 VAR_DIR = Path(env("LEUKOLAB_VAR_DIR", str(BASE_DIR / "var")))
 
@@ -114,6 +114,9 @@ LEUKOLAB_CLASS_ADAPT = env_cells("LEUKOLAB_CLASS_ADAPT", "off")
 # balanced class mix), the trained ones counting as this many cells (ml.classification.sample_norm),
 # or "off".
 LEUKOLAB_CLASS_NORM = env_cells("LEUKOLAB_CLASS_NORM", "1000")
+# A cell whose class the model gives with a confidence under this is shown and counted as
+# "unidentified" until a person classes it, as digital-morphology analyzers do ("off": never).
+LEUKOLAB_UNIDENTIFIED_BELOW = env_fraction("LEUKOLAB_UNIDENTIFIED_BELOW", "0.5")
 LEUKOLAB_TORCH_THREADS = env_int("LEUKOLAB_TORCH_THREADS", 1)  # per job process; raise it on big machines
 
 REST_FRAMEWORK = {

@@ -442,6 +442,9 @@ function cellDetail(cell: Cell | null, img: SlideImage | undefined): (Node | str
       'dl',
       { class: 'meta' },
       meta('Class', formatClass(cell.class)),
+      cell.unidentified && cell.predicted_class
+        ? meta("Model's guess", `${formatClass(cell.predicted_class)} ${formatConfidence(cell.confidence)}, too unsure to count`)
+        : [],
       meta('Confidence', formatConfidence(cell.confidence)),
       meta('Model', cell.model_pending ? 'answering for the box as it is now…' : cell.model_version ?? '–'),
       meta('Source', cell.source === 'person' ? 'drawn by a person' : 'model'),
@@ -511,6 +514,9 @@ function cellTable(cells: Cell[], images: Map<number, SlideImage>, onPick: (cell
               h('span', { class: 'swatch', style: `background:${classColor(cell.class)}` }),
               formatClass(cell.class),
               cell.reviewed_class ? h('div', { class: 'muted small' }, `reviewed by ${cell.reviewed_by ?? '?'}`) : null,
+              cell.unidentified && cell.predicted_class
+                ? h('div', { class: 'muted small' }, `model's guess: ${formatClass(cell.predicted_class)}`)
+                : null,
               cell.source === 'person' ? h('div', { class: 'muted small' }, 'added by a person') : null,
             ),
             h('td', { class: 'num' }, formatConfidence(cell.confidence)),
