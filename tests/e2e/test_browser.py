@@ -364,3 +364,32 @@ def test_an_annotator_adds_boxes_from_a_file_and_downloads_the_training_data(ana
         assert errors == [], f"JavaScript errors on the page: {errors}"
     finally:
         page.close()
+
+
+@pytest.fixture
+def field_with_an_unsure_cell(analyzed_field):
+    from webapp.cells.models import Cell
+
+    slide, *_ = analyzed_field
+    cell = Cell.objects.create(slide=slide, image=slide.images.get(), x0=4, y0=4, x1=70, y1=66, source="model",
+                               predicted_class="monocyte", probabilities={"monocyte": 0.41, "neutrophil": 0.39},
+                               confidence=0.41)
+    return slide, cell
+
+
+def test_a_cell_the_model_is_unsure_of_reads_unidentified_with_its_guess(field_with_an_unsure_cell, live_server, screenshots, browser):
+    slide, cell = field_with_an_unsure_cell
+    page, errors = _open_page(browser)
+    try:
+        _log_in(page, live_server, "hema")
+        page.goto(f"{live_server.url}/#/slides/{slide.pk}")
+        row = page.locator(f"#cell-table tr[data-cell-id='{cell.pk}']")
+        row.wait_for()
+        assert "unidentified" in row.inner_text() and "model's guess: monocyte" in row.inner_text()
+        assert "unidentified" in page.inner_text("#differential")
+        row.click()
+        assert "monocyte 41 %, too unsure to count" in page.inner_text("#cell-detail").replace("\u00a0", " ")
+        page.screenshot(path=str(screenshots / "e2e-7-unidentified.png"))
+        assert errors == [], f"JavaScript errors on the page: {errors}"
+    finally:
+        page.close()
