@@ -7,6 +7,8 @@ _inline = not os.environ.get("REDIS_URL") and os.environ.get("LEUKOLAB_TASKS", "
 workers = 1 if _inline else int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("WEB_THREADS", "8"))
 timeout = 300  # large scans take a while to upload
+# longer than the pages' 1-2 s polling: a client reusing a connection finds it open, not just closed
+keepalive = 5
 accesslog = "-"
 errorlog = "-"
 
