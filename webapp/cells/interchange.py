@@ -195,9 +195,8 @@ def _format_of(name: str) -> str:
     return fmt
 
 
-def _match_image(ann_image: str, images: list[SlideImage], where: str) -> SlideImage:
-    if len(images) == 1:
-        return images[0]
+def _image_named(ann_image: str, images: list[SlideImage]) -> SlideImage | None:
+    """The slide's image a box file names (its uploaded name, or the name an export gave it)."""
     name = Path(ann_image or "").name
     for image in images:
         if name and name in (image.filename, _image_name(image)):
@@ -206,10 +205,19 @@ def _match_image(ann_image: str, images: list[SlideImage], where: str) -> SlideI
     exported = _EXPORTED_NAME.match(stem)
     stem = exported.group(1) if exported else stem
     found = [im for im in images if stem and Path(im.filename).stem == stem]
-    if len(found) == 1:
-        return found[0]
-    raise ApplicationError(
-        f"{where}: its image {ann_image!r} is none of this slide's ({', '.join(im.filename for im in images)}).")
+    return found[0] if len(found) == 1 else None
+
+
+def _match_image(ann_image: str, images: list[SlideImage], where: str) -> SlideImage:
+    """The image a file of one image's boxes is for: the slide's only one, or the one it names."""
+    image = images[0] if len(images) == 1 else _image_named(ann_image, images)
+    if image is None:
+        raise ApplicationError(
+            f"{where}: its image {ann_image!r} is none of this slide's ({', '.join(im.filename for im in images)}).")
+    return image
+
+
+MAX_BOX_FILE_BYTES = 64 * 1024 * 1024
 
 
 def boxes_import(*, slide: Slide, files: Iterable, user: User, labels: list[str] | None = None) -> dict:
@@ -234,8 +242,21 @@ def boxes_import(*, slide: Slide, files: Iterable, user: User, labels: list[str]
         target = images[0] if fmt == "yolo" and len(images) == 1 else None
         if fmt == "yolo" and target is None:
             target = _match_image(Path(name).stem, images, name)
-        for ann in _read_upload(upload, fmt=fmt, image=target or images[0], labels=labels):
-            image = target or _match_image(ann.image, images, name)
+        if upload.size is not None and upload.size > MAX_BOX_FILE_BYTES:
+            raise ApplicationError(f"{name}: over the limit of {MAX_BOX_FILE_BYTES // 2**20} MB for a box file.")
+        anns = _read_upload(upload, fmt=fmt, image=target or images[0], labels=labels)
+        if len(anns) > 1:  # a COCO file of many images: the boxes of this slide's images, by name
+            named = [(ann, _image_named(ann.image, images)) for ann in anns]
+            for ann, image in named:
+                if image is None:
+                    skipped["of other images"] += len(ann.boxes)
+            named = [(ann, image) for ann, image in named if image is not None]
+            if not named:
+                raise ApplicationError(f"{name}: none of its {len(anns)} images is one of this slide's "
+                                       f"({', '.join(im.filename for im in images)}).")
+        else:
+            named = [(ann, target or _match_image(ann.image, images, name)) for ann in anns]
+        for ann, image in named:
             if (ann.width, ann.height) != (image.width, image.height):
                 raise ApplicationError(
                     f"{name}: its boxes are for a {ann.width}x{ann.height} image; {image.filename} is "

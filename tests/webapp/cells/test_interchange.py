@@ -274,3 +274,29 @@ def test_a_classifier_trains_on_the_cells_a_lab_reviewed(api_as, patient, cell_f
 
     assert load_classifier(run).classes == classes
     assert len(json.loads((run / "log.json").read_text())) == 2  # one entry per epoch
+
+
+def test_a_coco_file_of_many_images_gives_a_slide_the_boxes_of_its_own(api_as, analyzed_slide, patient, tmp_path):
+    from webapp.jobs.models import Job
+    from webapp.jobs.services import job_execute
+    from webapp.slides.services import slide_upload
+
+    other_name, other_data, _ = smear_field(1)
+    if other_name == smear_field(0)[0]:
+        pytest.skip("needs two different fields")
+    other, job = slide_upload(user=patient.created_by, patient=patient, files=[SimpleUploadedFile(other_name, other_data)])
+    assert job_execute(job_id=job.pk).status == Job.Status.SUCCEEDED
+    client = api_as("annotator", username="a1")
+    folder = _unzip(client.get("/api/exports/boxes/?format=coco"), tmp_path / "lab")  # both slides, one file
+    coco = (folder / "annotations.json").read_bytes()
+    name, data, _ = smear_field(0)
+    target, _ = slide_upload(user=patient.created_by, patient=patient, files=[SimpleUploadedFile(name, data)])
+    r = client.post(f"/api/slides/{target.pk}/boxes/", {"files": [SimpleUploadedFile("lab.json", coco)]}, format="multipart")
+    assert r.status_code == 200, r.content
+    assert r.json()["added"] == analyzed_slide.cells.count()
+    assert r.json()["skipped"]["of other images"] == other.cells.count()
+    # a slide none of whose images the file holds is told so
+    lone_name, lone_data, _ = smear_field(2)
+    lone, _ = slide_upload(user=patient.created_by, patient=patient, files=[SimpleUploadedFile("elsewhere.jpg", lone_data)])
+    r = client.post(f"/api/slides/{lone.pk}/boxes/", {"files": [SimpleUploadedFile("lab.json", coco)]}, format="multipart")
+    assert r.status_code == 400 and "lab.json: none of its 2 images" in r.json()["message"]
