@@ -309,18 +309,20 @@ class ExportCellsApi(GenericAPIView):
         return _zip_response(buf, "leukolab-cells.zip")
 
 
+class BoxImportSerializer(serializers.Serializer):
+    files = serializers.ListField(child=serializers.FileField(), help_text="Pascal VOC .xml, COCO .json or YOLO .txt")
+    labels = serializers.CharField(required=False, allow_blank=True, default="",
+                                   help_text="a YOLO file's class names in order, comma-separated")
+
+
 class SlideBoxesImportApi(GenericAPIView):
     permission_classes = [require("cells.add_cell")]
     parser_classes = [MultiPartParser]
-
-    class ImportSerializer(serializers.Serializer):
-        files = serializers.ListField(child=serializers.FileField(), help_text="Pascal VOC .xml, COCO .json or YOLO .txt")
-        labels = serializers.CharField(required=False, allow_blank=True, default="",
-                                       help_text="a YOLO file's class names in order, comma-separated")
+    serializer_class = BoxImportSerializer  # what OPTIONS describes
 
     @extend_schema(
         summary="Add the white cells of box files to a slide, as drawn by you",
-        request={"multipart/form-data": ImportSerializer},
+        request={"multipart/form-data": BoxImportSerializer},
         responses=inline_serializer("BoxImport", {"added": serializers.IntegerField(), "skipped": serializers.DictField()}),
     )
     def post(self, request, slide_id: int):
