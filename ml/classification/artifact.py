@@ -25,7 +25,8 @@ from ml.classification.crop import CropRule, cell_crop, crop_rule_from_dict
 from ml.classification.morphometry import ShapeOpinion, features_of_crops
 from ml.classification.metrics import softmax
 from ml.classification.registry import create_classifier
-from ml.classification.sample_norm import STATISTICS_CELLS, balanced_draw, sample_normalized, statistics_subset
+from ml.classification.sample_norm import (STATISTICS_CELLS, balanced_draw, batchnorm_layers, sample_normalized,
+                                           statistics_subset)
 from ml.classification.stain import normalize
 from ml.classification.transforms import IMAGENET_MEAN, IMAGENET_STD, to_tensor
 from ml.device import resolve_device
@@ -269,6 +270,32 @@ class Classifier:
         other = copy.copy(self)
         other.model = sample_normalized(self.model, batches(), len(crops), strength)
         other._shape_memo = memo
+        return other
+
+    def normalization_state(self) -> dict[str, np.ndarray]:
+        """The network's batch-norm statistics (running means and variances by layer name): what
+        :meth:`sample_normalized` moves, to keep with a sample and give back to this classifier
+        with :meth:`with_normalization_state` (empty for a network without batch norm)."""
+        names = {id(m): n for n, m in self.model.named_modules()}
+        state = {}
+        for bn in batchnorm_layers(self.model):
+            state[f"{names[id(bn)]}.running_mean"] = bn.running_mean.detach().cpu().numpy().copy()
+            state[f"{names[id(bn)]}.running_var"] = bn.running_var.detach().cpu().numpy().copy()
+        return state
+
+    def with_normalization_state(self, state: dict[str, np.ndarray]) -> "Classifier":
+        """This classifier with the batch-norm statistics of :meth:`normalization_state` (e.g. of the
+        same classifier normalized on a sample); a state that does not fit this network raises."""
+        expected = self.normalization_state()
+        if set(state) != set(expected) or any(np.shape(state[k]) != expected[k].shape for k in expected):
+            raise ValueError("these normalization statistics are not of this classifier's network")
+        other = copy.copy(self)
+        other.model = copy.deepcopy(self.model).eval()
+        modules = dict(other.model.named_modules())
+        for key, value in state.items():
+            name, buffer = key.rsplit(".", 1)
+            getattr(modules[name], buffer).copy_(torch.as_tensor(value))
+        other._shape_memo = {}
         return other
 
     # -- preprocessing ---------------------------------------------------------------------

@@ -15,7 +15,7 @@ from PIL import Image
 from webapp.cells.models import Cell, CellEvent
 from webapp.common.exceptions import ApplicationError
 from webapp.jobs.models import Job
-from webapp.slides.models import SlideImage
+from webapp.slides.models import Slide, SlideImage
 
 
 def cell_snapshot(cell: Cell) -> dict:
@@ -229,16 +229,18 @@ def cell_classify(*, slide_id: int, cells: list[dict], job_id: int | None = None
     """The active classifier's answers and heatmaps for cells' boxes (drawn or moved by a person;
     ``cells``: ``{"id", "box"}`` each), the classifier prepared on the slide's cells as the slide's
     analysis prepares it: its normalization statistics moved towards those of the slide's cells
-    (``LEUKOLAB_CLASS_NORM``) and, with ``LEUKOLAB_CLASS_ADAPT``, the probabilities re-weighted to the
-    slide's class frequencies. A class given by a person stays; nothing is written for a cell whose
-    box has changed, or that has gone, since the job was queued (the change queued a job of its own)."""
+    (``LEUKOLAB_CLASS_NORM``: those the analysis kept, where it ran with this classifier; else taken
+    from the slide's cells as they are now) and, with ``LEUKOLAB_CLASS_ADAPT``, the probabilities
+    re-weighted to the slide's class frequencies. A class given by a person stays; nothing is written
+    for a cell whose box has changed, or that has gone, since the job was queued (the change queued a
+    job of its own)."""
     from collections import defaultdict
 
     from ml.analyze import adapt_to_sample, analyze_image, classifier_for_sample
     from ml.boxes import Box
 
     from webapp.registry.runtime import active_classifier
-    from webapp.slides.services import slide_image_is_reduced, slide_image_read
+    from webapp.slides.services import slide_image_is_reduced, slide_image_read, slide_statistics_load
 
     report = progress or (lambda f, m="": None)
     wanted = {int(e["id"]): [float(v) for v in e["box"]] for e in cells}
@@ -253,6 +255,13 @@ def cell_classify(*, slide_id: int, cells: list[dict], job_id: int | None = None
         report(1.0, "no classifier is active")
         return
     norm, adapt = settings.LEUKOLAB_CLASS_NORM, settings.LEUKOLAB_CLASS_ADAPT
+    if norm is not None:
+        kept_statistics = slide_statistics_load(slide=Slide.objects.get(pk=slide_id), model_version=classifier_mv)
+        if kept_statistics is not None:
+            try:
+                classifier, norm = classifier.with_normalization_state(kept_statistics), None
+            except ValueError:  # kept for another network: taken again below
+                pass
     others: dict[int, list[Box]] = defaultdict(list)  # the slide's other cells, per image
     for c in Cell.objects.filter(slide_id=slide_id).exclude(pk__in=targets).order_by("pk"):
         others[c.image_id].append(Box(c.x0, c.y0, c.x1, c.y1))

@@ -131,6 +131,7 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
             del array
         report(0.7, "normalizing the classifier on the slide's cells")
         classifier = classifier_for_sample(classifier, crops, norm)
+        slide_statistics_save(slide=slide, model_version=classifier_mv, classifier=classifier)
         del crops
         start = 0.7
     share = 0.97 - start
@@ -176,6 +177,31 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
             )
     Slide.objects.filter(pk=slide_id).update(status=Slide.Status.ANALYZED, analyzed_at=timezone.now(), error="")
     report(1.0, "analyzed")
+
+
+def slide_statistics_path(*, slide: Slide, model_version) -> str:
+    return f"slides/{slide.uuid}/classifier-{model_version.pk}-statistics.npz"
+
+
+def slide_statistics_save(*, slide: Slide, model_version, classifier) -> None:
+    """Keep the normalization statistics the slide's cells gave the classifier in its analysis
+    (``LEUKOLAB_CLASS_NORM``), for the answers to boxes drawn on the slide later: the same
+    classifier, without reading the slide again."""
+    buf = io.BytesIO()
+    np.savez(buf, **classifier.normalization_state())
+    path = slide_statistics_path(slide=slide, model_version=model_version)
+    if default_storage.exists(path):
+        default_storage.delete(path)
+    default_storage.save(path, ContentFile(buf.getvalue()))
+
+
+def slide_statistics_load(*, slide: Slide, model_version) -> dict | None:
+    """The statistics :func:`slide_statistics_save` kept for this slide and classifier version, if any."""
+    path = slide_statistics_path(slide=slide, model_version=model_version)
+    if not default_storage.exists(path):
+        return None
+    with default_storage.open(path, "rb") as fh, np.load(io.BytesIO(fh.read()), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
 
 
 def slide_image_read(*, image: SlideImage) -> np.ndarray:

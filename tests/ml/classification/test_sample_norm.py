@@ -167,3 +167,23 @@ def test_a_capped_sample_keeps_its_full_weight(tmp_path):
     assert not torch.allclose(batchnorm_layers(capped.model)[0].running_var, batchnorm_layers(everything.model)[0].running_var)
     same = clf.sample_normalized(crops, strength=30, max_cells=40).probabilities_of_crops(crops)
     np.testing.assert_allclose(same, everything.probabilities_of_crops(crops), atol=1e-6)
+
+
+def test_a_samples_normalization_state_comes_back_as_the_same_answers(classifier_run):
+    """What a slide's analysis keeps (the statistics its cells gave the network) gives a later answer
+    on that slide exactly the normalized classifier's answers."""
+    from ml.classification import load_classifier
+    from ml.classification.data import synthetic_cells
+
+    clf = load_classifier(classifier_run)
+    cells = synthetic_cells(n_per_class=12, seed=3, classes=clf.classes)
+    crops = cells.crops(clf.crop_rule.margin, clf.crop_rule.out_size)
+    normalized = clf.sample_normalized(crops, 50, balanced=True)
+    state = normalized.normalization_state()
+    assert state and all(v.dtype.kind == "f" for v in state.values())
+    again = clf.with_normalization_state(state)
+    assert np.array_equal(again.network_logits(crops), normalized.network_logits(crops))
+    assert not np.array_equal(clf.network_logits(crops), normalized.network_logits(crops))  # it did move
+    assert np.array_equal(clf.network_logits(crops), load_classifier(classifier_run).network_logits(crops))  # untouched
+    with pytest.raises(ValueError, match="not of this classifier"):
+        clf.with_normalization_state({"layer.running_mean": np.zeros(3)})

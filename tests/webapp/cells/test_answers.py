@@ -173,3 +173,43 @@ def test_boxes_added_from_a_file_are_answered_by_one_job(api_as, classified_slid
     _run(moved_job)
     added[0].refresh_from_db()
     assert added[0].predicted_class and added[0].heatmap
+
+
+def test_an_answer_uses_the_statistics_the_analysis_kept_and_reads_one_image(active_classifier, patient, make_user,
+                                                                            settings, monkeypatch):
+    """A two-field slide: the box drawn over a cell of the analysis gets that cell's answer to the last
+    digit, from its own image alone; without the kept statistics the job takes them again from every
+    image and still answers."""
+    from django.core.files.storage import default_storage
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    import webapp.slides.services as slide_services
+    from tests.helpers import smear_field
+
+    settings.LEUKOLAB_CLASS_NORM = 1000.0
+    fields = [smear_field(0)[:2], smear_field(1)[:2]]
+    slide, job = slide_services.slide_upload(user=patient.created_by, patient=patient,
+                                             files=[SimpleUploadedFile(n, d) for n, d in fields])
+    assert job_execute(job_id=job.pk).status == Job.Status.SUCCEEDED
+    kept = slide_services.slide_statistics_path(slide=slide, model_version=active_classifier)
+    assert default_storage.exists(kept)
+    reads = []
+    real_read = slide_services.slide_image_read
+    monkeypatch.setattr(slide_services, "slide_image_read", lambda *, image: reads.append(image.pk) or real_read(image=image))
+    annotator = make_user("annotator", username="ann")
+    model_cell = Cell.objects.filter(slide=slide).order_by("pk").last()
+    drawn = cell_create(image=model_cell.image, box=model_cell.box, label="", user=annotator)
+    (job,) = _answer_jobs(drawn)
+    _run(job)
+    drawn.refresh_from_db()
+    assert reads == [model_cell.image_id]
+    assert drawn.predicted_class == model_cell.predicted_class
+    assert all(abs(drawn.probabilities[k] - v) < 1e-6 for k, v in model_cell.probabilities.items())
+
+    default_storage.delete(kept)  # e.g. analysed before the statistics were kept
+    reads.clear()
+    cell_move(cell=drawn, box=[v + 1 for v in model_cell.box[:2]] + model_cell.box[2:], user=annotator)
+    _run(_answer_jobs(drawn)[-1])
+    drawn.refresh_from_db()
+    assert sorted(set(reads)) == sorted(slide.images.values_list("pk", flat=True))
+    assert drawn.predicted_class and drawn.heatmap
