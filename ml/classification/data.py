@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -122,13 +123,19 @@ def read_box_file(data_dir: Path) -> dict[str, Box]:
     return boxes
 
 
+def box_file_text(boxes: dict[str, Box]) -> str:
+    """The text of a ``boxes.csv`` (see :func:`read_box_file`)."""
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(["image", "x0", "y0", "x1", "y1"])
+    for name, box in sorted(boxes.items()):
+        out.writerow([name, *(f"{v:.2f}" for v in box.as_list())])
+    return buf.getvalue()
+
+
 def write_box_file(data_dir: Path, boxes: dict[str, Box]) -> None:
     """Write ``boxes.csv`` (see :func:`read_box_file`)."""
-    with open(Path(data_dir) / BOX_FILE, "w", newline="") as fh:
-        out = csv.writer(fh)
-        out.writerow(["image", "x0", "y0", "x1", "y1"])
-        for name, box in sorted(boxes.items()):
-            out.writerow([name, *(f"{v:.2f}" for v in box.as_list())])
+    (Path(data_dir) / BOX_FILE).write_text(box_file_text(boxes))
 
 
 def export_crop(image: np.ndarray, box: Box, max_side: int = 512) -> tuple[np.ndarray, Box]:

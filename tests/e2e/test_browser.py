@@ -249,22 +249,30 @@ def test_a_cell_chosen_in_the_table_is_brought_into_view_on_a_large_scan(analyze
         page.close()
 
 
-@pytest.fixture
-def slide_with_a_drawn_box(hematologist, make_user, active_classifier, monkeypatch):
-    """An analyzed field and a box an annotator drew on it, its model answer queued, not yet run."""
+def _analyzed_field(hematologist, identifier: str, monkeypatch):
+    """A BCCD field uploaded and analyzed here, the test running the jobs itself (none is dispatched)."""
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    from webapp.cells.services import cell_create
     from webapp.jobs.models import Job
     from webapp.jobs.services import job_execute
     from webapp.patients.services import patient_create
     from webapp.slides.services import slide_upload
 
-    monkeypatch.setattr("webapp.jobs.services.job_dispatch", lambda **kw: None)  # this test runs the jobs
-    patient = patient_create(user=hematologist, identifier="E2E-ANSWER")
+    monkeypatch.setattr("webapp.jobs.services.job_dispatch", lambda **kw: None)
+    patient = patient_create(user=hematologist, identifier=identifier)
     name, data, _ = smear_field(0)
     slide, job = slide_upload(user=hematologist, patient=patient, files=[SimpleUploadedFile(name, data)])
     assert job_execute(job_id=job.pk).status == Job.Status.SUCCEEDED
+    return slide
+
+
+@pytest.fixture
+def slide_with_a_drawn_box(hematologist, make_user, active_classifier, monkeypatch):
+    """An analyzed field and a box an annotator drew on it, its model answer queued, not yet run."""
+    from webapp.cells.services import cell_create
+    from webapp.jobs.models import Job
+
+    slide = _analyzed_field(hematologist, "E2E-ANSWER", monkeypatch)
     model_cell = slide.cells.first()
     x0, y0, x1, y1 = model_cell.box
     drawn = cell_create(image=slide.images.get(), box=[x0 + 3, y0 + 3, x1 - 3, y1 - 3], label="",
@@ -309,19 +317,8 @@ def test_a_box_drawn_by_hand_shows_the_models_answer_when_it_comes(slide_with_a_
 @pytest.fixture
 def analyzed_field(hematologist, make_user, monkeypatch):
     """An analyzed field (no classifier) and an annotator of the lab."""
-    from django.core.files.uploadedfile import SimpleUploadedFile
-
-    from webapp.jobs.models import Job
-    from webapp.jobs.services import job_execute
-    from webapp.patients.services import patient_create
-    from webapp.slides.services import slide_upload
-
-    monkeypatch.setattr("webapp.jobs.services.job_dispatch", lambda **kw: None)  # this test runs the jobs
     make_user("annotator", username="anno")
-    patient = patient_create(user=hematologist, identifier="E2E-BOXES")
-    name, data, _ = smear_field(0)
-    slide, job = slide_upload(user=hematologist, patient=patient, files=[SimpleUploadedFile(name, data)])
-    assert job_execute(job_id=job.pk).status == Job.Status.SUCCEEDED
+    slide = _analyzed_field(hematologist, "E2E-BOXES", monkeypatch)
     image = slide.images.get()
     return slide, image.filename, image.width, image.height, slide.cells.count()
 

@@ -305,7 +305,7 @@ class ExportCellsApi(GenericAPIView):
         responses={(200, "application/zip"): bytes},
     )
     def get(self, request):
-        buf, _ = crops_export(slides=_export_slides(request), which=request.query_params.get("which", "confirmed"))
+        buf = crops_export(slides=_export_slides(request), which=request.query_params.get("which", "confirmed"))
         return _zip_response(buf, "leukolab-cells.zip")
 
 

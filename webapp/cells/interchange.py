@@ -90,7 +90,7 @@ def boxes_export(*, slides: QuerySet[Slide], fmt: str, with_classes: bool = Fals
                                "without classes, or give them one.")
     anns = []
     for image in images:
-        boxes = [Box(c.x0, c.y0, c.x1, c.y1, label=c.effective_class if with_classes else WBC)
+        boxes = [Box(*c.box, label=c.effective_class if with_classes else WBC)
                  for c in by_image.get(image.pk, [])]
         anns.append(Annotation(_image_name(image), image.width, image.height, boxes))
     labels = sorted({b.label for a in anns for b in a.boxes}) or [WBC]
@@ -116,14 +116,14 @@ def boxes_export(*, slides: QuerySet[Slide], fmt: str, with_classes: bool = Fals
     return buf
 
 
-def crops_export(*, slides: QuerySet[Slide], which: str = "confirmed", progress=None):
+def crops_export(*, slides: QuerySet[Slide], which: str = "confirmed"):
     """A zip of the slides' cells that have a class, as a class-per-folder set of crops
     (``<class>/slide<S>_cell<C>.jpg``, or ``.png`` from a lossless image) with ``boxes.csv``, the box of each in its crop's pixels.
     Returns an open temporary file, at its start."""
     from PIL import Image
 
     from ml.boxes import Box
-    from ml.classification.data import BOX_FILE, export_crop
+    from ml.classification.data import BOX_FILE, box_file_text, export_crop
     from webapp.slides.services import slide_image_read
 
     # a class the model is unsure of (shown as unidentified) is no label to learn from
@@ -131,30 +131,26 @@ def crops_export(*, slides: QuerySet[Slide], which: str = "confirmed", progress=
     if not cells:
         hint = " (pass which=all to export the model's answers too)" if which == "confirmed" else ""
         raise ApplicationError(f"These slides have no cell with a class to export{hint}.")
-    rows, counts = [], Counter()
+    boxes = {}
     buf, zf = _spooled_zip()
     with zf:
         image_id, array = None, None
-        for n, cell in enumerate(cells):
+        for cell in cells:
             if cell.image_id != image_id:  # cells come ordered by image: each is read once
                 image_id, array = cell.image_id, slide_image_read(image=cell.image)
-            crop, box = export_crop(array, Box(cell.x0, cell.y0, cell.x1, cell.y1).clip(cell.image.width, cell.image.height))
             # a JPEG image's cells as JPEG (at 95, next to nothing lost again), a lossless one's as PNG
             jpeg = cell.image.format == "JPEG"
             name = f"{cell.effective_class}/slide{cell.slide_id}_cell{cell.pk}.{'jpg' if jpeg else 'png'}"
+            crop, boxes[name] = export_crop(array, Box(*cell.box).clip(cell.image.width, cell.image.height))
             out = io.BytesIO()
             if jpeg:
                 Image.fromarray(crop).save(out, format="JPEG", quality=95)
             else:
                 Image.fromarray(crop).save(out, format="PNG", compress_level=1)
             zf.writestr(name, out.getvalue(), compress_type=zipfile.ZIP_STORED)  # compressed already
-            rows.append([name, *(f"{v:.2f}" for v in box.as_list())])
-            counts[cell.effective_class] += 1
-            if progress:
-                progress((n + 1) / len(cells))
-        zf.writestr(BOX_FILE, "image,x0,y0,x1,y1\n" + "".join(",".join(r) + "\n" for r in rows))
+        zf.writestr(BOX_FILE, box_file_text(boxes))
     buf.seek(0)
-    return buf, counts
+    return buf
 
 
 def _known_classes() -> set[str]:

@@ -76,6 +76,19 @@ def _delete_files(cell: Cell) -> None:
             f.delete(save=False)
 
 
+def _set_model_answer(cell: Cell, result, *, classifier_version, crop) -> None:
+    """Put a classified ``result`` (``ml.analyze.CellResult``) into an unsaved cell: class,
+    probabilities, confidence, the version that answered, heatmap and, for a scan, its crop."""
+    cell.predicted_class = result.label or ""
+    cell.probabilities = {k: float(v) for k, v in (result.probabilities or {}).items()}
+    cell.confidence = result.confidence
+    cell.model_version = classifier_version if result.label else None
+    if result.heatmap_overlay is not None:
+        cell.heatmap.save(f"cell-{cell.slide_id}-{cell.image_id}.png", _png(result.heatmap_overlay), save=False)
+    if crop is not None:
+        cell.crop.save(f"cell-{cell.slide_id}-{cell.image_id}.jpg", _jpeg(crop), save=False)
+
+
 @transaction.atomic
 def cells_replace_from_model(*, image, results, classifier_version=None, localizer_version=None,
                              crops: list | None = None) -> list[Cell]:
@@ -102,16 +115,9 @@ def cells_replace_from_model(*, image, results, classifier_version=None, localiz
             x0=box.x0, y0=box.y0, x1=box.x1, y1=box.y1,
             source=Cell.Source.MODEL,
             localizer_score=float(box.score),
-            predicted_class=result.label or "",
-            probabilities={k: float(v) for k, v in (result.probabilities or {}).items()},
-            confidence=result.confidence,
-            model_version=classifier_version if result.label else None,
             localizer_version=localizer_version,
         )
-        if result.heatmap_overlay is not None:
-            cell.heatmap.save(f"cell-{image.slide_id}-{image.pk}.png", _png(result.heatmap_overlay), save=False)
-        if crops is not None and crops[k] is not None:
-            cell.crop.save(f"cell-{image.slide_id}-{image.pk}.jpg", _jpeg(crops[k]), save=False)
+        _set_model_answer(cell, result, classifier_version=classifier_version, crop=crops[k] if crops is not None else None)
         cell.save()
         _event(cell=cell, action=CellEvent.Action.CREATE, actor=None, before=None, after=cell_snapshot(cell))
         created.append(cell)
@@ -264,7 +270,7 @@ def cell_classify(*, slide_id: int, cells: list[dict], job_id: int | None = None
                 pass
     others: dict[int, list[Box]] = defaultdict(list)  # the slide's other cells, per image
     for c in Cell.objects.filter(slide_id=slide_id).exclude(pk__in=targets).order_by("pk"):
-        others[c.image_id].append(Box(c.x0, c.y0, c.x1, c.y1))
+        others[c.image_id].append(Box(*c.box))
     mine: dict[int, list[Cell]] = defaultdict(list)  # the cells to answer for, per image
     for c in sorted(targets.values(), key=lambda c: c.pk):
         mine[c.image_id].append(c)
@@ -279,7 +285,7 @@ def cell_classify(*, slide_id: int, cells: list[dict], job_id: int | None = None
         return slide_image_read(image=image)
 
     def boxes_of(cells_: list[Cell]) -> list[Box]:
-        return [Box(c.x0, c.y0, c.x1, c.y1) for c in cells_]
+        return [Box(*c.box) for c in cells_]
 
     kept = {}  # the images of the cells answered for, read once where that is all there is to read
     if norm is not None:
@@ -321,14 +327,7 @@ def cell_classify(*, slide_id: int, cells: list[dict], job_id: int | None = None
             before = cell_snapshot(cell)
             _delete_files(cell)
             cell.heatmap = cell.crop = None
-            cell.predicted_class = result.label or ""
-            cell.probabilities = {k: float(v) for k, v in (result.probabilities or {}).items()}
-            cell.confidence = result.confidence
-            cell.model_version = classifier_mv if result.label else None
-            if result.heatmap_overlay is not None:
-                cell.heatmap.save(f"cell-{cell.slide_id}-{cell.image_id}.png", _png(result.heatmap_overlay), save=False)
-            if crop is not None:
-                cell.crop.save(f"cell-{cell.slide_id}-{cell.image_id}.jpg", _jpeg(crop), save=False)
+            _set_model_answer(cell, result, classifier_version=classifier_mv, crop=crop)
             cell.save()
             _event(cell=cell, action=CellEvent.Action.ANSWER, actor=None, before=before, after=cell_snapshot(cell))
             written += 1

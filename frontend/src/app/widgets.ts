@@ -1,4 +1,4 @@
-// Small shared pieces of UI: status badges, progress bars, pagination.
+// Small shared pieces of UI: status badges, progress bars, pagination, download links.
 import type { Job, Page, SlideStatus } from '../api';
 import { h } from './dom';
 import { progressPercent } from './format';
@@ -45,4 +45,9 @@ export function pager<T>(page: Page<T>, current: number, go: (page: number) => v
     h('span', {}, `Page ${current} · ${page.count} in all`),
     h('button', { type: 'button', class: 'btn', disabled: !page.next, onclick: () => go(current + 1) }, 'Next ›'),
   );
+}
+
+/** A button-styled link that downloads what it points at (the training-data zips). */
+export function downloadLink(href: string, text: string): HTMLElement {
+  return h('a', { class: 'btn btn-small', href, download: '' }, text);
 }

@@ -4,7 +4,7 @@ import { showError } from '../errors';
 import { formatDateTime } from '../format';
 import { navigate, type RouteContext } from '../router';
 import { canCreatePatient, currentUser } from '../session';
-import { pager } from '../widgets';
+import { downloadLink, pager } from '../widgets';
 
 export function patientsPage(root: HTMLElement, ctx: RouteContext): void {
   const search = ctx.query.get('search') ?? '';
@@ -116,7 +116,6 @@ function newPatientForm(): HTMLElement {
 
 /** Every slide of the lab as training data (zip files; at most 500 slides). */
 function labTrainingData(): HTMLElement {
-  const link = (href: string, text: string): HTMLElement => h('a', { class: 'btn btn-small', href, download: '' }, text);
   return h(
     'section',
     { class: 'card', id: 'lab-training-data' },
@@ -125,13 +124,13 @@ function labTrainingData(): HTMLElement {
       'p',
       {},
       'Boxes of the signed-off slides ',
-      link(exportUrls.boxes(null, 'voc', true), 'Pascal VOC'),
+      downloadLink(exportUrls.boxes(null, 'voc', true), 'Pascal VOC'),
       ' ',
-      link(exportUrls.boxes(null, 'coco', true), 'COCO'),
+      downloadLink(exportUrls.boxes(null, 'coco', true), 'COCO'),
       ' ',
-      link(exportUrls.boxes(null, 'yolo', true), 'YOLO'),
+      downloadLink(exportUrls.boxes(null, 'yolo', true), 'YOLO'),
       ' · Cells whose class a person gave or confirmed ',
-      link(exportUrls.cells(null, 'confirmed'), 'class folders'),
+      downloadLink(exportUrls.cells(null, 'confirmed'), 'class folders'),
     ),
   );
 }

@@ -15,7 +15,7 @@ import {
 import { followJob } from '../jobs';
 import type { RouteContext } from '../router';
 import { canAddCells, canAnalyze, canSignOff, currentUser } from '../session';
-import { progressBar, statusBadge } from '../widgets';
+import { downloadLink, progressBar, statusBadge } from '../widgets';
 
 export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
   const id = Number(ctx.params.id);
@@ -302,7 +302,6 @@ function trainingCard(
   reload: (notice: string) => void,
 ): HTMLElement {
   const confirmed = slide.signed_off_at !== null || cells.some((c) => c.reviewed_class);
-  const link = (href: string, text: string): HTMLElement => h('a', { class: 'btn btn-small', href, download: '' }, text);
   const card = h(
     'section',
     { class: 'card', id: 'training-data' },
@@ -311,15 +310,15 @@ function trainingCard(
       'p',
       {},
       'Boxes ',
-      link(exportUrls.boxes(slide.id, 'voc'), 'Pascal VOC'),
+      downloadLink(exportUrls.boxes(slide.id, 'voc'), 'Pascal VOC'),
       ' ',
-      link(exportUrls.boxes(slide.id, 'coco'), 'COCO'),
+      downloadLink(exportUrls.boxes(slide.id, 'coco'), 'COCO'),
       ' ',
-      link(exportUrls.boxes(slide.id, 'yolo'), 'YOLO'),
+      downloadLink(exportUrls.boxes(slide.id, 'yolo'), 'YOLO'),
       ' · Cells by class ',
       confirmed
-        ? link(exportUrls.cells(slide.id, 'confirmed'), 'as reviewed')
-        : link(exportUrls.cells(slide.id, 'all'), "the model's classes"),
+        ? downloadLink(exportUrls.cells(slide.id, 'confirmed'), 'as reviewed')
+        : downloadLink(exportUrls.cells(slide.id, 'all'), "the model's classes"),
     ),
     h('p', { class: 'muted small' }, 'Zip files that python -m ml.localization and python -m ml.classification train on as they are.'),
   );
