@@ -32,6 +32,34 @@ def load_image(path: str | os.PathLike | Path | BinaryIO) -> np.ndarray:
         return _rgb_array(im)
 
 
+def read_image(path: str | os.PathLike | Path) -> np.ndarray:
+    """:func:`load_image` of a file, for command lines and datasets: any failure to read it is a
+    ``ValueError`` whose message starts with the file's name."""
+    try:
+        return load_image(path)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such image") from None
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # Pillow raises several types for files it cannot decode
+        raise ValueError(f"{path}: cannot read image ({exc})") from None
+
+
+def image_size(path: str | os.PathLike | Path) -> tuple[int, int]:
+    """``(width, height)`` of the image at ``path`` as :func:`load_image` returns it (EXIF orientation
+    applied), from its header only; failures as in :func:`read_image`."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if im.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):  # a quarter turn
+                w, h = h, w
+            return w, h
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such image") from None
+    except Exception as exc:
+        raise ValueError(f"{path}: cannot read image ({exc})") from None
+
+
 def _upright(im: Image.Image) -> Image.Image:
     """The image turned as its EXIF orientation says; the image itself where it needs no turn
     (``ImageOps.exif_transpose`` would copy it whole even then)."""

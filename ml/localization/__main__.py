@@ -1,7 +1,7 @@
 """Command line for WBC localization.
 
     python -m ml.localization train --method deep --data DIR --out RUN_DIR [--epochs N --img-size PX ...]
-    python -m ml.localization tune --data DIR [--out classical.yaml] [--trials N]
+    python -m ml.localization tune --data DIR --out FILE [--trials N]
     python -m ml.localization evaluate --method classical|deep [--checkpoint RUN_DIR] --data DIR [--json]
     python -m ml.localization predict --method classical|deep [--checkpoint RUN_DIR] IMAGE...
     python -m ml.localization convert SRC DST --to voc|coco|yolo
@@ -20,11 +20,17 @@ import os
 import sys
 from pathlib import Path
 
+from ml.jsonio import dumps
+
 
 def _localizer(args):
     from ml.localization import load_localizer
 
     views = {} if args.views is None else {"views": args.views}
+    if args.method is None:  # a checkpoint is a deep detector's run
+        args.method = "deep" if args.checkpoint else "classical"
+    if args.method == "classical" and args.checkpoint:
+        raise ValueError("--checkpoint is a deep detector's run: use --method deep (the classical method takes --config)")
     if args.method == "classical":
         return load_localizer(f"classical:{args.config}" if args.config else "classical", rescale=args.rescale,
                               device=args.device, **views)
@@ -42,10 +48,22 @@ def _rescale(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _samples(args):
-    from ml.localization.data import load_split
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0 or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        return value
+    return parse
 
-    return load_split(args.data, args.split)
+
+def _samples(args):
+    from ml.localization.data import load_split, require_cells
+
+    return require_cells(load_split(args.data, args.split), args.data, part=args.split)
 
 
 def cmd_train(args) -> int:
@@ -54,13 +72,18 @@ def cmd_train(args) -> int:
     import torch
 
     from ml.localization.data import train_val_split
+    from ml.localization.deep import STRIDE
     from ml.localization.report import evaluate_localizer, write_report
     from ml.localization.train import TrainConfig, train_detector
 
+    if args.img_size % STRIDE or args.img_size < 64:
+        raise ValueError(f"--img-size must be a multiple of {STRIDE} and at least 64, got {args.img_size}")
+    if args.val_every < 0:
+        raise ValueError(f"--val-every must be 0 (no validation) or more, got {args.val_every}")
     samples = _samples(args)
-    fit, val = train_val_split(samples) if args.val_every > 0 else (samples, [])
+    fit, val = train_val_split(samples, every=args.val_every) if args.val_every > 0 else (samples, [])
     if not fit:
-        raise ValueError(f"{args.data}: no training fields")
+        raise ValueError(f"{args.data}: no training fields (every field validates with --val-every {args.val_every})")
     cfg = TrainConfig(backbone=args.backbone, pretrained=args.pretrained, epochs=args.epochs,
                       img_size=args.img_size, scale=args.scale, batch_size=args.batch_size, lr=args.lr,
                       num_threads=args.threads, seed=args.seed, ema=args.ema, device=args.device,
@@ -78,13 +101,13 @@ def cmd_train(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from ml.imageio import load_image
+    from ml.imageio import read_image
     from ml.localization.classical import ClassicalConfig
     from ml.localization.tune import tune_classical
 
     samples = _samples(args)
     start = ClassicalConfig.load(args.config) if args.config else ClassicalConfig()
-    images = [load_image(s.image_path) for s in samples]
+    images = [read_image(s.image_path) for s in samples]
     gts = [s.annotation.of_label("WBC") for s in samples]
     cfg, metrics, history = tune_classical(images, gts, start=start, trials=args.trials, seed=args.seed,
                                            progress=not args.quiet)
@@ -108,7 +131,7 @@ def cmd_evaluate(args) -> int:
     if args.out:
         write_report(args.out, metrics, samples, preds)
     if args.json:
-        print(json.dumps(metrics))
+        print(dumps(metrics))
     else:
         for k, v in metrics.items():
             print(f"{k:>18}: {v:.4f}" if isinstance(v, float) else f"{k:>18}: {v}")
@@ -118,18 +141,13 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     import torch
 
-    from ml.imageio import load_image
+    from ml.imageio import read_image
 
     torch.set_num_threads(args.threads)
     loc = _localizer(args)
     out = []
     for path in args.images:
-        if not Path(path).exists():
-            raise ValueError(f"{path}: no such image")
-        try:
-            img = load_image(path)
-        except Exception as exc:  # PIL raises several types for unreadable files
-            raise ValueError(f"{path}: cannot read image ({exc})") from None
+        img = read_image(path)
         boxes = loc.detect(img, min_score=args.min_score, labels=("WBC",) if args.wbc_only else None)
         out.append({"image": str(path), "width": img.shape[1], "height": img.shape[0], "method": loc.method,
                     "boxes": [{"label": b.label, "score": round(b.score, 4),
@@ -174,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--data", required=data_required, help="annotated folder (VOC, COCO or YOLO)")
         sp.add_argument("--split", default="all", choices=["all", "train", "test"],
                         help="part of the fixed split to use (default: all)")
-        sp.add_argument("--threads", type=int, default=2, help="CPU threads for torch (default 2)")
+        sp.add_argument("--threads", type=_positive(int), default=2, help="CPU threads for torch (default 2)")
         sp.add_argument("--quiet", action="store_true")
 
     def device(sp):
@@ -182,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "cpu, cuda or cuda:N")
 
     def method(sp):
-        sp.add_argument("--method", choices=["classical", "deep"], default="classical")
+        sp.add_argument("--method", choices=["classical", "deep"],
+                        help="default: deep where --checkpoint is given, else classical")
         sp.add_argument("--checkpoint", help="deep: run directory (or model.pt) written by 'train'")
         sp.add_argument("--config", help="classical: parameter file (default: the packaged classical.yaml)")
         sp.add_argument("--rescale", type=_rescale, default=1.0,
@@ -197,11 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     device(t)
     t.add_argument("--method", choices=["deep"], default="deep")
     t.add_argument("--out", required=True, help="run directory to write")
-    t.add_argument("--epochs", type=int, default=80)
-    t.add_argument("--img-size", type=int, default=256, help="square training crop, input pixels (default 256)")
-    t.add_argument("--scale", type=float, default=0.4, help="input pixels per image pixel (default 0.4)")
-    t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--epochs", type=_positive(int), default=80)
+    t.add_argument("--img-size", type=int, default=256,
+                   help="square training crop, input pixels, a multiple of 8 (default 256)")
+    t.add_argument("--scale", type=_positive(float), default=0.4, help="input pixels per image pixel (default 0.4)")
+    t.add_argument("--batch-size", type=_positive(int), default=16)
+    t.add_argument("--lr", type=_positive(float), default=3e-3)
     t.add_argument("--backbone", default="tiny", help="'tiny', 'small' or timm:<model> (default tiny)")
     t.add_argument("--pretrained", action="store_true", help="timm backbones: start from pretrained weights")
     t.add_argument("--ema", type=float, default=0.0, help="weight averaging decay, e.g. 0.998 (default off)")
@@ -216,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     u = sub.add_parser("tune", help="search the classical parameters on annotated fields")
     common(u)
     u.add_argument("--config", help="starting parameters (default: built-in defaults)")
-    u.add_argument("--out", default=str(CONFIG_PATH), help=f"parameter file to write (default {CONFIG_PATH})")
+    u.add_argument("--out", required=True,
+                   help=f"parameter file to write (the packaged one, used by default elsewhere, is {CONFIG_PATH})")
     u.add_argument("--trials", type=int, default=60)
     u.add_argument("--seed", type=int, default=0)
     u.add_argument("--history", help="also write every trial to this JSON file")
@@ -235,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("images", nargs="+")
     r.add_argument("--min-score", type=float, help="report boxes down to this score (default: trained threshold)")
     r.add_argument("--wbc-only", action="store_true", help="only white cells (default: every class found)")
-    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--threads", type=_positive(int), default=2)
     device(r)
     r.set_defaults(func=cmd_predict)
 

@@ -46,6 +46,19 @@ def load_split(root: str | os.PathLike | None = None, part: str = "all") -> list
     return split_samples(load_dataset(root or bccd_root()), part)
 
 
+def require_cells(samples: list[Sample], where: str | os.PathLike, *, part: str = "all",
+                  label: str = "WBC") -> list[Sample]:
+    """``samples``, or a ``ValueError`` naming ``where`` when there are none or none holds a ``label`` box
+    (training, tuning or scoring on such a set would silently learn or measure nothing)."""
+    if not samples:
+        raise ValueError(f"{where}: no annotated fields" + (f" in the {part!r} part of the split" if part != "all" else ""))
+    if not any(s.annotation.of_label(label) for s in samples):
+        found = sorted({b.label for s in samples for b in s.annotation.boxes})
+        raise ValueError(f"{where}: no box labelled {label} in {len(samples)} field(s) "
+                         + (f"(labels found: {', '.join(found)})" if found else "(no boxes at all)"))
+    return samples
+
+
 def train_val_split(samples: list[Sample], every: int = 10) -> tuple[list[Sample], list[Sample]]:
     """Split training samples into fit and validation parts, deterministically by sorted name."""
     ordered = sorted(samples, key=lambda s: s.image_path.name)

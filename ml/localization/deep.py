@@ -90,7 +90,10 @@ class TimmBackbone(nn.Module):
         super().__init__()
         import timm
 
-        self.body = timm.create_model(name, pretrained=pretrained, features_only=True)
+        try:
+            self.body = timm.create_model(name, pretrained=pretrained, features_only=True)
+        except RuntimeError as exc:  # timm: "Unknown model (...)", or no features_only form of it
+            raise ValueError(f"backbone timm:{name}: {exc}") from None
         red = self.body.feature_info.reduction()
         idx = [red.index(s) for s in (8, 16, 32)]
         self.idx = idx

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from ml.boxes import Box
 
@@ -26,6 +27,21 @@ _TOLERANCE = 1.0  # pixels a box may overhang the image edge (rounding in other 
 
 class AnnotationError(ValueError):
     """An annotation file that cannot be used; the message names the file."""
+
+
+_CANONICAL = {name.casefold(): name for name in DEFAULT_LABELS}
+
+
+def canonical_label(label: str) -> str:
+    """``label`` with the spelling of Leukolab's own box labels where it is one of them in another
+    case (``wbc`` -> ``WBC``); any other label as it is."""
+    label = label.strip()
+    return _CANONICAL.get(label.casefold(), label)
+
+
+def image_name(reference: str) -> str:
+    """The file name of an image reference written on any system (``C:\\scans\\a.jpg`` -> ``a.jpg``)."""
+    return PureWindowsPath(reference).name
 
 
 @dataclass
@@ -69,9 +85,12 @@ def _xml_text(node: ET.Element, tag: str, where: str) -> str:
 def _xml_number(node: ET.Element, tag: str, where: str) -> float:
     text = _xml_text(node, tag, where)
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise AnnotationError(f"{where}: <{tag}> is {text!r}, not a number") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise AnnotationError(f"{where}: <{tag}> is {text!r}, not a number")
+    return value
 
 
 def read_voc(path: str | os.PathLike, *, labels: Sequence[str] | None = None) -> Annotation:
@@ -85,7 +104,7 @@ def read_voc(path: str | os.PathLike, *, labels: Sequence[str] | None = None) ->
         raise AnnotationError(f"{where}: cannot be read ({exc.strerror or exc})") from None
     if root.tag != "annotation":
         raise AnnotationError(f"{where}: root element is <{root.tag}>, expected <annotation>")
-    filename = _xml_text(root, "filename", where)
+    filename = image_name((root.findtext("filename") or "").strip())  # empty: the image named like the file
     size = root.find("size")
     if size is None:
         raise AnnotationError(f"{where}: missing <size>")
@@ -94,12 +113,12 @@ def read_voc(path: str | os.PathLike, *, labels: Sequence[str] | None = None) ->
         raise AnnotationError(f"{where}: image size {width}x{height} is not positive")
     boxes = []
     for obj in root.findall("object"):
-        name = _xml_text(obj, "name", where)
+        name = canonical_label(_xml_text(obj, "name", where))
         bb = obj.find("bndbox")
         if bb is None:
             raise AnnotationError(f"{where}: object {name!r} has no <bndbox>")
         x0, y0, x1, y1 = (_xml_number(bb, k, where) for k in ("xmin", "ymin", "xmax", "ymax"))
-        score = float(obj.findtext("score") or 1.0)
+        score = _xml_number(obj, "score", where) if (obj.findtext("score") or "").strip() else 1.0
         box = _check_box(Box(x0, y0, x1, y1, name, score), width, height, where, labels)
         if box is not None:
             boxes.append(box)
@@ -145,7 +164,7 @@ def read_coco(path: str | os.PathLike, *, labels: Sequence[str] | None = None) -
     if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
         raise AnnotationError(f"{where}: not a COCO file (needs 'images' and 'annotations')")
     try:
-        categories = {int(c["id"]): str(c["name"]) for c in data.get("categories", [])}
+        categories = {int(c["id"]): canonical_label(str(c["name"])) for c in data.get("categories", [])}
         images = {}
         for im in data["images"]:
             images[int(im["id"])] = Annotation(str(im["file_name"]), int(im["width"]), int(im["height"]))
@@ -156,6 +175,8 @@ def read_coco(path: str | os.PathLike, *, labels: Sequence[str] | None = None) -
             if cat not in categories:
                 raise AnnotationError(f"{where}: annotation {a.get('id')} has unknown category {cat}")
             x, y, w, h = (float(v) for v in a["bbox"])
+            if not all(math.isfinite(v) for v in (x, y, w, h)):
+                raise AnnotationError(f"{where}: annotation {a.get('id')} has a bbox that is not numbers: {a['bbox']}")
             ann = images[img_id]
             box = _check_box(Box(x, y, x + w, y + h, categories[cat], float(a.get("score", 1.0))),
                              ann.width, ann.height, f"{where} ({ann.image})", labels)
@@ -200,6 +221,7 @@ def read_yolo(path: str | os.PathLike, *, width: int, height: int, labels: Seque
     except OSError as exc:
         raise AnnotationError(f"{where}: cannot be read ({exc.strerror or exc})") from None
     ann = Annotation(image or Path(path).with_suffix(".jpg").name, width, height)
+    labels = [canonical_label(label) for label in labels]
     for n, line in enumerate(lines, start=1):
         parts = line.split()
         if not parts:
@@ -210,6 +232,8 @@ def read_yolo(path: str | os.PathLike, *, width: int, height: int, labels: Seque
             cls = int(parts[0])
             cx, cy, w, h = (float(v) for v in parts[1:5])
             score = float(parts[5]) if len(parts) == 6 else 1.0
+            if not all(math.isfinite(v) for v in (cx, cy, w, h, score)):
+                raise ValueError
         except ValueError:
             raise AnnotationError(f"{where}:{n}: not numbers: {line!r}") from None
         if not 0 <= cls < len(labels):
@@ -246,14 +270,33 @@ class Sample:
 
 
 def _find_image(folder: Path, name: str, where: str) -> Path:
-    cand = folder / Path(name).name
-    if cand.exists():
+    """The image file an annotation names: its relative path in ``folder``, else its file name there,
+    else a file of the same stem with any image suffix in any case (``a.jpg`` finds ``a.JPG`` or ``a.png``)."""
+    relative = folder / name.replace("\\", "/")
+    if name and relative.is_file():
+        return relative
+    cand = folder / image_name(name)
+    if cand.is_file():
         return cand
-    for suffix in IMAGE_SUFFIXES:
-        alt = cand.with_suffix(suffix)
-        if alt.exists():
-            return alt
+    stem = cand.stem.casefold()
+    if folder.is_dir():
+        for path in sorted(folder.iterdir()):
+            if path.stem.casefold() == stem and path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                return path
     raise AnnotationError(f"{where}: image {name!r} not found in {folder}")
+
+
+def _checked_size(sample: Sample, where: str) -> Sample:
+    """``sample`` where its annotation's image size is the image's own (EXIF orientation applied);
+    boxes in a size that is not the image's would sit in the wrong place, so that is an error."""
+    from ml.imageio import image_size
+
+    w, h = image_size(sample.image_path)
+    ann = sample.annotation
+    if (w, h) != (ann.width, ann.height):
+        raise AnnotationError(f"{where}: gives the image size {ann.width}x{ann.height}, but "
+                              f"{sample.image_path.name} is {w}x{h} (upright)")
+    return sample
 
 
 def load_dataset(root: str | os.PathLike, *, labels: Sequence[str] | None = None) -> list[Sample]:
@@ -271,17 +314,22 @@ def load_dataset(root: str | os.PathLike, *, labels: Sequence[str] | None = None
         samples = []
         for xml in sorted((root / "Annotations").glob("*.xml")):
             ann = read_voc(xml, labels=labels)
-            samples.append(Sample(_find_image(img_dir, ann.image or xml.stem, str(xml)), ann))
+            path = _find_image(img_dir, ann.image or xml.stem + ".jpg", str(xml))
+            ann.image = ann.image or path.name
+            samples.append(_checked_size(Sample(path, ann), str(xml)))
         if not samples:
             raise AnnotationError(f"{root}: no .xml files in Annotations/")
         return samples
     if root.is_dir() and (root / "labels").is_dir() and (root / "classes.txt").exists():
-        from PIL import Image  # only the image size is needed; PIL reads the header
-        classes = [c.strip() for c in (root / "classes.txt").read_text().splitlines() if c.strip()]
+        from ml.imageio import image_size  # the upright size, from the header
+
+        classes = [canonical_label(c) for c in (root / "classes.txt").read_text(encoding="utf-8").splitlines()
+                   if c.strip()]
+        if not (root / "images").is_dir():
+            raise AnnotationError(f"{root}: a YOLO folder needs its images in images/ (beside labels/)")
         samples = []
         for img in sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-            with Image.open(img) as im:
-                w, h = im.size
+            w, h = image_size(img)
             txt = root / "labels" / (img.stem + ".txt")
             ann = (read_yolo(txt, width=w, height=h, labels=classes, image=img.name) if txt.exists()
                    else Annotation(img.name, w, h))
@@ -300,4 +348,5 @@ def load_dataset(root: str | os.PathLike, *, labels: Sequence[str] | None = None
         json_file = found[0]
     img_dir = json_file.parent / "images" if (json_file.parent / "images").is_dir() else json_file.parent
     anns = sorted(read_coco(json_file, labels=labels), key=lambda a: a.image)
-    return [Sample(_find_image(img_dir, a.image, str(json_file)), a) for a in anns]
+    return [_checked_size(Sample(_find_image(img_dir, a.image, str(json_file)), a), f"{json_file} ({a.image})")
+            for a in anns]

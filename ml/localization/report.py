@@ -1,7 +1,6 @@
 """Evaluating a localizer on annotated fields and writing the run directory's metrics and plots."""
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -9,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from ml.boxes import Box
-from ml.imageio import load_image
+from ml.jsonio import dumps
+from ml.imageio import read_image
 from ml.localization.formats import Sample
 from ml.localization.metrics import best_ious, detection_metrics, pr_curve
 
@@ -29,9 +29,9 @@ def evaluate_localizer(localizer, samples: Sequence[Sample], *, label: str = "WB
     op = float(getattr(localizer, "score_threshold", None) or getattr(getattr(localizer, "config", None),
                                                                        "score_threshold", 0.0) or 0.0)
     if samples:  # warm-up (first-call allocations), not timed
-        localizer.detect(load_image(samples[0].image_path), labels=None)
+        localizer.detect(read_image(samples[0].image_path), labels=None)
     for s in tqdm(samples, desc="evaluate", disable=not progress):
-        img = load_image(s.image_path)
+        img = read_image(s.image_path)
         t0 = time.perf_counter()
         boxes = localizer.detect(img, min_score=min(0.01, op), labels=None)
         seconds.append(time.perf_counter() - t0)
@@ -77,7 +77,7 @@ def write_report(out_dir: str | Path, metrics: dict, samples: Sequence[Sample], 
     """``metrics.json``, ``pr_curve.png``, ``iou_hist.png`` and ``examples.jpg`` in ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{prefix}metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / f"{prefix}metrics.json").write_text(dumps(metrics, indent=2))
     try:
         import matplotlib
 
@@ -119,7 +119,7 @@ def write_report(out_dir: str | Path, metrics: dict, samples: Sequence[Sample], 
     import cv2
 
     for i in pick:
-        img = draw_boxes(load_image(samples[i].image_path), preds[i], gts=gts[i], min_score=op)
+        img = draw_boxes(read_image(samples[i].image_path), preds[i], gts=gts[i], min_score=op)
         tiles.append(cv2.resize(img, (480, 360)))
     if tiles:
         while len(tiles) % 2:

@@ -20,7 +20,7 @@ import torch
 
 from ml.boxes import Box
 from ml.device import free_cores, resolve_device
-from ml.imageio import load_image
+from ml.imageio import read_image
 from ml.localization.deep import STRIDE, CenterNet, build_model, centernet_loss, decode, encode_targets, save_artifact
 from ml.localization.formats import Sample
 from ml.localization.metrics import detection_metrics
@@ -125,7 +125,7 @@ def geometric_augment(img: np.ndarray, boxes: np.ndarray, rng: np.random.Generat
 class BoxDataset(torch.utils.data.Dataset):
     def __init__(self, samples: Sequence[Sample], cfg: TrainConfig, *, seed: int = 0):
         self.cfg = cfg
-        self.images = [load_image(s.image_path) for s in samples]
+        self.images = [read_image(s.image_path) for s in samples]
         self.boxes, self.labels = [], []
         for s in samples:
             kept = [b for b in s.annotation.boxes if b.label in cfg.classes]
@@ -189,7 +189,7 @@ def predict_samples(model: CenterNet, samples: Sequence[Sample], cfg: TrainConfi
     out = []
     with torch.inference_mode():
         for k, s in enumerate(samples):
-            img = images[k] if images is not None else load_image(s.image_path)
+            img = images[k] if images is not None else read_image(s.image_path)
             x = preprocess(img, cfg.scale, cfg.mean, cfg.std).to(device)
             hm, reg = (t.cpu() for t in forward_views(model, x, cfg.views))
             h, w = img.shape[:2]
@@ -266,7 +266,7 @@ def _train_detector(train, val, out_dir, cfg: TrainConfig, *, progress: bool) ->
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: min(1.0, (k + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(k, total_steps) / total_steps)))
     cw = torch.tensor(cfg.class_weights, dtype=torch.float32, device=device)
-    val_images = [load_image(s.image_path) for s in val]
+    val_images = [read_image(s.image_path) for s in val]
     val_gts = [s.annotation.of_label("WBC") for s in val]
     history, best_score, best = [], -1.0, None
     meta = {"arch": arch, "scale": cfg.scale, "mean": list(cfg.mean), "std": list(cfg.std),
