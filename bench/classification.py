@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ml.classification import DEFAULT_CONFIG, load_classifier  # noqa: E402
-from ml.classification.data import datasets_root, fixed_split, kfold_indices, load_folder  # noqa: E402
+from ml.classification.data import datasets_root, fixed_split, kfold_splits, load_folder  # noqa: E402
 from ml.classification.evaluate import evaluate_cells, evaluate_tecom, evaluate_tecom_as_analyzed  # noqa: E402
 from ml.classification.train import TrainConfig, fit  # noqa: E402
 
@@ -96,9 +96,9 @@ def main(argv=None) -> int:
         dev = np.concatenate([tr, va])
         dev_cells = cells.subset(dev)
         accs, f1s = [], []
-        for k, (ftr, fte) in enumerate(kfold_indices(dev_cells.labels, args.folds)):
+        for k, (ftr, fva, fte) in enumerate(kfold_splits(dev_cells.names, dev_cells.labels, args.folds)):
             cfg = replace(base, backbone=best["model"], time_budget_s=args.fold_budget_s)
-            run = fit(cfg, dev_cells.subset(ftr), dev_cells.subset(fte), args.out / f"cv_{best['model']}" / f"fold{k}")
+            run = fit(cfg, dev_cells.subset(ftr), dev_cells.subset(fva), args.out / f"cv_{best['model']}" / f"fold{k}")
             r = evaluate_cells(load_classifier(run), dev_cells.subset(fte))
             accs.append(r["accuracy"])
             f1s.append(r["macro_f1"])

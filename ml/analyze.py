@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ml.boxes import Box
+from ml.jsonio import dumps
 
 # Per-sample class-frequency adaptation (ml.classification.priors.adapt): how ``python -m ml.analyze``
 # groups cells by default, and how many cells the prior counts for.
@@ -136,7 +137,6 @@ def cells_as_json(cells: list[CellResult]) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     """``python -m ml.analyze --localizer classical --classifier RUN IMAGE... --json``."""
     import argparse
-    import json
     import sys
     from pathlib import Path
 
@@ -190,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             classifier.framings = check_framings(args.framings)
         if args.heatmaps and classifier is None:
             raise ValueError("--heatmaps needs --classifier")
-        if args.adapt_strength < 0:
-            raise ValueError("--adapt-strength must be >= 0")
+        if not 0 <= args.adapt_strength < float("inf"):
+            raise ValueError(f"--adapt-strength must be a number >= 0, got {args.adapt_strength}")
         try:
             norm = parse_cells(args.norm)
         except ValueError as exc:
@@ -200,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         def read(path: Path) -> np.ndarray:
             try:
                 return load_image(path)
-            except (OSError, ValueError) as exc:
+            except (MemoryError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # Pillow raises several types for files it cannot decode
                 raise ValueError(f"cannot read image {path}: {exc}") from exc
 
         found: dict[int, list[Box]] = {}
@@ -225,20 +227,25 @@ def main(argv: list[str] | None = None) -> int:
         if classifier is not None and args.adapt == "all":
             adapt_to_sample([cells for _, cells in results], classifier, args.adapt_strength)
         out = []
-        for path, cells in results:
+        stems = [path.stem for path, _ in results]
+        for k, (path, cells) in enumerate(results):
+            entries = cells_as_json(cells)
             if args.heatmaps:
                 from ml.classification.heatmaps import save_png
 
                 args.heatmaps.mkdir(parents=True, exist_ok=True)
-                for i, c in enumerate(cells):
+                # images of one name from different folders get their position too: no file overwrites another
+                stem = path.stem if stems.count(path.stem) == 1 else f"{k:03d}_{path.stem}"
+                for i, (c, entry) in enumerate(zip(cells, entries)):
                     if c.heatmap_overlay is not None:
-                        save_png(args.heatmaps / f"{path.stem}_cell{i:03d}.png", c.heatmap_overlay)
-            out.append({"path": str(path), "cells": cells_as_json(cells)})
-    except (FileNotFoundError, ValueError) as exc:
+                        entry["heatmap"] = str(args.heatmaps / f"{stem}_cell{i:03d}.png")
+                        save_png(entry["heatmap"], c.heatmap_overlay)
+            out.append({"path": str(path), "cells": entries})
+    except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps({"images": out}))
+        print(dumps({"images": out}))
     else:
         for im in out:
             counts: dict[str, int] = {}

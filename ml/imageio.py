@@ -23,7 +23,7 @@ def load_image(path: str | os.PathLike | Path | BinaryIO) -> np.ndarray:
     scan needs about twice its array's size while it is read, and its array's size after."""
     with Image.open(path) as im:
         im = _upright(im)
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit, 32-bit and floating-point grey, stretched
             arr = np.asarray(im, dtype=np.float32)
             arr = (255.0 * (arr - arr.min()) / max(1.0, float(arr.max() - arr.min()))).astype(np.uint8)
             return np.stack([arr] * 3, axis=-1)

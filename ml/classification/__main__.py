@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ml.jsonio import dumps
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ml.classification", description=__doc__)
@@ -120,21 +122,44 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _config_file(path: Path) -> dict:
+    """The options of a YAML or JSON config file; a file that is neither, or no mapping, is an error naming it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot be read ({exc})") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    elif path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    else:
+        raise ValueError(f"{path}: a config file is .yaml, .yml or .json")
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
+    return data
+
+
+def _check_out(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file; name a folder to write to")
+
+
 def _train(args) -> int:
-    from ml.classification.data import cache_size_for, fixed_split, kfold_indices, load_folder
+    from ml.classification.data import cache_size_for, fixed_split, kfold_splits, load_folder
     from ml.classification.evaluate import evaluate_cells
     from ml.classification.train import TrainConfig, fit
     from ml.classification import load_classifier
 
-    cfg_dict = {}
-    if args.config:
-        text = args.config.read_text()
-        if args.config.suffix in (".yaml", ".yml"):
-            import yaml
-
-            cfg_dict = yaml.safe_load(text) or {}
-        else:
-            cfg_dict = json.loads(text)
+    _check_out(args.out)
+    cfg_dict = _config_file(args.config) if args.config else {}
     names = {f.name for f in fields(TrainConfig)}
     unknown = set(cfg_dict) - names
     if unknown:
@@ -146,13 +171,21 @@ def _train(args) -> int:
     cfg = TrainConfig(**cfg_dict)
     from ml.classification.registry import create_classifier
 
-    create_classifier(cfg.backbone, 2)  # fail early, with the known names, on a bad backbone
+    try:  # fail early, with the known names, on a bad backbone or options it does not take
+        create_classifier(cfg.backbone, 2, **cfg.model_kwargs)
+    except TypeError as exc:
+        raise ValueError(f"model_kwargs {cfg.model_kwargs} do not fit {cfg.backbone} ({exc})") from None
     cells = load_folder(args.data, progress=lambda f, m: print(m, file=sys.stderr),
                         size=cache_size_for(cfg.img_size, cfg.margin))
-    if args.folds and args.folds >= 2:
+    if len(cells.classes) < 2:
+        raise ValueError(f"{args.data}: a classifier needs images of at least two classes (found only "
+                         f"{', '.join(cells.classes)})")
+    if args.folds == 1 or args.folds < 0:
+        raise ValueError(f"--folds is 2 or more (0: no cross-validation), got {args.folds}")
+    if args.folds >= 2:
         results = []
-        for k, (tr, te) in enumerate(kfold_indices(cells.labels, args.folds, args.split_seed)):
-            run = fit(cfg, cells.subset(tr), cells.subset(te), args.out / f"fold{k}")
+        for k, (tr, va, te) in enumerate(kfold_splits(cells.names, cells.labels, args.folds, args.split_seed)):
+            run = fit(cfg, cells.subset(tr), cells.subset(va), args.out / f"fold{k}")
             r = evaluate_cells(load_classifier(run, device=cfg.device), cells.subset(te))
             results.append({"fold": k, "accuracy": r["accuracy"], "macro_f1": r["macro_f1"]})
             print(json.dumps(results[-1]), file=sys.stderr)
@@ -160,15 +193,20 @@ def _train(args) -> int:
         f1 = np.array([r["macro_f1"] for r in results])
         summary = {"folds": results, "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
                    "macro_f1_mean": float(f1.mean()), "macro_f1_std": float(f1.std())}
-        (args.out / "kfold.json").write_text(json.dumps(summary, indent=2))
-        print(json.dumps(summary))
+        (args.out / "kfold.json").write_text(dumps(summary, indent=2))
+        print(dumps(summary))
         return 0
     tr, va, te = fixed_split(cells.names, cells.labels, seed=args.split_seed)
     run = fit(cfg, cells.subset(tr), cells.subset(va), args.out)
+    if not len(te):  # too few images per class to hold any out
+        print(f"note: {args.data} is too small to hold out test images (3 or more a class are needed); "
+              "the run is not scored", file=sys.stderr)
+        print(dumps({"run": str(run), "test_accuracy": None, "test_macro_f1": None, "test_ece": None}))
+        return 0
     r = evaluate_cells(load_classifier(run, device=cfg.device), cells.subset(te))
     out = {"run": str(run), "test_accuracy": r["accuracy"], "test_macro_f1": r["macro_f1"], "test_ece": r["ece"]}
-    (Path(run) / "test.json").write_text(json.dumps(r, indent=2))
-    print(json.dumps(out))
+    (Path(run) / "test.json").write_text(dumps(r, indent=2))
+    print(dumps(out))
     return 0
 
 
@@ -178,6 +216,10 @@ def _evaluate(args) -> int:
     from ml.classification.evaluate import (evaluate_cells, evaluate_tecom, plot_confusion, plot_curves,
                                             plot_reliability)
 
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        raise ValueError(f"--threshold is a confidence between 0 and 1, got {args.threshold}")
+    if args.plots is not None:
+        _check_out(args.plots)
     clf = load_classifier(args.checkpoint, prior=args.prior, device=args.device)
     if args.tta:
         clf.tta = args.tta
@@ -198,9 +240,11 @@ def _evaluate(args) -> int:
         if args.adapt is not None or args.norm is not None:
             raise ValueError("--adapt and --norm apply to a tecom-style folder (labels.csv), whose cells form one sample")
         cells = load_folder(args.data, size=cache_size_for(clf.crop_rule.out_size, clf.crop_rule.margin))
-        if args.split != "all":
-            tr, va, te = fixed_split(cells.names, cells.labels)
+        if args.split != "all":  # the split the model was trained on
+            tr, va, te = fixed_split(cells.names, cells.labels, seed=int(clf.metrics.get("split_seed", 0)))
             cells = cells.subset({"train": tr, "val": va, "test": te}[args.split])
+            if not len(cells):
+                raise ValueError(f"{args.data}: its {args.split!r} part is empty (too few images per class)")
         r = evaluate_cells(clf, cells, threshold=args.threshold)
     r["model"] = {"architecture": clf.architecture, "version": clf.version, "path": str(clf.path)}
     plot_confusion(r, plots / "confusion.png")
@@ -227,7 +271,7 @@ def _evaluate(args) -> int:
         print(format_table(table), file=sys.stderr)
     r["figures"] = figs
     if args.json:
-        print(json.dumps(r))
+        print(dumps(r))
     else:
         print(f"accuracy {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}  ECE {r['ece']:.4f}  n {r['n']}")
     return 0
@@ -288,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                                 progress=lambda f, m: print(f"[{100 * f:5.1f}%] {m}", file=sys.stderr, flush=True))
             print(json.dumps({"run": str(run), "seconds": round(time.time() - t0, 1)}))
             return 0
-    except (FileNotFoundError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 1

@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import os
+import pickle
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
@@ -460,5 +461,10 @@ def load_classifier(path: str | os.PathLike, prior=None, device=None) -> Classif
     expected class frequencies (see :mod:`ml.classification.priors`; default as trained); ``device``:
     where it runs (:func:`ml.device.resolve_device`; default ``$LEUKOLAB_DEVICE`` or auto)."""
     p = _resolve(Path(path))
-    ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:  # cut short, or no checkpoint
+        raise ValueError(f"{p}: not a Leukolab classifier checkpoint, or cut short ({str(exc).splitlines()[0][:200]})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"{p}: not a Leukolab classifier checkpoint")
     return Classifier(ckpt, p, prior=prior, device=device)

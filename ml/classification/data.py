@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import logging
+import math
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -22,6 +24,7 @@ from ml.boxes import Box
 from ml.classification.crop import cell_crop, crop_window
 from ml.imageio import load_image
 
+log = logging.getLogger(__name__)
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 CACHE_MARGIN = 0.5  # context kept around the box in the cache (covers the rule's margin + jitter)
 CACHE_SIZE = 112  # side of the cached context crop; larger for models whose input needs more
@@ -67,16 +70,33 @@ class CellSet:
         return np.stack([cell_crop(self.images[i], self.box(i), margin, out_size) for i in range(len(self))])
 
 
+# folders beside the class folders that are never classes: what archivers and file systems leave behind
+NOT_CLASSES = {"__MACOSX", "$RECYCLE.BIN", "System Volume Information"}
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".") and p.is_file())
+
+
 def list_class_folders(data_dir: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """The classes (sub-folders holding images, by name) and every ``(image, class index)``. A
+    sub-folder without images is no class (a warning names it)."""
     data_dir = Path(data_dir)
-    if not data_dir.is_dir():
+    if not data_dir.exists():
         raise FileNotFoundError(f"data folder {data_dir} does not exist")
-    classes = sorted(p.name for p in data_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    items = []
-    for ci, c in enumerate(classes):
-        for p in sorted((data_dir / c).iterdir()):
-            if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."):
-                items.append((p, ci))
+    if not data_dir.is_dir():
+        raise ValueError(f"{data_dir} is a file; --data is a folder of class sub-folders (<class>/<image>.jpg)")
+    folders = sorted(p for p in data_dir.iterdir()
+                     if p.is_dir() and not p.name.startswith(".") and p.name not in NOT_CLASSES)
+    classes, items = [], []
+    for folder in folders:
+        found = _images_in(folder)
+        if not found:
+            log.warning("%s holds no images (%s): not a class", folder, ", ".join(sorted(IMAGE_EXTS)))
+            continue
+        items += [(p, len(classes)) for p in found]
+        classes.append(folder.name)
     if not items:
         raise ValueError(f"{data_dir} holds no images in class sub-folders (expected <class>/<image>.jpg)")
     return classes, items
@@ -109,17 +129,24 @@ def read_box_file(data_dir: Path) -> dict[str, Box]:
     path = Path(data_dir) / BOX_FILE
     if not path.is_file():
         return {}
-    boxes = {}
-    with open(path, newline="") as fh:
-        for n, row in enumerate(csv.DictReader(fh), start=2):
-            try:
-                box = Box(*(float(row[k]) for k in ("x0", "y0", "x1", "y1")))
-                name = row["image"].strip()
-            except (KeyError, TypeError, ValueError, AttributeError):
-                raise ValueError(f"{path}:{n}: expected image,x0,y0,x1,y1 with numbers, got {row}") from None
-            if not (box.x1 > box.x0 and box.y1 > box.y0):
-                raise ValueError(f"{path}:{n}: the box of {name} is empty or its corners are swapped")
-            boxes[name] = box
+    boxes, lines = {}, {}
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a spreadsheet's "CSV UTF-8" starts with a BOM
+            for n, row in enumerate(csv.DictReader(fh), start=2):
+                try:
+                    box = Box(*(float(row[k]) for k in ("x0", "y0", "x1", "y1")))
+                    name = row["image"].strip().replace("\\", "/")
+                    if not all(math.isfinite(v) for v in box.as_list()):
+                        raise ValueError
+                except (KeyError, TypeError, ValueError, AttributeError):
+                    raise ValueError(f"{path}:{n}: expected image,x0,y0,x1,y1 with numbers, got {row}") from None
+                if not (box.x1 > box.x0 and box.y1 > box.y0):
+                    raise ValueError(f"{path}:{n}: the box of {name} is empty or its corners are swapped")
+                if name in lines:
+                    raise ValueError(f"{path}:{n}: {name} has a box already (line {lines[name]})")
+                boxes[name], lines[name] = box, n
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     return boxes
 
 
@@ -178,14 +205,20 @@ def load_folder(data_dir: Path, *, progress: Callable[[float, str], None] | None
 
     classes, items = list_class_folders(data_dir)
     given = read_box_file(data_dir)
+    listed = {f"{classes[c]}/{p.name}" for p, c in items}
+    unmatched = sorted(set(given) - listed)
+    if unmatched:
+        log.warning("%s: %d of its %d boxes name no image of %s (e.g. %s); names are <class folder>/<file>",
+                    Path(data_dir) / BOX_FILE, len(unmatched), len(given), data_dir, ", ".join(unmatched[:3]))
     if per_class:
         items = [it for c in range(len(classes)) for it in [x for x in items if x[1] == c][:per_class]]
     localizer = load_localizer("classical")
-    # The key covers the files and the localizer's settings: a retuned localizer re-crops.
+    # The key covers the files (with their class folders) and the localizer's settings: a retuned
+    # localizer re-crops, a file moved to another class or a class renamed is read again.
     key = hashlib.sha1(
         (CACHE_VERSION + repr(getattr(localizer, "config", "")) + str(Path(data_dir).resolve()) + f"|{size}"
-         + "|".join(f"{p.name}:{p.stat().st_size}" for p, _ in items)
-         + "|".join(f"{k}:{b.as_list()}" for k, b in sorted(given.items()))).encode()
+         + "|".join(f"{classes[c]}/{p.name}:{p.stat().st_size}" for p, c in items)
+         + "|".join(f"{k}:{b.as_list()}" for k, b in sorted(given.items()))).encode("utf-8", "surrogateescape")
     ).hexdigest()[:16]
     cache = cache_root() / f"cells-{Path(data_dir).name}-{key}.npz"
     if use_cache and cache.exists():
@@ -198,15 +231,35 @@ def load_folder(data_dir: Path, *, progress: Callable[[float, str], None] | None
     for i, (p, _) in enumerate(items):
         try:
             image = load_image(p)
-        except (OSError, ValueError):  # unreadable file: skip it, never fail a whole training
+        except Exception:  # unreadable file: skip it (a warning lists them), never fail a whole training
             ok[i] = False
             continue
-        box = given.get(f"{classes[items[i][1]]}/{p.name}") or central_cell_box(image, localizer)
+        name = f"{classes[items[i][1]]}/{p.name}"
+        box = given.get(name)
+        if box is not None:
+            h, w = image.shape[:2]
+            if box.x0 < -1 or box.y0 < -1 or box.x1 > w + 1 or box.y1 > h + 1:
+                raise ValueError(f"{Path(data_dir) / BOX_FILE}: the box of {name} {[round(v, 1) for v in box.as_list()]} "
+                                 f"lies outside that {w}x{h} image (boxes are in the image's own pixels)")
+        else:
+            box = central_cell_box(image, localizer)
         images[i], boxes[i] = context_crop(image, box, size)
         if progress and i % 200 == 0:
             progress(i / len(items), f"decoding {data_dir} {i}/{len(items)}")
+    if not ok.all():
+        bad = [str(p) for (p, _), good in zip(items, ok) if not good]
+        log.warning("skipped %d image(s) that cannot be read: %s%s", len(bad), ", ".join(bad[:5]),
+                    " ..." if len(bad) > 5 else "")
     items = [it for it, good in zip(items, ok) if good]
     images, boxes = images[ok], boxes[ok]
+    kept = sorted({c for _, c in items})
+    if len(kept) < len(classes):  # a class all of whose images were unreadable is no class
+        log.warning("no readable image in %s: not a class", ", ".join(c for k, c in enumerate(classes) if k not in kept))
+        remap = {c: k for k, c in enumerate(kept)}
+        classes = [classes[c] for c in kept]
+        items = [(p, remap[c]) for p, c in items]
+    if not items:
+        raise ValueError(f"{data_dir}: none of its images can be read")
     labels = np.array([c for _, c in items], np.int64)
     names = [f"{classes[c]}/{p.name}" for p, c in items]
     if use_cache:
@@ -231,30 +284,57 @@ def fixed_split(names: list[str], labels: np.ndarray, val: float = 0.1, test: fl
         te += idx[:n_te]
         va += idx[n_te:n_te + n_va]
         tr += idx[n_te + n_va:]
-    return np.array(sorted(tr)), np.array(sorted(va)), np.array(sorted(te))
+    return (np.array(sorted(tr), np.int64), np.array(sorted(va), np.int64), np.array(sorted(te), np.int64))
 
 
 def kfold_indices(labels: np.ndarray, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     from sklearn.model_selection import StratifiedKFold
 
+    counts = np.bincount(np.asarray(labels))
+    if k < 2 or counts[counts > 0].min() < k:
+        raise ValueError(f"{k}-fold cross-validation needs k >= 2 and at least k images of every class "
+                         f"(the smallest class has {counts[counts > 0].min()})")
     skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     return [(tr, te) for tr, te in skf.split(np.zeros(len(labels)), labels)]
+
+
+def kfold_splits(names: list[str], labels: np.ndarray, k: int, seed: int = 0,
+                 val: float = 0.1) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """k-fold cross-validation as ``(train, validation, test)`` indices per fold: each fold's test
+    part is scored only; its validation part (``val`` of the other folds' images, per class, as in
+    :func:`fixed_split`) chooses the checkpoint and fits the temperature, so no fold is scored by a
+    model chosen on it."""
+    labels = np.asarray(labels)
+    out = []
+    for rest, te in kfold_indices(labels, k, seed):
+        tr, va, _ = fixed_split([names[i] for i in rest], labels[rest], val=val, test=0.0, seed=seed)
+        out.append((rest[tr], rest[va], te))
+    return out
 
 
 def load_tecom(tecom_dir: Path) -> tuple[list[np.ndarray], list[Box], list[str], list[str]]:
     """Images, expert WBC boxes, labels and names of the tecom second lab (validation only)."""
     tecom_dir = Path(tecom_dir)
     images, boxes, labels, names = [], [], [], []
-    with open(tecom_dir / "labels.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            name = row["image"].strip()
-            img_path = next((tecom_dir / "JPEGImages").glob(f"{name}.*"))
-            root = ET.parse(tecom_dir / "Annotations" / f"{name}.xml").getroot()
-            bb = root.find("object/bndbox")
+    table = tecom_dir / "labels.csv"
+    with open(table, newline="", encoding="utf-8-sig") as f:
+        for n, row in enumerate(csv.DictReader(f), start=2):
+            if not row.get("image") or not row.get("category"):
+                raise ValueError(f"{table}:{n}: expected the columns image,category, got {row}")
+            name, category = row["image"].strip(), row["category"].strip().lower()
+            if category not in TECOM_CLASSES:
+                raise ValueError(f"{table}:{n}: category {row['category']!r} is none of {', '.join(TECOM_CLASSES)}")
+            img_path = next(iter(sorted((tecom_dir / "JPEGImages").glob(f"{name}.*"))), None)
+            xml = tecom_dir / "Annotations" / f"{name}.xml"
+            if img_path is None or not xml.is_file():
+                raise ValueError(f"{table}:{n}: {name} has no image in JPEGImages/ or no box in Annotations/")
+            bb = ET.parse(xml).getroot().find("object/bndbox")
+            if bb is None:
+                raise ValueError(f"{xml}: no <object><bndbox>")
             box = Box(*(float(bb.find(t).text) for t in ("xmin", "ymin", "xmax", "ymax")))
             images.append(load_image(img_path))
             boxes.append(box)
-            labels.append(row["category"].strip())
+            labels.append(category)
             names.append(name)
     return images, boxes, labels, names
 

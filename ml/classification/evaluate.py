@@ -221,8 +221,14 @@ def plot_reliability(report: dict, path: Path) -> None:
 def plot_curves(log_path: Path, path: Path) -> bool:
     if not Path(log_path).exists():
         return False
-    log = json.loads(Path(log_path).read_text())
-    if not log:
+    try:
+        log = json.loads(Path(log_path).read_text())
+    except (OSError, ValueError) as exc:  # a log cut short: the curves are left out, the scores stand
+        import logging
+
+        logging.getLogger(__name__).warning("%s: cannot be read (%s); no training curves", log_path, exc)
+        return False
+    if not isinstance(log, list) or not log or not all(isinstance(e, dict) and "epoch" in e for e in log):
         return False
     plt = _plt()
     ep = [e["epoch"] for e in log]

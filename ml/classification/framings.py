@@ -36,7 +36,7 @@ def add_framings(run, framings: Sequence[float], data, out_dir, *, below: float 
     clf = load_classifier(path, device="cpu")
     rule = clf.crop_rule
     cells = load_folder(Path(data), size=cache_size_for(rule.out_size, rule.margin), progress=report)
-    _, va, te = fixed_split(cells.names, cells.labels)
+    _, va, te = fixed_split(cells.names, cells.labels, seed=int(clf.metrics.get("split_seed", 0)))  # as trained
     before = evaluate_cells(clf, cells.subset(te))
     clf.framings, clf.framing_below = framings, below
     report(0.6, f"fitting the temperature on the validation cells over framings {', '.join(f'{f:g}' for f in framings)}")

@@ -313,7 +313,7 @@ def add_shape_opinion(run, data, out_dir, *, seed: int = 0, progress=None):
         raise ValueError(f"{path} already answers with a shape opinion")
     rule = clf.crop_rule
     cells = load_folder(Path(data), size=cache_size_for(rule.out_size, rule.margin), progress=report)
-    tr, va, te = fixed_split(cells.names, cells.labels)
+    tr, va, te = fixed_split(cells.names, cells.labels, seed=int(clf.metrics.get("split_seed", 0)))  # as trained
     report(0.5, "measuring the training cells' nuclei")
     crops, y = labelled_crops(clf, cells.subset(tr))
     shape = ShapeOpinion.fit(features_of_crops(crops, rule.margin), y, len(clf.classes), seed=seed)

@@ -61,12 +61,19 @@ def load_prior(spec: str | Path | dict | None) -> dict[str, float] | None:
 def prior_vector(classes: list[str], prior: dict[str, float] | None) -> np.ndarray:
     """The prior over ``classes``, normalized; uniform without one.
 
-    Classes the prior does not name get the mean weight of those it does (so a prior naming none of
-    them is uniform)."""
-    prior = prior or {}
-    known = [prior[c] for c in classes if c in prior]
+    Classes the prior does not name get the mean weight of those it does.
+    Class names match in any case (``Basophil`` is ``basophil``); a prior naming none of the classes
+    is uniform, with a warning."""
+    by_name = {str(k).strip().casefold(): v for k, v in (prior or {}).items()}
+    weights = [by_name.get(c.casefold()) for c in classes]
+    known = [w for w in weights if w is not None]
+    if by_name and not known:
+        import logging
+
+        logging.getLogger(__name__).warning("the class prior names none of the model's classes (%s): uniform",
+                                            ", ".join(classes))
     fill = float(np.mean(known)) if known else 1.0
-    pi = np.array([prior.get(c, fill) for c in classes], np.float64)
+    pi = np.array([fill if w is None else w for w in weights], np.float64)
     return pi / pi.sum()
 
 
@@ -113,5 +120,5 @@ def prior_shift(classes: list[str], prior: dict[str, float] | None,
     (:func:`prior_vector` fills classes the prior does not name)."""
     k = len(classes)
     pi = prior_vector(classes, prior)
-    q = np.full(k, 1.0 / k) if trained_prior is None else np.asarray(trained_prior, np.float64)
+    q = np.full(k, 1.0 / k) if trained_prior is None else np.clip(np.asarray(trained_prior, np.float64), 1e-6, None)
     return (np.log(pi) - np.log(q / q.sum())).astype(np.float32)

@@ -12,7 +12,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +77,41 @@ class TrainConfig:
     # The nucleus's shape as a second opinion (morphometry.ShapeOpinion), fitted on the training
     # cells, weighted and calibrated on the validation cells; needs validation cells.
     shape_opinion: bool = False
+    # Seed of the train/validation/test split the run was trained on (data.fixed_split; 0: the
+    # benchmark's), kept in the checkpoint so its test part is scored later, never its training part.
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Options of the wrong type or out of range are a ``ValueError`` naming them (a config file's
+        ``epochs: ten`` or ``--batch 0`` would otherwise fail deep inside training)."""
+        kinds = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "dict": (dict,)}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            base = str(f.type).split(" | ")
+            allowed = tuple(t for b in base for t in kinds.get(b, ()))
+            if value is None and "None" in base:
+                continue
+            if allowed and (not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed)):
+                raise ValueError(f"option {f.name} must be {' or '.join(base)}, got {value!r}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"option {f.name} must be a finite number, got {value!r}")
+        checks = [("epochs", self.epochs >= 1, "at least 1"), ("batch", self.batch >= 1, "at least 1"),
+                  ("img_size", self.img_size >= 16, "at least 16"), ("lr", self.lr > 0, "positive"),
+                  ("margin", 0 <= self.margin <= 2, "between 0 and 2"), ("mixup", self.mixup >= 0, "0 or more"),
+                  ("tta", self.tta in (1, 2, 4, 8), "1, 2, 4 or 8"), ("ema", 0 <= self.ema < 1, "in [0, 1)"),
+                  ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+                  ("random_conv", 0 <= self.random_conv <= 1, "a probability"),
+                  ("amp_mix", 0 <= self.amp_mix <= 1, "a probability"), ("augment", self.augment >= 0, "0 or more"),
+                  ("time_budget_s", self.time_budget_s is None or self.time_budget_s > 0, "positive"),
+                  ("threads", self.threads is None or self.threads >= 1, "at least 1"),
+                  ("workers", self.workers is None or self.workers >= 0, "0 or more")]
+        for name, ok, what in checks:
+            if not ok:
+                raise ValueError(f"option {name} must be {what}, got {getattr(self, name)!r}")
+        known = {f.name for f in fields(AugmentConfig)}
+        unknown = sorted(set(self.augment_options) - known)
+        if unknown:
+            raise ValueError(f"unknown augment_options {unknown}; known: {sorted(known)}")
 
 
 def native_cpu_bf16() -> bool:
@@ -223,6 +258,9 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
     done = False
     # balanced sampling trains under a uniform prior; otherwise under the training set's frequencies
     counts = np.bincount(train.labels, minlength=len(classes)).astype(float)
+    if (counts == 0).any():
+        raise ValueError(f"no training image of {', '.join(c for c, n in zip(classes, counts) if n == 0)}: "
+                         "every class needs some")
     trained_prior = None if cfg.balance else (counts / max(counts.sum(), 1.0)).tolist()
     ckpt_args = dict(architecture=cfg.backbone, model_kwargs=cfg.model_kwargs, classes=classes, crop=rule,
                      stain_norm=cfg.stain_norm, trained_prior=trained_prior, tta=cfg.tta)
@@ -301,7 +339,8 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
             progress((epoch + 1) / cfg.epochs, json.dumps(entry))
         if score >= best:
             best = score
-            save_checkpoint(out_dir / "best.pt", served, **ckpt_args, metrics={"epoch": epoch + 1, **entry})
+            save_checkpoint(out_dir / "best.pt", served, **ckpt_args,
+                            metrics={"epoch": epoch + 1, "split_seed": cfg.split_seed, **entry})
         if done:
             break
     # Final artifacts: last weights; temperature fitted on validation for both checkpoints.
@@ -309,7 +348,8 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
                "device": str(device), "mixed_precision": on_gpu or cpu_bf16,
                "precision": "float16" if on_gpu else "bfloat16" if cpu_bf16 else "float32",
                "train_images_per_s": round(step * cfg.batch / max(1e-6, time.time() - t_loop), 1),
-               "n_train": len(train), "n_val": len(val) if val is not None else 0, **(extra_metrics or {})}
+               "n_train": len(train), "n_val": len(val) if val is not None else 0, "split_seed": cfg.split_seed,
+               **(extra_metrics or {})}
     save_checkpoint(out_dir / "last.pt", served, **ckpt_args, metrics={**metrics, **(log[-1] if log else {})})
     if best < 0:  # the budget ran out before a whole epoch was scored
         save_checkpoint(out_dir / "best.pt", served, **ckpt_args, metrics=metrics)

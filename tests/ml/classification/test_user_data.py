@@ -1,0 +1,199 @@
+"""A user's own cell folders and runs: what a lab's files look like is read right, and what cannot be
+used is refused with a message naming it, never a traceback, a NaN or a silently wrong score."""
+from __future__ import annotations
+
+import json
+import logging
+
+import cv2
+import numpy as np
+import pytest
+
+from ml.classification.__main__ import main
+from ml.classification.data import (BOX_FILE, fixed_split, kfold_splits, load_folder, load_tecom,
+                                    synthetic_cells)
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LEUKOLAB_CACHE", str(tmp_path / "cache"))
+
+
+def _folder(root, per_class: dict[str, int]):
+    """Class folders of generated cell images (PNG, 112 px)."""
+    cells = synthetic_cells(n_per_class=max(per_class.values()), classes=list(per_class), seed=3)
+    for i, name in enumerate(cells.names):
+        cls = name.split("/")[0]
+        folder = root / cls
+        folder.mkdir(parents=True, exist_ok=True)
+        if len(list(folder.iterdir())) < per_class[cls]:
+            cv2.imwrite(str(folder / f"{name.split('/')[1]}.png"), cells.images[i][..., ::-1])
+    return root
+
+
+def _train(tmp_path, data, *extra):
+    return main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--backbone", "cbam_cnn_small",
+                 "--epochs", "1", "--img-size", "32", *extra])
+
+
+def test_a_set_too_small_to_hold_out_cells_still_trains_and_says_so(tmp_path, capsys):
+    data = _folder(tmp_path / "data", {"lymphocyte": 2, "neutrophil": 2})
+    assert _train(tmp_path, data) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["test_accuracy"] is None and "too small to hold out test images" in out.err
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(data), "--split", "val"]) == 2
+    assert "its 'val' part is empty" in capsys.readouterr().err
+
+
+def test_the_split_a_run_was_trained_on_is_the_one_it_is_scored_on(tmp_path, capsys):
+    from ml.classification import load_classifier
+
+    data = _folder(tmp_path / "data", {"lymphocyte": 12, "neutrophil": 12})
+    assert _train(tmp_path, data, "--split-seed", "3") == 0
+    capsys.readouterr()
+    assert load_classifier(tmp_path / "run").metrics["split_seed"] == 3
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run"), "--data", str(data), "--split", "test", "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    cells = load_folder(data)
+    test = {cells.names[i] for i in fixed_split(cells.names, cells.labels, seed=3)[2]}
+    assert scored["n"] == len(test) and test != {cells.names[i] for i in fixed_split(cells.names, cells.labels)[2]}
+
+
+def test_cross_validation_scores_each_fold_with_a_model_chosen_on_other_cells():
+    cells = synthetic_cells(n_per_class=20, classes=["a", "b", "c"])
+    folds = kfold_splits(cells.names, cells.labels, 4)
+    seen = []
+    for tr, va, te in folds:
+        assert len(va) and not (set(va) & set(te)) and not (set(tr) & set(te)) and not (set(tr) & set(va))
+        assert len(tr) + len(va) + len(te) == len(cells)
+        seen += list(te)
+    assert sorted(seen) == list(range(len(cells)))
+
+
+def test_the_cache_follows_the_class_folders(tmp_path):
+    data = _folder(tmp_path / "data", {"lymph": 3, "neutrophil": 3})
+    assert load_folder(data).classes == ["lymph", "neutrophil"]
+    (data / "lymph").rename(data / "lymphocyte")
+    assert load_folder(data).classes == ["lymphocyte", "neutrophil"]
+    moved = sorted((data / "lymphocyte").iterdir())[0]
+    moved.rename(data / "neutrophil" / moved.name)
+    cells = load_folder(data)
+    assert cells.classes[cells.labels[cells.names.index(f"neutrophil/{moved.name}")]] == "neutrophil"
+
+
+def test_folders_without_images_and_unreadable_images_are_left_out_with_a_warning(tmp_path, caplog, capsys):
+    data = _folder(tmp_path / "data", {"lymphocyte": 3, "neutrophil": 3})
+    (data / "empty").mkdir()
+    (data / "__MACOSX" / "lymphocyte").mkdir(parents=True)
+    (data / "__MACOSX" / "lymphocyte" / "._x.png").write_bytes(b"junk")
+    (data / "monocyte").mkdir()
+    (data / "monocyte" / "broken.png").write_bytes(b"\x89PNG not really")
+    with caplog.at_level(logging.WARNING):
+        cells = load_folder(data)
+    assert cells.classes == ["lymphocyte", "neutrophil"] and len(cells) == 6
+    text = caplog.text
+    assert "empty holds no images" in text and "broken.png" in text and "no readable image in monocyte" in text
+    single = _folder(tmp_path / "single", {"neutrophil": 6})
+    assert _train(tmp_path, single) == 2
+    assert "needs images of at least two classes" in capsys.readouterr().err
+
+
+def test_a_box_file_from_a_spreadsheet_is_read_and_its_mistakes_are_named(tmp_path, caplog):
+    data = _folder(tmp_path / "data", {"lymphocyte": 2, "neutrophil": 2})
+    first = sorted((data / "lymphocyte").iterdir())[0].name
+    (data / BOX_FILE).write_bytes(f"\ufeffimage,x0,y0,x1,y1\nlymphocyte/{first},30,30,80,80\nlymphocyte\\nothing.png,1,1,5,5\n"
+                                  .encode("utf-8"))
+    with caplog.at_level(logging.WARNING):
+        cells = load_folder(data)
+    assert len(cells) == 4 and "1 of its 2 boxes name no image" in caplog.text
+    (data / BOX_FILE).write_text(f"image,x0,y0,x1,y1\nlymphocyte/{first},5000,5000,5100,5100\n")
+    with pytest.raises(ValueError, match=f"the box of lymphocyte/{first} .* lies outside that 112x112 image"):
+        load_folder(data)
+    (data / BOX_FILE).write_text(f"image,x0,y0,x1,y1\nlymphocyte/{first},1,1,9,9\nlymphocyte/{first},2,2,9,9\n")
+    with pytest.raises(ValueError, match=r"boxes.csv:3: .* has a box already \(line 2\)"):
+        load_folder(data)
+    (data / BOX_FILE).write_bytes(b"image,x0,y0,x1,y1\ncaf\xe9.png,1,1,9,9\n")
+    with pytest.raises(ValueError, match="boxes.csv: not UTF-8 text"):
+        load_folder(data)
+    (data / BOX_FILE).write_text(f"image,x0,y0,x1,y1\nlymphocyte/{first},1,1,inf,9\n")
+    with pytest.raises(ValueError, match="boxes.csv:2: expected image,x0,y0,x1,y1 with numbers"):
+        load_folder(data)
+
+
+@pytest.mark.parametrize("text, name, message", [
+    ("epochs: [1\n", "cfg.yaml", "cfg.yaml: not valid YAML"),
+    ("lr: fast\n", "cfg.yaml", "option lr must be float, got 'fast'"),
+    ("augment_options: {stain_scal: 1}\n", "cfg.yaml", "unknown augment_options ['stain_scal']"),
+    ("{epochs: 1}", "cfg.json", "cfg.json: not valid JSON"),
+    ("epochs = 1", "cfg.toml", "cfg.toml: a config file is .yaml, .yml or .json"),
+])
+def test_config_files_that_cannot_be_used_are_named(tmp_path, capsys, text, name, message):
+    data = _folder(tmp_path / "data", {"lymphocyte": 2, "neutrophil": 2})
+    (tmp_path / name).write_text(text)
+    assert _train(tmp_path, data, "--config", str(tmp_path / name)) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("extra, message", [(["--batch", "0"], "option batch must be at least 1"),
+                                            (["--margin", "-0.6"], "option margin must be between 0 and 2"),
+                                            (["--folds", "1"], "--folds is 2 or more")])
+def test_options_out_of_range_are_refused(tmp_path, capsys, extra, message):
+    data = _folder(tmp_path / "data", {"lymphocyte": 2, "neutrophil": 2})
+    assert _train(tmp_path, data, *extra) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_run_folder_that_is_a_file_or_a_checkpoint_cut_short_is_named(tmp_path, capsys, saved_classifier):
+    data = _folder(tmp_path / "data", {"lymphocyte": 2, "neutrophil": 2})
+    (tmp_path / "run").write_text("a file")
+    assert _train(tmp_path, data) == 2
+    assert "run is a file" in capsys.readouterr().err
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    raw = (saved_classifier / "best.pt").read_bytes()
+    (cut / "best.pt").write_bytes(raw[: len(raw) // 2])
+    assert main(["evaluate", "--checkpoint", str(cut), "--data", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert "best.pt: not a Leukolab classifier checkpoint" in err and "Traceback" not in err
+    assert main(["evaluate", "--checkpoint", str(saved_classifier), "--data", str(data), "--threshold", "5"]) == 2
+    assert "--threshold is a confidence between 0 and 1" in capsys.readouterr().err
+
+
+def test_a_prior_names_classes_in_any_case():
+    from ml.classification.priors import PERIPHERAL_BLOOD, prior_vector
+
+    pi = prior_vector(["Basophil", "NEUTROPHIL"], PERIPHERAL_BLOOD)
+    np.testing.assert_allclose(pi, np.array([0.01, 0.58]) / 0.59)
+
+
+def test_heatmaps_of_images_of_one_name_do_not_overwrite_each_other(tmp_path, capsys, saved_classifier, smear):
+    from ml.analyze import main as analyze
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / "field.png"), smear[..., ::-1])
+    assert analyze([str(tmp_path / "a" / "field.png"), str(tmp_path / "b" / "field.png"), "--classifier",
+                    str(saved_classifier), "--heatmaps", str(tmp_path / "maps"), "--json"]) == 0
+    images = json.loads(capsys.readouterr().out)["images"]
+    paths = [c["heatmap"] for im in images for c in im["cells"]]
+    assert len(paths) == len(set(paths)) >= 2 and all((tmp_path / "maps" / p.split("/")[-1]).is_file() for p in paths)
+
+
+def test_a_second_labs_table_names_what_it_cannot_use(tmp_path):
+    from ml.localization import formats
+    from ml.localization.formats import Annotation
+    from ml.boxes import Box
+
+    (tmp_path / "JPEGImages").mkdir()
+    (tmp_path / "Annotations").mkdir()
+    cv2.imwrite(str(tmp_path / "JPEGImages" / "1.jpg"), np.full((60, 60, 3), 200, np.uint8))
+    formats.write_voc(Annotation("1.jpg", 60, 60, [Box(10, 10, 40, 40)]), tmp_path / "Annotations" / "1.xml")
+    (tmp_path / "labels.csv").write_text("image,category\n1,Neutrophil\n")
+    assert load_tecom(tmp_path)[2] == ["neutrophil"]
+    (tmp_path / "labels.csv").write_text("image,category\n1,platelet\n")
+    with pytest.raises(ValueError, match=r"labels.csv:2: category 'platelet' is none of basophil"):
+        load_tecom(tmp_path)
+    (tmp_path / "labels.csv").write_text("image,category\n2,neutrophil\n")
+    with pytest.raises(ValueError, match=r"labels.csv:2: 2 has no image in JPEGImages/"):
+        load_tecom(tmp_path)
