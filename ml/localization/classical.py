@@ -26,6 +26,7 @@ given at that scale, in pixels of a 640x480 BCCD field at ``work_scale``); large
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -39,6 +40,7 @@ from ml.colour import apply_gains, background_gains
 from ml.localization.scale import detect_rescaled, parse_rescale
 from ml.localization.tiling import detect_tiled, nms
 
+log = logging.getLogger(__name__)
 CONFIG_PATH = Path(__file__).with_name("classical.yaml")
 CHANNELS = ("blue_ratio", "neg_b", "sat", "b_minus_r")
 
@@ -384,6 +386,11 @@ class ClassicalLocalizer:
             raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.shape} {image.dtype}")
         if labels is not None and "WBC" not in labels:
             return []
+        step = max(8, self._thumbnail_step(image))  # a sparse look: no cost to the field's time
+        thumb = image[::step, ::step].astype(np.int16)
+        if np.abs(thumb - thumb[..., :1]).max() <= 2:  # no colour at all
+            log.warning("a grey image: the classical method finds nuclei by the stain's colour and finds none "
+                        "here (the deep detector reads shapes too)")
         gains = self.gains_for(image)
         min_score = self.config.score_threshold if min_score is None else min_score
 

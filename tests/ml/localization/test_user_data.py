@@ -162,3 +162,19 @@ def test_a_checkpoint_means_the_deep_method(tmp_path, capsys):
     assert "use --method deep" in capsys.readouterr().err
     assert main(["predict", "--checkpoint", str(tmp_path / "no-run"), str(img)]) == 2  # taken as deep: no such run
     assert "no-run" in capsys.readouterr().err
+
+
+def test_the_classical_method_says_why_it_finds_nothing_in_a_grey_image(caplog):
+    import logging
+
+    from ml.localization.classical import ClassicalLocalizer
+    from ml.localization.synthetic import synthetic_field
+
+    img, _ = synthetic_field(seed=0, n_wbc=1)
+    with caplog.at_level(logging.WARNING):
+        ClassicalLocalizer().detect(img)
+    assert "grey image" not in caplog.text
+    grey = np.repeat(img.mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2)
+    with caplog.at_level(logging.WARNING):
+        assert ClassicalLocalizer().detect(grey) == []
+    assert "a grey image" in caplog.text
