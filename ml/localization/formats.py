@@ -278,12 +278,31 @@ def _find_image(folder: Path, name: str, where: str) -> Path:
     cand = folder / image_name(name)
     if cand.is_file():
         return cand
-    stem = cand.stem.casefold()
-    if folder.is_dir():
-        for path in sorted(folder.iterdir()):
-            if path.stem.casefold() == stem and path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-                return path
+    found = _images_by_stem(folder).get(cand.stem.casefold())
+    if found is not None:
+        return found
     raise AnnotationError(f"{where}: image {name!r} not found in {folder}")
+
+
+_STEMS: dict[tuple[str, int], dict[str, Path]] = {}
+
+
+def _images_by_stem(folder: Path) -> dict[str, Path]:
+    """A folder's image files by lower-case stem (the first by name where two share one), listed once
+    for as long as the folder does not change."""
+    try:
+        key = (str(folder.resolve()), folder.stat().st_mtime_ns)
+    except OSError:
+        return {}
+    if key not in _STEMS:
+        index: dict[str, Path] = {}
+        for path in sorted(folder.iterdir()):
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                index.setdefault(path.stem.casefold(), path)
+        if len(_STEMS) > 64:
+            _STEMS.clear()
+        _STEMS[key] = index
+    return _STEMS[key]
 
 
 def _checked_size(sample: Sample, where: str) -> Sample:
