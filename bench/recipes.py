@@ -65,7 +65,8 @@ def run_one(args, spec: dict) -> dict:
 
     torch.set_num_threads(1)
     name = spec.pop("name")
-    cfg = TrainConfig(**{"backbone": "cbam_cnn", "stain_norm": "background", "workers": args.workers, **spec})
+    cfg = TrainConfig(**{"backbone": "cbam_cnn", "stain_norm": "background", "workers": args.workers, **spec,
+                         "split_seed": args.split_seed})
     size = cache_size_for(cfg.img_size, cfg.margin)
     cells = import_cells(args.cells, size) if args.cells else load_folder(args.data, size=size)
     tr, va, te = fixed_split(cells.names, cells.labels, seed=args.split_seed)  # the same split for every seed

@@ -50,14 +50,22 @@ def image_size(path: str | os.PathLike | Path) -> tuple[int, int]:
     applied), from its header only; failures as in :func:`read_image`."""
     try:
         with Image.open(path) as im:
-            w, h = im.size
-            if im.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):  # a quarter turn
-                w, h = h, w
-            return w, h
+            return upright_size(im)
     except FileNotFoundError:
         raise ValueError(f"{path}: no such image") from None
     except Exception as exc:
         raise ValueError(f"{path}: cannot read image ({exc})") from None
+
+
+def upright_size(im: Image.Image) -> tuple[int, int]:
+    """``(width, height)`` of an open image once turned as its EXIF orientation says (the size of
+    :func:`load_image`'s array), read from its header."""
+    w, h = im.size
+    if im.format == "PNG" and "exif" not in im.info:  # none in the header (Pillow would decode the pixels to look further)
+        return w, h
+    if im.getexif().get(ExifTags.Base.Orientation, 1) in (5, 6, 7, 8):  # a quarter turn
+        return h, w
+    return w, h
 
 
 def _upright(im: Image.Image) -> Image.Image:

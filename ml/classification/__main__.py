@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--tta", type=int, choices=[1, 2, 4, 8],
                    help="test-time views kept in the checkpoint: rotations/flips averaged per cell")
     t.add_argument("--folds", type=int, default=0, help="k-fold cross-validation (K >= 2)")
-    t.add_argument("--split-seed", type=int, default=0,
+    t.add_argument("--split-seed", type=int,
                    help="seed of the train/validation/test split (default 0: the benchmark's fixed split; "
                         "--seed changes the training's randomness only)")
 
@@ -184,7 +184,7 @@ def _train(args) -> int:
         raise ValueError(f"--folds is 2 or more (0: no cross-validation), got {args.folds}")
     if args.folds >= 2:
         results = []
-        for k, (tr, va, te) in enumerate(kfold_splits(cells.names, cells.labels, args.folds, args.split_seed)):
+        for k, (tr, va, te) in enumerate(kfold_splits(cells.names, cells.labels, args.folds, cfg.split_seed)):
             run = fit(cfg, cells.subset(tr), cells.subset(va), args.out / f"fold{k}")
             r = evaluate_cells(load_classifier(run, device=cfg.device), cells.subset(te))
             results.append({"fold": k, "accuracy": r["accuracy"], "macro_f1": r["macro_f1"]})
@@ -196,7 +196,7 @@ def _train(args) -> int:
         (args.out / "kfold.json").write_text(dumps(summary, indent=2))
         print(dumps(summary))
         return 0
-    tr, va, te = fixed_split(cells.names, cells.labels, seed=args.split_seed)
+    tr, va, te = fixed_split(cells.names, cells.labels, seed=cfg.split_seed)
     run = fit(cfg, cells.subset(tr), cells.subset(va), args.out)
     if not len(te):  # too few images per class to hold any out
         print(f"note: {args.data} is too small to hold out test images (3 or more a class are needed); "

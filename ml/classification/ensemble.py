@@ -89,12 +89,16 @@ def build_ensemble(runs: list[Path], out_dir: Path, data: Path | None = None, pr
                                                                   for m in members]},
                 classes=classes, crop=crop, stain_norm=first.get("stain_norm", "none"), mean=first["mean"],
                 std=first["std"], trained_prior=first.get("trained_prior"), tta=int(first.get("tta", 1)))
+    seeds = {int((c.get("metrics") or {}).get("split_seed", 0)) for c in ckpts}
+    if len(seeds) > 1:  # one member's test cells would be another's training cells
+        raise ValueError(f"the members were trained on different splits (split seeds {sorted(seeds)})")
     metrics = {"members": [{k: m[k] for k in ("version", "path", "architecture")} |
-                           {"test": (c.get("metrics") or {}).get("test")} for m, c in zip(members, ckpts)]}
+                           {"test": (c.get("metrics") or {}).get("test")} for m, c in zip(members, ckpts)],
+               "split_seed": seeds.pop()}
     out = Path(out_dir) / "best.pt"
     temperature = 1.0
     if data is not None:
-        temperature, scores = _fit_on_split(out, model, args, Path(data), progress)
+        temperature, scores = _fit_on_split(out, model, args, Path(data), progress, metrics["split_seed"])
         metrics.update(scores)
     elif opinions:
         metrics["shape_opinion"] = ("the members' nucleus-shape opinions are left out; give the ensemble its own "
@@ -113,7 +117,8 @@ def _network_temperature(ckpt: dict) -> float:
     return float(opinion["network_temperature"] if opinion else ckpt.get("temperature", 1.0))
 
 
-def _fit_on_split(out: Path, model: nn.Module, args: dict, data: Path, progress) -> tuple[float, dict]:
+def _fit_on_split(out: Path, model: nn.Module, args: dict, data: Path, progress,
+                  split_seed: int = 0) -> tuple[float, dict]:
     from ml.classification.artifact import load_classifier, save_checkpoint
     from ml.classification.data import cache_size_for, fixed_split, load_folder
     from ml.classification.evaluate import evaluate_cells, labelled_crops
@@ -121,8 +126,8 @@ def _fit_on_split(out: Path, model: nn.Module, args: dict, data: Path, progress)
 
     rule = args["crop"]
     cells = load_folder(data, size=cache_size_for(rule.out_size, rule.margin), progress=progress)
-    _, va, te = fixed_split(cells.names, cells.labels)
-    save_checkpoint(out, model, **args, temperature=1.0)  # to score it through the serving path
+    _, va, te = fixed_split(cells.names, cells.labels, seed=split_seed)
+    save_checkpoint(out, model, **args, temperature=1.0, metrics={"split_seed": split_seed})  # to score it through the serving path
     clf = load_classifier(out)
     crops, y = labelled_crops(clf, cells.subset(va))
     logits = clf.logits_of_crops(crops)

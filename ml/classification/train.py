@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import random
 import time
 from collections.abc import Callable
@@ -84,7 +85,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Options of the wrong type or out of range are a ``ValueError`` naming them (a config file's
         ``epochs: ten`` or ``--batch 0`` would otherwise fail deep inside training)."""
-        kinds = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "dict": (dict,)}
+        kinds = {"int": (numbers.Integral,), "float": (numbers.Real,), "bool": (bool,), "str": (str,), "dict": (dict,)}
         for f in fields(self):
             value = getattr(self, f.name)
             base = str(f.type).split(" | ")
@@ -92,7 +93,13 @@ class TrainConfig:
             if value is None and "None" in base:
                 continue
             if allowed and (not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed)):
-                raise ValueError(f"option {f.name} must be {' or '.join(base)}, got {value!r}")
+                hint = ""
+                if isinstance(value, str) and "float" in base:
+                    try:
+                        hint = f" (YAML reads {value} as text: write {float(value)!r})"
+                    except ValueError:
+                        pass
+                raise ValueError(f"option {f.name} must be {' or '.join(base)}, got {value!r}{hint}")
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"option {f.name} must be a finite number, got {value!r}")
         checks = [("epochs", self.epochs >= 1, "at least 1"), ("batch", self.batch >= 1, "at least 1"),

@@ -58,7 +58,7 @@ class Annotation:
 
 
 def _check_box(box: Box, width: int, height: int, where: str, labels: Sequence[str] | None) -> Box | None:
-    if labels is not None and box.label not in labels:
+    if labels is not None and box.label not in {canonical_label(label) for label in labels}:
         raise AnnotationError(f"{where}: unknown label {box.label!r} (expected one of {', '.join(labels)})")
     if (box.x0 < -_TOLERANCE or box.y0 < -_TOLERANCE or box.x1 > width + _TOLERANCE
             or box.y1 > height + _TOLERANCE):
@@ -272,8 +272,8 @@ class Sample:
 def _find_image(folder: Path, name: str, where: str) -> Path:
     """The image file an annotation names: its relative path in ``folder``, else its file name there,
     else a file of the same stem with any image suffix in any case (``a.jpg`` finds ``a.JPG`` or ``a.png``)."""
-    relative = folder / name.replace("\\", "/")
-    if name and relative.is_file():
+    relative = Path(os.path.normpath(folder / name.replace("\\", "/")))
+    if name and relative.is_relative_to(os.path.normpath(folder)) and relative.is_file():  # never outside the dataset
         return relative
     cand = folder / image_name(name)
     if cand.is_file():

@@ -9,6 +9,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.utils.text import get_valid_filename
 from PIL import Image, UnidentifiedImageError
 
+from ml.imageio import upright_size
 from webapp.common.exceptions import ApplicationError
 
 ALLOWED_FORMATS = {"JPEG", "PNG", "BMP", "TIFF"}
@@ -87,6 +88,15 @@ def image_upload_check(upload: UploadedFile) -> CheckedImage:
         raise ApplicationError(
             f"{name}: not a readable JPEG, PNG, BMP or TIFF image ({exc}).", extra={"file": name}
         ) from exc
+    # The size of the upright image (EXIF orientation applied), as the analysis reads it and browsers
+    # show it: a camera's JPEG stored sideways has its cells' boxes in upright pixels. From the header,
+    # opened again (Pillow's verify leaves an image unusable).
+    upload.seek(0)
+    try:
+        with Image.open(upload) as im:
+            width, height = upright_size(im)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ApplicationError(f"{name}: not a readable image ({exc}).", extra={"file": name}) from exc
     upload.seek(0)
     digest = hashlib.sha256()
     for chunk in upload.chunks():

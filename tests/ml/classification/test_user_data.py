@@ -197,3 +197,15 @@ def test_a_second_labs_table_names_what_it_cannot_use(tmp_path):
     (tmp_path / "labels.csv").write_text("image,category\n2,neutrophil\n")
     with pytest.raises(ValueError, match=r"labels.csv:2: 2 has no image in JPEGImages/"):
         load_tecom(tmp_path)
+
+
+def test_a_split_seed_in_a_config_file_is_the_runs(tmp_path, capsys):
+    from ml.classification import load_classifier
+
+    data = _folder(tmp_path / "data", {"lymphocyte": 6, "neutrophil": 6})
+    (tmp_path / "cfg.yaml").write_text("split_seed: 5\nlr: 3e-3\n")
+    assert _train(tmp_path, data, "--config", str(tmp_path / "cfg.yaml")) == 2
+    assert "YAML reads 3e-3 as text: write 0.003" in capsys.readouterr().err
+    (tmp_path / "cfg.yaml").write_text("split_seed: 5\n")
+    assert _train(tmp_path, data, "--config", str(tmp_path / "cfg.yaml")) == 0
+    assert load_classifier(tmp_path / "run").metrics["split_seed"] == 5

@@ -178,3 +178,14 @@ def test_the_classical_method_says_why_it_finds_nothing_in_a_grey_image(caplog):
     with caplog.at_level(logging.WARNING):
         assert ClassicalLocalizer().detect(grey) == []
     assert "a grey image" in caplog.text
+
+
+def test_a_reference_outside_the_dataset_is_not_followed(tmp_path):
+    coco = tmp_path / "coco"
+    coco.mkdir()
+    Image.new("RGB", (64, 48), "white").save(tmp_path / "outside.jpg")
+    formats.write_coco([_field("../outside.jpg")], coco / "boxes.json")
+    with pytest.raises(AnnotationError, match=r"image '../outside.jpg' not found"):
+        formats.load_dataset(coco)
+    voc = _voc(tmp_path / "voc", [_field()])
+    assert formats.read_voc(voc / "Annotations" / "f1.xml", labels=["wbc"]).boxes[0].label == "WBC"

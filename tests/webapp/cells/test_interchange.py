@@ -302,3 +302,32 @@ def test_a_coco_file_of_many_images_gives_a_slide_the_boxes_of_its_own(api_as, a
     lone, _ = slide_upload(user=patient.created_by, patient=patient, files=[SimpleUploadedFile("elsewhere.jpg", lone_data)])
     r = client.post(f"/api/slides/{lone.pk}/boxes/", {"files": [SimpleUploadedFile("lab.json", coco)]}, format="multipart")
     assert r.status_code == 400 and "lab.json: none of its 2 images" in r.json()["message"]
+
+
+def test_a_cameras_sideways_jpeg_keeps_its_cells_and_exports_as_shown(api_as, patient, tmp_path):
+    """A JPEG stored sideways with an EXIF turn: the slide records the upright size the analysis and
+    browsers see, its cells lie within it, and its box export reads back as a dataset."""
+    from PIL import Image
+
+    from webapp.jobs.models import Job
+    from webapp.jobs.services import job_execute
+    from webapp.slides.services import slide_upload
+
+    name, data, truth = smear_field(0)
+    upright = Image.open(io.BytesIO(data)).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned a quarter clockwise
+    buf = io.BytesIO()
+    upright.transpose(Image.Transpose.ROTATE_90).save(buf, format="JPEG", quality=95, exif=exif)
+    slide, _ = slide_upload(user=patient.created_by, patient=patient,
+                            files=[SimpleUploadedFile("sideways.jpg", buf.getvalue())])
+    image = slide.images.get()
+    assert (image.width, image.height) == upright.size != upright.size[::-1]
+    job = job_execute(job_id=Job.objects.get(key=f"analyze:slide:{slide.pk}").pk)
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    cells = list(slide.cells.all())
+    assert cells and all(c.x1 <= image.width and c.y1 <= image.height for c in cells)
+    assert max(iou(c.box, truth[0]) for c in cells) >= 0.5  # the cell where it is on the upright field
+    r = api_as("hematologist", username="h1").get(f"/api/exports/boxes/?format=voc&slide={slide.pk}")
+    (sample,) = load_dataset(_unzip(r, tmp_path / "voc"))
+    assert (sample.annotation.width, sample.annotation.height) == upright.size

@@ -256,3 +256,27 @@ def _upload_and_analyze(hema, patient_id, array: np.ndarray):
     assert r.status_code == 201, r.content
     job_execute(job_id=Job.objects.get(pk=r.json()["job"]["id"]).pk)
     return r
+
+
+def test_images_recorded_sideways_before_get_their_upright_size(patient_id, hema):
+    """The data migration for slides uploaded when a sideways JPEG kept its stored size."""
+    import importlib
+
+    from django.apps import apps
+    from PIL import Image
+
+    from webapp.slides.models import SlideImage
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(_rgb(64, 48)).save(buf, format="JPEG", exif=exif)  # stored 64x48, shown 48x64
+    r = hema.post("/api/slides/", {"patient": patient_id, "images": [SimpleUploadedFile("side.jpg", buf.getvalue())]},
+                  format="multipart")
+    assert r.status_code == 201, r.content
+    image = SlideImage.objects.get()
+    assert (image.width, image.height) == (48, 64)
+    SlideImage.objects.update(width=64, height=48)  # as recorded before
+    importlib.import_module("webapp.slides.migrations.0004_slideimage_upright_size").upright_sizes(apps, None)
+    image.refresh_from_db()
+    assert (image.width, image.height) == (48, 64)
