@@ -92,6 +92,10 @@ def list_class_folders(data_dir: Path) -> tuple[list[str], list[tuple[Path, int]
     classes, items = [], []
     for folder in folders:
         found = _images_in(folder)
+        nested = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and _images_in(p)]
+        if nested:
+            log.warning("%s: images in its sub-folders (%s) are not read; a class's images lie in its own folder",
+                        folder, ", ".join(sorted(p.name for p in nested)[:3]))
         if not found:
             log.warning("%s holds no images (%s): not a class", folder, ", ".join(sorted(IMAGE_EXTS)))
             continue

@@ -86,6 +86,8 @@ def test_folders_without_images_and_unreadable_images_are_left_out_with_a_warnin
     (data / "empty").mkdir()
     (data / "__MACOSX" / "lymphocyte").mkdir(parents=True)
     (data / "__MACOSX" / "lymphocyte" / "._x.png").write_bytes(b"junk")
+    (data / "neutrophil" / "more").mkdir()
+    cv2.imwrite(str(data / "neutrophil" / "more" / "x.png"), np.full((20, 20, 3), 200, np.uint8))
     (data / "monocyte").mkdir()
     (data / "monocyte" / "broken.png").write_bytes(b"\x89PNG not really")
     with caplog.at_level(logging.WARNING):
@@ -93,6 +95,7 @@ def test_folders_without_images_and_unreadable_images_are_left_out_with_a_warnin
     assert cells.classes == ["lymphocyte", "neutrophil"] and len(cells) == 6
     text = caplog.text
     assert "empty holds no images" in text and "broken.png" in text and "no readable image in monocyte" in text
+    assert "images in its sub-folders (more) are not read" in text
     single = _folder(tmp_path / "single", {"neutrophil": 6})
     assert _train(tmp_path, single) == 2
     assert "needs images of at least two classes" in capsys.readouterr().err
