@@ -188,7 +188,7 @@ def _train(args) -> int:
             run = fit(cfg, cells.subset(tr), cells.subset(va), args.out / f"fold{k}")
             r = evaluate_cells(load_classifier(run, device=cfg.device), cells.subset(te))
             results.append({"fold": k, "accuracy": r["accuracy"], "macro_f1": r["macro_f1"]})
-            print(json.dumps(results[-1]), file=sys.stderr)
+            print(dumps(results[-1]), file=sys.stderr)
         acc = np.array([r["accuracy"] for r in results])
         f1 = np.array([r["macro_f1"] for r in results])
         summary = {"folds": results, "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             from ml.classification import load_classifier
 
             clf = load_classifier(run)
-            print(json.dumps({"run": str(run), "version": clf.version, "temperature": clf.temperature,
+            print(dumps({"run": str(run), "version": clf.version, "temperature": clf.temperature,
                               "test": clf.metrics.get("test")}))
             return 0
         if args.command == "shape-opinion":
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             run = add_shape_opinion(args.checkpoint, args.data, args.out, seed=args.seed,
                                     progress=lambda f, m: print(m, file=sys.stderr, flush=True))
             clf = load_classifier(run)
-            print(json.dumps({"run": str(run), "version": clf.version, "shape_weight": clf.shape_opinion.weight,
+            print(dumps({"run": str(run), "version": clf.version, "shape_weight": clf.shape_opinion.weight,
                               "temperature": clf.temperature, "test": clf.metrics.get("test")}))
             return 0
         if args.command == "framings":
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                                below=None if args.below == 1.0 else args.below,
                                progress=lambda f, m: print(m, file=sys.stderr, flush=True))
             clf = load_classifier(run)
-            print(json.dumps({"run": str(run), "version": clf.version, "framings": list(clf.framings),
+            print(dumps({"run": str(run), "version": clf.version, "framings": list(clf.framings),
                               "framing_below": clf.framing_below,
                               "framed_share_test": clf.metrics.get("framed_share_test"),
                               "temperature": clf.temperature, "test": clf.metrics.get("test"),
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.time()
             run = train_default(args.data, args.out, time_budget_s=args.budget_s,
                                 progress=lambda f, m: print(f"[{100 * f:5.1f}%] {m}", file=sys.stderr, flush=True))
-            print(json.dumps({"run": str(run), "seconds": round(time.time() - t0, 1)}))
+            print(dumps({"run": str(run), "seconds": round(time.time() - t0, 1)}))
             return 0
     except (OSError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -14,7 +14,6 @@ User errors print one line on stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -96,7 +95,7 @@ def cmd_train(args) -> int:
         metrics, preds = evaluate_localizer(DeepLocalizer(args.out, device=args.device), val)
         metrics.update({"split": "validation", **summary})
         write_report(args.out, metrics, val, preds)
-    print(json.dumps(summary, indent=2))
+    print(dumps(summary, indent=2))
     return 0
 
 
@@ -113,8 +112,8 @@ def cmd_tune(args) -> int:
                                            progress=not args.quiet)
     cfg.save(args.out)
     if args.history:
-        Path(args.history).write_text(json.dumps(history, indent=1, default=float))
-    print(json.dumps({"config": str(args.out), **metrics}, indent=2))
+        Path(args.history).write_text(dumps(history, indent=1, default=float))
+    print(dumps({"config": str(args.out), **metrics}, indent=2))
     return 0
 
 
@@ -152,7 +151,7 @@ def cmd_predict(args) -> int:
         out.append({"image": str(path), "width": img.shape[1], "height": img.shape[0], "method": loc.method,
                     "boxes": [{"label": b.label, "score": round(b.score, 4),
                                "box": [round(v, 1) for v in b.as_list()]} for b in boxes]})
-    print(json.dumps(out if len(out) > 1 else out[0], indent=1))
+    print(dumps(out if len(out) > 1 else out[0], indent=1))
     return 0
 
 
