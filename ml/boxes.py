@@ -6,7 +6,9 @@ from dataclasses import dataclass, replace
 
 @dataclass(frozen=True)
 class Box:
-    """A box ``[x0, y0, x1, y1)`` in pixels of the original image, with a label and a score."""
+    """A box ``[x0, y0, x1, y1)`` in pixels of the original image, with a label and a score.
+    ``difficult``: a ground-truth box its annotator marked so (Pascal VOC's flag): scoring leaves it
+    out, neither a cell to find nor a false detection where one is found."""
 
     x0: float
     y0: float
@@ -14,6 +16,7 @@ class Box:
     y1: float
     label: str = "WBC"
     score: float = 1.0
+    difficult: bool = False
 
     @property
     def width(self) -> float:

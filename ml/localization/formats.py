@@ -3,7 +3,9 @@
 One in-memory form, :class:`Annotation` (an image reference, its size and a list of
 :class:`ml.boxes.Box`), and readers/writers for the three formats. The webapp's import/export
 calls the same functions. Every problem with a file raises :class:`AnnotationError` whose
-message starts with the file name, so a user can find and fix it.
+message starts with the file name, so a user can find and fix it. VOC's ``<difficult>`` flag is kept
+(``Box.difficult``; the metrics leave such boxes out, as the VOC protocol does); COCO and YOLO have
+no such flag, so converting to them scores those cells like any other.
 """
 from __future__ import annotations
 
@@ -93,6 +95,14 @@ def _xml_number(node: ET.Element, tag: str, where: str) -> float:
     return value
 
 
+def _xml_flag(parent: ET.Element, tag: str, where: str) -> bool:
+    """A VOC 0/1 flag (absent or empty: 0; ``true``/``false`` as some tools write it)."""
+    text = (parent.findtext(tag) or "").strip().lower()
+    if text in ("", "0", "1", "false", "true"):
+        return text in ("1", "true")
+    raise AnnotationError(f"{where}: <{tag}> is {text!r}, not 0 or 1")
+
+
 def read_voc(path: str | os.PathLike, *, labels: Sequence[str] | None = None) -> Annotation:
     """Read one Pascal VOC XML file. Unknown labels raise when ``labels`` is given."""
     where = str(path)
@@ -119,7 +129,8 @@ def read_voc(path: str | os.PathLike, *, labels: Sequence[str] | None = None) ->
             raise AnnotationError(f"{where}: object {name!r} has no <bndbox>")
         x0, y0, x1, y1 = (_xml_number(bb, k, where) for k in ("xmin", "ymin", "xmax", "ymax"))
         score = _xml_number(obj, "score", where) if (obj.findtext("score") or "").strip() else 1.0
-        box = _check_box(Box(x0, y0, x1, y1, name, score), width, height, where, labels)
+        difficult = _xml_flag(obj, "difficult", where)
+        box = _check_box(Box(x0, y0, x1, y1, name, score, difficult), width, height, where, labels)
         if box is not None:
             boxes.append(box)
     return Annotation(filename, width, height, boxes)
@@ -140,7 +151,7 @@ def write_voc(ann: Annotation, path: str | os.PathLike, *, with_scores: bool = F
         ET.SubElement(obj, "name").text = b.label
         ET.SubElement(obj, "pose").text = "Unspecified"
         ET.SubElement(obj, "truncated").text = "0"
-        ET.SubElement(obj, "difficult").text = "0"
+        ET.SubElement(obj, "difficult").text = "1" if b.difficult else "0"
         if with_scores:
             ET.SubElement(obj, "score").text = f"{b.score:.4f}"
         bb = ET.SubElement(obj, "bndbox")

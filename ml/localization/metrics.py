@@ -1,7 +1,9 @@
 """Localization metrics: mean IoU of ground-truth cells, precision/recall at IoU 0.5, COCO-style AP.
 
 All functions take, per image, a list of ground-truth boxes and a list of predicted boxes
-(:class:`ml.boxes.Box`, with scores) of one label.
+(:class:`ml.boxes.Box`, with scores) of one label. Ground-truth boxes marked ``difficult`` are left out
+as in the Pascal VOC protocol: they are not cells to find (nor in the mean IoU), and a prediction
+that matches none of the other cells but one of them is ignored rather than counted as false.
 """
 from __future__ import annotations
 
@@ -29,17 +31,27 @@ def iou_matrix(a: Sequence[Box], b: Sequence[Box]) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
+def _counted(g: Sequence[Box]) -> list[Box]:
+    """The ground-truth boxes that count (all but the ``difficult`` ones)."""
+    return [b for b in g if not b.difficult]
+
+
 def best_ious(gts: Sequence[Sequence[Box]], preds: Sequence[Sequence[Box]]) -> np.ndarray:
-    """For every ground-truth box, the IoU of its best-overlapping prediction (0 when none)."""
+    """For every ground-truth box (but the difficult ones), the IoU of its best-overlapping prediction
+    (0 when none)."""
     out = []
     for g, p in zip(gts, preds):
+        g = _counted(g)
         m = iou_matrix(g, p)
         out.extend(m.max(axis=1) if m.shape[1] else np.zeros(len(g)))
     return np.asarray(out, dtype=np.float64)
 
 
 def _greedy_match(g: Sequence[Box], p: Sequence[Box], thr: float) -> np.ndarray:
-    """For predictions sorted by score (descending), whether each one is a true positive at IoU ``thr``."""
+    """For predictions sorted by score (descending), whether each one is a true positive at IoU ``thr``
+    (1), a false one (0) or ignored (-1: it matches no counted cell but a difficult one)."""
+    ignored = [b for b in g if b.difficult]
+    g = _counted(g)
     m = iou_matrix(g, p)
     used = np.zeros(len(g), bool)
     tp = np.zeros(len(p), bool)
@@ -51,14 +63,19 @@ def _greedy_match(g: Sequence[Box], p: Sequence[Box], thr: float) -> np.ndarray:
         if ious[i] >= thr:
             used[i] = True
             tp[j] = True
-    return tp
+    out = tp.astype(np.int8)
+    if ignored and len(p):
+        near_ignored = iou_matrix(ignored, p).max(axis=0) >= thr
+        out[~tp & near_ignored] = -1
+    return out
 
 
 def precision_recall(gts, preds, thr: float = 0.5) -> tuple[float, float]:
     """Precision and recall at IoU ``thr`` with greedy one-to-one matching by score."""
-    n_gt = sum(len(g) for g in gts)
-    n_pred = sum(len(p) for p in preds)
-    tp = sum(int(_greedy_match(g, sorted(p, key=lambda b: -b.score), thr).sum()) for g, p in zip(gts, preds))
+    n_gt = sum(len(_counted(g)) for g in gts)
+    matches = [_greedy_match(g, sorted(p, key=lambda b: -b.score), thr) for g, p in zip(gts, preds)]
+    n_pred = sum(int((m >= 0).sum()) for m in matches)
+    tp = sum(int((m == 1).sum()) for m in matches)
     precision = tp / n_pred if n_pred else (1.0 if n_gt == 0 else 0.0)
     recall = tp / n_gt if n_gt else 1.0
     return precision, recall
@@ -69,9 +86,10 @@ def pr_curve(gts, preds, thr: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.n
     scores, tps = [], []
     for g, p in zip(gts, preds):
         p = sorted(p, key=lambda b: -b.score)
-        tps.append(_greedy_match(g, p, thr))
-        scores.extend(b.score for b in p)
-    n_gt = sum(len(g) for g in gts)
+        match = _greedy_match(g, p, thr)
+        tps.append(match[match >= 0])
+        scores.extend(b.score for b, k in zip(p, match) if k >= 0)
+    n_gt = sum(len(_counted(g)) for g in gts)
     if not scores:
         return np.zeros(0), np.zeros(0), np.zeros(0)
     scores = np.asarray(scores)
@@ -84,7 +102,7 @@ def pr_curve(gts, preds, thr: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.n
 
 def average_precision(gts, preds, thr: float = 0.5) -> float:
     """COCO-style AP at one IoU threshold: 101-point interpolated precision envelope."""
-    n_gt = sum(len(g) for g in gts)
+    n_gt = sum(len(_counted(g)) for g in gts)
     if n_gt == 0:
         return float("nan")
     precision, recall, _ = pr_curve(gts, preds, thr)
@@ -149,6 +167,7 @@ def detection_metrics(gts, preds, *, score_threshold: float = 0.0) -> dict[str, 
     kept = [[b for b in p if b.score >= score_threshold] for p in preds]
     ious = best_ious(gts, kept)
     precision, recall = precision_recall(gts, kept, 0.5)
+    n_pred = sum(int((_greedy_match(g, sorted(p, key=lambda b: -b.score), 0.5) >= 0).sum()) for g, p in zip(gts, kept))
     ap = [average_precision(gts, preds, t) for t in COCO_IOUS]
     return {
         "mean_iou": float(ious.mean()) if len(ious) else float("nan"),
@@ -157,6 +176,6 @@ def detection_metrics(gts, preds, *, score_threshold: float = 0.0) -> dict[str, 
         "ap50": ap[0],
         "ap75": ap[5],
         "ap50_95": float(np.mean(ap)),
-        "n_gt": int(sum(len(g) for g in gts)),
-        "n_pred": int(sum(len(p) for p in kept)),
+        "n_gt": int(sum(len(_counted(g)) for g in gts)),
+        "n_pred": n_pred,  # the predictions scored (those matching only a difficult box left out)
     }

@@ -111,7 +111,8 @@ def write_report(out_dir: str | Path, metrics: dict, samples: Sequence[Sample], 
     fig.savefig(out / f"{prefix}iou_hist.png", dpi=100)
     plt.close(fig)
     # examples: the worst and the best fields by IoU
-    per_image = [float(best_ious([g], [[b for b in p if b.score >= op]]).mean()) if g else 1.0
+    per_image = [float(best_ious([g], [[b for b in p if b.score >= op]]).mean())
+                 if any(not b.difficult for b in g) else 1.0
                  for g, p in zip(gts, lp)]
     order = np.argsort(per_image)
     pick = list(order[: n_examples // 2]) + list(order[::-1][: n_examples - n_examples // 2])

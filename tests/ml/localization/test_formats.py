@@ -28,6 +28,18 @@ def test_voc_round_trip(tmp_path, ann):
     _same(ann, back)
 
 
+def test_voc_keeps_the_difficult_flag_and_refuses_a_bad_one(tmp_path):
+    ann = Annotation("x.jpg", 100, 100, [Box(5, 5, 20, 20), Box(40, 40, 60, 60, difficult=True)])
+    formats.write_voc(ann, tmp_path / "d.xml")
+    assert [b.difficult for b in formats.read_voc(tmp_path / "d.xml").boxes] == [False, True]
+    text = (tmp_path / "d.xml").read_text()
+    (tmp_path / "t.xml").write_text(text.replace("<difficult>1</difficult>", "<difficult>True</difficult>"))
+    assert [b.difficult for b in formats.read_voc(tmp_path / "t.xml").boxes] == [False, True]
+    (tmp_path / "bad.xml").write_text(text.replace("<difficult>1</difficult>", "<difficult>maybe</difficult>"))
+    with pytest.raises(AnnotationError, match="bad.xml.*<difficult> is 'maybe'"):
+        formats.read_voc(tmp_path / "bad.xml")
+
+
 def test_coco_round_trip(tmp_path, ann):
     other = Annotation("b.jpg", 100, 50, [Box(1, 2, 30, 40, "WBC", score=0.75)])
     formats.write_coco([ann, other], tmp_path / "c.json", with_scores=True)

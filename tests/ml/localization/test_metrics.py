@@ -87,3 +87,21 @@ def test_ceiling_rejects_impossible_counts():
 
     with pytest.raises(ValueError):
         omitted_cells_ceiling(0, 2)
+
+
+def test_difficult_cells_are_left_out_as_in_the_voc_protocol():
+    hard = Box(20, 20, 30, 30, difficult=True)
+    gts = [[Box(0, 0, 10, 10), hard]]
+    found_both = [[Box(0, 0, 10, 10, score=0.9), Box(20, 20, 30, 30, score=0.8), Box(50, 50, 60, 60, score=0.7)]]
+    # the hit on the difficult cell is neither true nor false: 1 true, 1 false of 2 scored predictions
+    assert precision_recall(gts, found_both) == pytest.approx((1 / 2, 1.0))
+    m = detection_metrics(gts, found_both)
+    assert (m["n_gt"], m["n_pred"], m["mean_iou"]) == (1, 2, pytest.approx(1.0))
+    # ranking: 1.0 at recall 1 before the false one, so AP 1
+    assert m["ap50"] == pytest.approx(1.0)
+    # missing the difficult cell costs nothing; the same boxes without the flag: a miss
+    assert detection_metrics(gts, [[Box(0, 0, 10, 10, score=0.9)]])["recall50"] == 1.0
+    plain = [[Box(0, 0, 10, 10), Box(20, 20, 30, 30)]]
+    assert detection_metrics(plain, [[Box(0, 0, 10, 10, score=0.9)]])["recall50"] == 0.5
+    # a field whose only cell is difficult has nothing to find
+    assert best_ious([[hard]], [[]]).size == 0
