@@ -54,12 +54,16 @@ class Annotation:
     width: int
     height: int
     boxes: list[Box] = field(default_factory=list)
+    empty: int = 0  # boxes of no area in the file (left out, with a warning)
 
     def of_label(self, label: str) -> list[Box]:
         return [b for b in self.boxes if b.label == label]
 
 
-def _check_box(box: Box, width: int, height: int, where: str, labels: Sequence[str] | None) -> Box | None:
+def _check_box(box: Box, width: int, height: int, where: str, labels: Sequence[str] | None,
+               ann: Annotation | None = None) -> Box | None:
+    """``box`` clipped to the image, or None for a box of no area (counted in ``ann.empty``); an
+    ``AnnotationError`` for an unknown label, a box outside the image or with its corners swapped."""
     if labels is not None and box.label not in {canonical_label(label) for label in labels}:
         raise AnnotationError(f"{where}: unknown label {box.label!r} (expected one of {', '.join(labels)})")
     if (box.x0 < -_TOLERANCE or box.y0 < -_TOLERANCE or box.x1 > width + _TOLERANCE
@@ -72,6 +76,8 @@ def _check_box(box: Box, width: int, height: int, where: str, labels: Sequence[s
     box = box.clip(width, height)
     if box.area <= 0:
         log.warning("%s: skipping empty box %s %s", where, box.label, box.as_list())
+        if ann is not None:
+            ann.empty += 1
         return None
     return box
 
@@ -121,7 +127,7 @@ def read_voc(path: str | os.PathLike, *, labels: Sequence[str] | None = None) ->
     width, height = int(_xml_number(size, "width", where)), int(_xml_number(size, "height", where))
     if width <= 0 or height <= 0:
         raise AnnotationError(f"{where}: image size {width}x{height} is not positive")
-    boxes = []
+    ann = Annotation(filename, width, height)
     for obj in root.findall("object"):
         name = canonical_label(_xml_text(obj, "name", where))
         bb = obj.find("bndbox")
@@ -130,10 +136,10 @@ def read_voc(path: str | os.PathLike, *, labels: Sequence[str] | None = None) ->
         x0, y0, x1, y1 = (_xml_number(bb, k, where) for k in ("xmin", "ymin", "xmax", "ymax"))
         score = _xml_number(obj, "score", where) if (obj.findtext("score") or "").strip() else 1.0
         difficult = _xml_flag(obj, "difficult", where)
-        box = _check_box(Box(x0, y0, x1, y1, name, score, difficult), width, height, where, labels)
+        box = _check_box(Box(x0, y0, x1, y1, name, score, difficult), width, height, where, labels, ann)
         if box is not None:
-            boxes.append(box)
-    return Annotation(filename, width, height, boxes)
+            ann.boxes.append(box)
+    return ann
 
 
 def write_voc(ann: Annotation, path: str | os.PathLike, *, with_scores: bool = False) -> None:
@@ -166,9 +172,11 @@ def read_coco(path: str | os.PathLike, *, labels: Sequence[str] | None = None) -
     """Read a COCO detection JSON file (``bbox`` is ``[x, y, width, height]``) into one Annotation per image."""
     where = str(path)
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:
             data = json.load(fh)
-    except json.JSONDecodeError as exc:
+    except UnicodeDecodeError:
+        raise AnnotationError(f"{where}: not UTF-8 text (save it as UTF-8)") from None
+    except ValueError as exc:  # JSONDecodeError, or a number too long to read
         raise AnnotationError(f"{where}: not valid JSON ({exc})") from None
     except OSError as exc:
         raise AnnotationError(f"{where}: cannot be read ({exc.strerror or exc})") from None
@@ -178,6 +186,9 @@ def read_coco(path: str | os.PathLike, *, labels: Sequence[str] | None = None) -
         categories = {int(c["id"]): canonical_label(str(c["name"])) for c in data.get("categories", [])}
         images = {}
         for im in data["images"]:
+            if int(im["id"]) in images:
+                raise AnnotationError(f"{where}: image id {int(im['id'])} is given twice "
+                                      f"({images[int(im['id'])].image}, {im['file_name']})")
             images[int(im["id"])] = Annotation(str(im["file_name"]), int(im["width"]), int(im["height"]))
         for a in data["annotations"]:
             img_id, cat = int(a["image_id"]), int(a["category_id"])
@@ -190,13 +201,13 @@ def read_coco(path: str | os.PathLike, *, labels: Sequence[str] | None = None) -
                 raise AnnotationError(f"{where}: annotation {a.get('id')} has a bbox that is not numbers: {a['bbox']}")
             ann = images[img_id]
             box = _check_box(Box(x, y, x + w, y + h, categories[cat], float(a.get("score", 1.0))),
-                             ann.width, ann.height, f"{where} ({ann.image})", labels)
+                             ann.width, ann.height, f"{where} ({ann.image})", labels, ann)
             if box is not None:
                 ann.boxes.append(box)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         if isinstance(exc, AnnotationError):
             raise
-        raise AnnotationError(f"{where}: malformed COCO entry ({exc!r})") from None
+        raise AnnotationError(f"{where}: malformed COCO entry ({str(exc)[:200]!r})") from None
     return list(images.values())
 
 
@@ -228,7 +239,9 @@ def read_yolo(path: str | os.PathLike, *, width: int, height: int, labels: Seque
     """Read one YOLO txt file (``class cx cy w h`` normalized to 0..1, optional score) for an image of known size."""
     where = str(path)
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise AnnotationError(f"{where}: not UTF-8 text (save it as UTF-8)") from None
     except OSError as exc:
         raise AnnotationError(f"{where}: cannot be read ({exc.strerror or exc})") from None
     ann = Annotation(image or Path(path).with_suffix(".jpg").name, width, height)
@@ -251,7 +264,7 @@ def read_yolo(path: str | os.PathLike, *, width: int, height: int, labels: Seque
             raise AnnotationError(f"{where}:{n}: unknown class index {cls} (classes: {', '.join(labels)})")
         box = Box((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height,
                   labels[cls], score)
-        box = _check_box(box, width, height, f"{where}:{n}", labels)
+        box = _check_box(box, width, height, f"{where}:{n}", labels, ann)
         if box is not None:
             ann.boxes.append(box)
     return ann

@@ -12,7 +12,7 @@ import io
 import re
 import tempfile
 import zipfile
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -36,7 +36,7 @@ def _image_name(image: SlideImage) -> str:
     return f"slide{image.slide_id}_image{image.pk}_{Path(image.filename).stem}.{image.format_ext}"
 
 
-_EXPORTED_NAME = re.compile(r"^slide\d+_image\d+_(.+)$")
+_EXPORTED_NAME = re.compile(r"^slide(\d+)_image(\d+)_(.+)$")  # slide id, image id, uploaded name's stem
 
 
 def _spooled_zip() -> tuple[tempfile.SpooledTemporaryFile, zipfile.ZipFile]:
@@ -167,7 +167,7 @@ def _read_upload(upload, *, fmt: str, image: SlideImage, labels: list[str] | Non
 
     name = Path(upload.name or "annotations").name
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / name
+        path = Path(tmp) / f"upload{Path(name).suffix.lower()[:8]}"  # the uploader's name only in messages
         with open(path, "wb") as out:
             for chunk in upload.chunks():
                 out.write(chunk)
@@ -180,7 +180,7 @@ def _read_upload(upload, *, fmt: str, image: SlideImage, labels: list[str] | Non
                 raise ApplicationError(f"{name}: a YOLO file needs the class names, in order (labels=WBC,RBC,...).")
             return [read_yolo(path, width=image.width, height=image.height, labels=labels, image=image.filename)]
         except AnnotationError as exc:
-            raise ApplicationError(str(exc).replace(f"{tmp}/", "")) from None
+            raise ApplicationError(str(exc).replace(str(path), name)) from None
 
 
 def _format_of(name: str) -> str:
@@ -191,22 +191,46 @@ def _format_of(name: str) -> str:
     return fmt
 
 
-def _image_named(ann_image: str, images: list[SlideImage]) -> SlideImage | None:
-    """The slide's image a box file names (its uploaded name, or the name an export gave it)."""
-    name = Path(ann_image or "").name
-    for image in images:
-        if name and name in (image.filename, _image_name(image)):
-            return image
-    stem = Path(name).stem
-    exported = _EXPORTED_NAME.match(stem)
-    stem = exported.group(1) if exported else stem
-    found = [im for im in images if stem and Path(im.filename).stem == stem]
-    return found[0] if len(found) == 1 else None
+def _image_named(ann_image: str, images: list[SlideImage], where: str) -> SlideImage | None:
+    """The slide's image a box file names, or None: by its uploaded name (as written, or cleaned as
+    an upload's name is), or by the name an export gave it. An export's name of another image of
+    this installation is that image, and so this slide's only where this slide has the same file
+    (the same field uploaded twice); an export's name from elsewhere is matched by the uploaded
+    name it carries. A name that fits several of the slide's images is refused."""
+    from ml.localization.formats import image_name
+
+    from webapp.slides.validation import clean_filename
+
+    name = image_name(ann_image or "")
+    if not name:
+        return None
+    cleaned = clean_filename(name)
+    found = [im for im in images if name == _image_name(im) or im.filename in (name, cleaned)]
+    if not found:
+        stem = Path(name).stem
+        exported = _EXPORTED_NAME.match(stem)
+        source = None
+        if exported:
+            source = SlideImage.objects.filter(pk=int(exported.group(2)), slide_id=int(exported.group(1))).first()
+            if source is not None and Path(source.filename).stem != exported.group(3):
+                source = None  # not this installation's image of that number
+            stem = exported.group(3)
+        if source is not None:
+            found = [im for im in images if im.sha256 == source.sha256]
+        else:
+            stems = {stem, Path(cleaned).stem}
+            found = [im for im in images if Path(im.filename).stem in stems]
+    if len(found) > 1:
+        raise ApplicationError(f"{where}: its image {name!r} could be any of {len(found)} images of this slide "
+                               f"({', '.join(im.filename for im in found)}); import it into a slide where the name "
+                               f"is unique.")
+    return found[0] if found else None
 
 
 def _match_image(ann_image: str, images: list[SlideImage], where: str) -> SlideImage:
-    """The image a file of one image's boxes is for: the slide's only one, or the one it names."""
-    image = images[0] if len(images) == 1 else _image_named(ann_image, images)
+    """The slide's image a file of one image's boxes is for, by the name it gives (a box file for
+    another field must not land on this one, even where the slide has one image)."""
+    image = _image_named(ann_image, images, where)
     if image is None:
         raise ApplicationError(
             f"{where}: its image {ann_image!r} is none of this slide's ({', '.join(im.filename for im in images)}).")
@@ -220,8 +244,8 @@ def boxes_import(*, slide: Slide, files: Iterable, user: User, labels: list[str]
     """Add the white cells of box files (VOC .xml, COCO .json, YOLO .txt with ``labels``) to a slide as
     cells drawn by ``user``: a box labelled ``WBC`` without a class, one labelled with a known class
     with that class as reviewed; ``RBC`` and ``Platelets`` boxes are skipped. Each file is matched to
-    the slide's image by name (any file, where the slide has one image); its image size must be that
-    image's. A box the slide already has is not added twice. Everything is checked before anything
+    the slide's image by name (see ``_image_named``); its image size must be that image's. A box the
+    slide already has (within a pixel) is not added twice; boxes of no area are counted as empty. Everything is checked before anything
     is stored: a bad file adds nothing."""
     from webapp.cells.services import cell_answer_request, cell_create
 
@@ -235,14 +259,12 @@ def boxes_import(*, slide: Slide, files: Iterable, user: User, labels: list[str]
     for upload in files:
         name = Path(upload.name or "annotations").name
         fmt = _format_of(name)
-        target = images[0] if fmt == "yolo" and len(images) == 1 else None
-        if fmt == "yolo" and target is None:
-            target = _match_image(Path(name).stem, images, name)
+        target = _match_image(Path(name).stem, images, name) if fmt == "yolo" else None
         if upload.size is not None and upload.size > MAX_BOX_FILE_BYTES:
             raise ApplicationError(f"{name}: over the limit of {MAX_BOX_FILE_BYTES // 2**20} MB for a box file.")
         anns = _read_upload(upload, fmt=fmt, image=target or images[0], labels=labels)
         if len(anns) > 1:  # a COCO file of many images: the boxes of this slide's images, by name
-            named = [(ann, _image_named(ann.image, images)) for ann in anns]
+            named = [(ann, _image_named(ann.image, images, name)) for ann in anns]
             for ann, image in named:
                 if image is None:
                     skipped["of other images"] += len(ann.boxes)
@@ -251,12 +273,15 @@ def boxes_import(*, slide: Slide, files: Iterable, user: User, labels: list[str]
                 raise ApplicationError(f"{name}: none of its {len(anns)} images is one of this slide's "
                                        f"({', '.join(im.filename for im in images)}).")
         else:
-            named = [(ann, target or _match_image(ann.image, images, name)) for ann in anns]
+            # a VOC file without <filename> is named like its image
+            named = [(ann, target or _match_image(ann.image or Path(name).stem, images, name)) for ann in anns]
         for ann, image in named:
             if (ann.width, ann.height) != (image.width, image.height):
                 raise ApplicationError(
                     f"{name}: its boxes are for a {ann.width}x{ann.height} image; {image.filename} is "
                     f"{image.width}x{image.height}.")
+            if ann.empty:
+                skipped["empty"] += ann.empty
             for box in ann.boxes:
                 label = box.label.strip()
                 if label.lower() in SKIPPED_LABELS:
@@ -267,17 +292,24 @@ def boxes_import(*, slide: Slide, files: Iterable, user: User, labels: list[str]
                         f"{name}: unknown label {label!r} (expected WBC, RBC, Platelets or a cell class: "
                         f"{', '.join(sorted(known))}).")
                 cls = "" if label.lower() == WBC.lower() else known_lower[label.lower()]
-                plan.append((image, [round(v, 2) for v in box.as_list()], cls))
+                coords = [round(v, 2) for v in box.as_list()]
+                if coords[2] <= coords[0] or coords[3] <= coords[1]:  # thinner than the app keeps
+                    skipped["empty"] += 1
+                    continue
+                plan.append((image, coords, cls))
     added = []
     with transaction.atomic():
         if slide.signed_off_at is not None:
             raise ApplicationError("This slide is signed off; its cells can no longer change.", status_code=409)
-        existing = {(c.image_id, tuple(round(v, 2) for v in c.box)) for c in slide.cells.all()}
+        existing = defaultdict(list)  # per image, the boxes there
+        for c in slide.cells.all():
+            existing[c.image_id].append(c.box)
         for image, box, cls in plan:
-            if (image.pk, tuple(box)) in existing:
+            # the same box within a pixel (VOC and other tools write whole pixels)
+            if any(max(abs(a - b) for a, b in zip(box, other)) <= 1.0 for other in existing[image.pk]):
                 skipped["already there"] += 1
                 continue
-            existing.add((image.pk, tuple(box)))
+            existing[image.pk].append(box)
             added.append(cell_create(image=image, box=box, label=cls, user=user, answer=False))
         cell_answer_request(cells=added, user=user)  # one job answers for them all
     return {"added": len(added), "skipped": dict(skipped)}

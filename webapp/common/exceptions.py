@@ -1,7 +1,9 @@
 """One error shape for the whole API: ``{"message": ..., "extra": {...}}``."""
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions, status
@@ -30,9 +32,22 @@ def _first_message(detail) -> str:
     return str(detail)
 
 
+def _refused_request(exc: SuspiciousOperation) -> str:
+    if isinstance(exc, TooManyFilesSent):
+        return (f"Too many files in one request (at most {settings.DATA_UPLOAD_MAX_NUMBER_FILES}); "
+                "send them in several.")
+    if isinstance(exc, TooManyFieldsSent):
+        return f"Too many fields in one request (at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS})."
+    if isinstance(exc, RequestDataTooBig):
+        return "The request's fields are too large."
+    return "The request was refused as malformed."
+
+
 def api_exception_handler(exc, context):
     if isinstance(exc, ApplicationError):
         return Response({"message": exc.message, "extra": exc.extra}, status=exc.status_code)
+    if isinstance(exc, SuspiciousOperation):  # raised while the request's body is read
+        return Response({"message": _refused_request(exc), "extra": {}}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
         exc = exceptions.ValidationError(detail)

@@ -166,6 +166,7 @@ def test_a_bad_box_file_is_refused_by_name_and_adds_nothing(api_as, fresh_slide,
     coco = (tmp_path / "c.json").read_bytes()
     write_yolo(Annotation(image.filename, image.width, image.height, [Box(10, 10, 80, 80)]), tmp_path / "y.txt", labels=["WBC"])
     yolo = (tmp_path / "y.txt").read_bytes()
+    stem = image.filename.rsplit(".", 1)[0]
     cases = [
         ([("broken.xml", b"<annotation><size>")], "broken.xml: not valid XML"),
         ([("field.xml", wrong_size)], "field.xml: its boxes are for a 100x100 image"),
@@ -173,7 +174,7 @@ def test_a_bad_box_file_is_refused_by_name_and_adds_nothing(api_as, fresh_slide,
         ([("wide.xml", outside)], "wide.xml: box WBC"),
         ([("notes.pdf", b"%PDF")], "notes.pdf: not a box file"),
         ([("fine.xml", good), ("late.json", b"{}")], "late.json: not a COCO file"),
-        ([("boxes.txt", yolo)], "boxes.txt: a YOLO file needs the class names"),
+        ([(f"{stem}.txt", yolo)], f"{stem}.txt: a YOLO file needs the class names"),
         ([("c.json", coco.replace(b'"name": "WBC"', b'"name": "WBC"').replace(b'"category_id": 1', b'"category_id": 7'))],
          "c.json: annotation 1 has unknown category 7"),
         ([], "Attach at least one box file"),
@@ -190,6 +191,9 @@ def test_a_bad_box_file_is_refused_by_name_and_adds_nothing(api_as, fresh_slide,
         f"/api/slides/{fresh_slide.pk}/boxes/", {"files": [SimpleUploadedFile("fine.xml", good)]}, format="multipart"
     ).status_code == 403
     r = client.post(f"/api/slides/{fresh_slide.pk}/boxes/", {"files": [SimpleUploadedFile("boxes.txt", yolo)], "labels": "WBC"},
+                    format="multipart")  # named for no image of the slide, even of a slide of one image
+    assert r.status_code == 400 and "boxes.txt: its image 'boxes' is none of this slide's" in r.json()["message"]
+    r = client.post(f"/api/slides/{fresh_slide.pk}/boxes/", {"files": [SimpleUploadedFile(f"{stem}.txt", yolo)], "labels": "WBC"},
                     format="multipart")
     assert r.status_code == 200 and r.json()["added"] == 1
 
