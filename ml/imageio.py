@@ -1,6 +1,7 @@
 """Reading smear images into RGB arrays, the one entry point every part of Leukolab uses."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import BinaryIO
@@ -13,6 +14,7 @@ Image.MAX_IMAGE_PIXELS = 25_000 * 25_000
 # Rows copied from the decoded image into the array at a time: the copy then never holds a second
 # whole image (a 20000x20000 scan is 1.2 GB as an array).
 STRIP_ROWS = 256
+log = logging.getLogger(__name__)
 
 
 def load_image(path: str | os.PathLike | Path | BinaryIO) -> np.ndarray:
@@ -22,7 +24,14 @@ def load_image(path: str | os.PathLike | Path | BinaryIO) -> np.ndarray:
     Memory: the decoded image and the array it is copied into, no more (a strip at a time), so a
     scan needs about twice its array's size while it is read, and its array's size after."""
     with Image.open(path) as im:
+        if im.format == "TIFF" and getattr(im, "n_frames", 1) > 1:
+            log.warning("%s: a TIFF of %d pages; only its first page is read",
+                        getattr(path, "name", path), im.n_frames)
         im = _upright(im)
+        if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
+            # transparent parts (e.g. outside a round field of view) as the bright background, not black
+            rgba = im.convert("RGBA")
+            return _rgb_array(Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB"))
         if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit, 32-bit and floating-point grey, stretched
             arr = np.asarray(im, dtype=np.float32)
             arr = (255.0 * (arr - arr.min()) / max(1.0, float(arr.max() - arr.min()))).astype(np.uint8)
@@ -36,13 +45,26 @@ def read_image(path: str | os.PathLike | Path) -> np.ndarray:
     """:func:`load_image` of a file, for command lines and datasets: any failure to read it is a
     ``ValueError`` whose message starts with the file's name."""
     try:
-        return load_image(path)
+        image = load_image(path)
     except FileNotFoundError:
         raise ValueError(f"{path}: no such image") from None
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as exc:  # Pillow raises several types for files it cannot decode
         raise ValueError(f"{path}: cannot read image ({exc})") from None
+    if is_grey(image):
+        log.warning("%s: a grey image; Leukolab finds white cells by the stain's colours and classifies them in "
+                    "colour: the classical method finds none, and the deep detector's and the classifier's answers "
+                    "on it are unreliable", path)
+    return image
+
+
+def is_grey(image: np.ndarray) -> bool:
+    """Whether an RGB image has no colour at all (judged on a sparse grid of its pixels)."""
+    h, w = image.shape[:2]
+    step = max(8, int(np.ceil(np.sqrt(h * w / 1e6))))
+    thumb = image[::step, ::step].astype(np.int16)
+    return bool(thumb.size) and int(np.abs(thumb - thumb[..., :1]).max()) <= 2
 
 
 def image_size(path: str | os.PathLike | Path) -> tuple[int, int]:

@@ -386,11 +386,6 @@ class ClassicalLocalizer:
             raise ValueError(f"expected an HxWx3 uint8 RGB image, got {image.shape} {image.dtype}")
         if labels is not None and "WBC" not in labels:
             return []
-        step = max(8, self._thumbnail_step(image))  # a sparse look: no cost to the field's time
-        thumb = image[::step, ::step].astype(np.int16)
-        if np.abs(thumb - thumb[..., :1]).max() <= 2:  # no colour at all
-            log.warning("a grey image: the classical method finds nuclei by the stain's colour and finds none "
-                        "here (the deep detector reads shapes too)")
         gains = self.gains_for(image)
         min_score = self.config.score_threshold if min_score is None else min_score
 

@@ -22,6 +22,8 @@ AUTO_NATIVE_TOLERANCE = 2.2
 AUTO_TOLERANCE = 1.1
 AUTO_STEPS = 3
 AUTO_MAX_PIXELS = 4_000_000
+# Rescales accepted: beyond these a field becomes a few pixels or many gigabytes
+RESCALE_RANGE = (0.05, 20.0)
 # Pixel size of the fields the packaged localizers were trained on (BCCD: 640x480 fields at 100x,
 # red cells about 75 pixels across for 7.5 micrometres).
 TRAINED_MICRONS_PER_PIXEL = 0.1
@@ -39,16 +41,17 @@ def parse_rescale(value) -> float | str:
         r = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"rescale must be a positive number or 'auto', got {value!r}") from None
-    if not r > 0:
-        raise ValueError(f"rescale must be a positive number or 'auto', got {value!r}")
+    if not RESCALE_RANGE[0] <= r <= RESCALE_RANGE[1]:  # also NaN and infinity
+        raise ValueError(f"rescale must be 'auto' or a number from {RESCALE_RANGE[0]:g} to {RESCALE_RANGE[1]:g} "
+                         f"(the image's cells are that many times smaller than the trained fields'), got {value!r}")
     return r
 
 
 def rescale_for_microns_per_pixel(microns_per_pixel: float | None) -> float | str:
     """The rescale for images of a known pixel size (``"auto"`` when it is unknown)."""
-    if not microns_per_pixel or microns_per_pixel <= 0:
+    if not microns_per_pixel or not microns_per_pixel > 0 or not np.isfinite(microns_per_pixel):
         return AUTO
-    return microns_per_pixel / TRAINED_MICRONS_PER_PIXEL
+    return float(np.clip(microns_per_pixel / TRAINED_MICRONS_PER_PIXEL, *RESCALE_RANGE))
 
 
 def detect_rescaled(detect_at: Callable[[float], list], shape: tuple[int, ...], rescale: float | str,

@@ -91,3 +91,21 @@ def test_reading_a_large_image_holds_no_more_than_the_decoded_image_and_its_arra
         pytest.skip("this machine does not let a process reset its peak memory (/proc/self/clear_refs)")
     ratio = float(last)
     assert ratio < 2.8, f"reading took {ratio:.2f} times the array's size at its peak"
+
+
+def test_transparent_parts_are_the_bright_background_and_extra_pages_are_named(tmp_path, caplog):
+    """A round field of view saved with transparency outside it reads as white there, not black (a
+    black frame changed a cell's class); a TIFF of several pages is read at its first, with a warning."""
+    import logging
+
+    rgb = _smooth(40, 60)
+    rgba = np.dstack([rgb, np.full((40, 60), 255, np.uint8)])
+    rgba[:10, :, 3] = 0  # transparent band
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "round.png")
+    got = load_image(tmp_path / "round.png")
+    assert got.shape == (40, 60, 3) and (got[:10] == 255).all() and (got[10:] == rgb[10:]).all()
+    pages = [Image.new("RGB", (30, 20), "white"), Image.fromarray(_smooth(20, 30))]
+    pages[0].save(tmp_path / "pages.tif", save_all=True, append_images=pages[1:])
+    with caplog.at_level(logging.WARNING):
+        assert (load_image(tmp_path / "pages.tif") == 255).all()
+    assert "pages.tif: a TIFF of 2 pages; only its first page is read" in caplog.text

@@ -77,7 +77,9 @@ class SlideUploadSerializer(serializers.Serializer):
     patient = serializers.IntegerField()
     images = serializers.ListField(child=serializers.FileField(allow_empty_file=True), allow_empty=False)
     stain = serializers.CharField(required=False, allow_blank=True, default="", max_length=100)
-    microns_per_pixel = serializers.FloatField(required=False, allow_null=True, default=None, min_value=1e-4)
+    # what light microscopes and scanners give (a 100x objective about 0.1, a 20x scan about 0.5)
+    microns_per_pixel = serializers.FloatField(required=False, allow_null=True, default=None, min_value=0.005,
+                                               max_value=2.0)
 
 
 class SlideListApi(GenericAPIView):

@@ -143,7 +143,7 @@ def test_rescale_values_are_checked():
     from ml.localization.scale import parse_rescale, rescale_for_microns_per_pixel
 
     assert parse_rescale("auto") == "auto" and parse_rescale("2") == 2.0 and parse_rescale(None) == 1.0
-    for bad in ("0", "-1", "big"):
+    for bad in ("0", "-1", "big", "nan", "inf", "100", "1e-6"):  # beyond 0.05-20: a few pixels or gigabytes
         with pytest.raises(ValueError, match="rescale"):
             parse_rescale(bad)
     with pytest.raises(ValueError, match="rescale"):
@@ -152,6 +152,7 @@ def test_rescale_values_are_checked():
         load_localizer("classical", score_threshold=0.5)
     assert rescale_for_microns_per_pixel(None) == "auto"
     assert rescale_for_microns_per_pixel(0.2) == pytest.approx(2.0)
+    assert rescale_for_microns_per_pixel(1e-4) == pytest.approx(0.05)  # a stored value out of range: the nearest
     with pytest.raises(SystemExit) as exc:  # the command line refuses it before reading any image
         main(["predict", "--rescale", "zero", "x.jpg"])
     assert exc.value.code == 2

@@ -164,20 +164,23 @@ def test_a_checkpoint_means_the_deep_method(tmp_path, capsys):
     assert "no-run" in capsys.readouterr().err
 
 
-def test_the_classical_method_says_why_it_finds_nothing_in_a_grey_image(caplog):
+def test_a_grey_image_is_named_with_why_its_results_are_unreliable(caplog, tmp_path):
     import logging
 
+    from ml.imageio import read_image
     from ml.localization.classical import ClassicalLocalizer
     from ml.localization.synthetic import synthetic_field
 
     img, _ = synthetic_field(seed=0, n_wbc=1)
-    with caplog.at_level(logging.WARNING):
-        ClassicalLocalizer().detect(img)
-    assert "grey image" not in caplog.text
+    Image.fromarray(img).save(tmp_path / "colour.png")
     grey = np.repeat(img.mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2)
+    Image.fromarray(grey).save(tmp_path / "grey.png")
     with caplog.at_level(logging.WARNING):
-        assert ClassicalLocalizer().detect(grey) == []
-    assert "a grey image" in caplog.text
+        read_image(tmp_path / "colour.png")
+    assert "grey image" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        assert ClassicalLocalizer().detect(read_image(tmp_path / "grey.png")) == []
+    assert "grey.png: a grey image" in caplog.text and "unreliable" in caplog.text
 
 
 def test_a_reference_outside_the_dataset_is_not_followed(tmp_path):
