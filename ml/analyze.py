@@ -4,6 +4,9 @@ The worker and the ``python -m ml.analyze`` command both call :func:`analyze_ima
 """
 from __future__ import annotations
 
+import itertools
+import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,6 +26,9 @@ NORM_DEFAULT = "1000"
 # Cells classified (and explained) at a time, so that a scan's thousands report their progress; each
 # cell's answer is its own, whatever the cells beside it.
 CLASSIFY_CHUNK = 256
+# The longest file name, in bytes, that the common file systems take (ext4, XFS, APFS): heatmap
+# names are cut to it.
+NAME_MAX = 255
 
 
 @dataclass
@@ -134,6 +140,32 @@ def cells_as_json(cells: list[CellResult]) -> list[dict]:
     ]
 
 
+def heatmap_names(stems: list[str], counts: list[int]) -> list[list[str]]:
+    """The heatmap file names of each image's cells (``stems``: the images' file names without
+    suffix, ``counts``: their numbers of cells), ``{stem}_cell{i:03d}.png``, no two alike within
+    one run, also when compared without case (as macOS and Windows compare them), so that no file
+    overwrites another. An image whose stem another image shares has its position in front
+    (``001_{stem}``); one whose names would still meet names already given takes ``_2``, ``_3``...
+    after its stem. Stems are cut so that each name fits in NAME_MAX bytes."""
+    shared = Counter(stems)
+    used: set[str] = set()
+    out = []
+    for k, (stem, n) in enumerate(zip(stems, counts)):
+        base = stem if shared[stem] == 1 else f"{k:03d}_{stem}"
+        longest = len(os.fsencode(f"_cell{max(n - 1, 0):03d}.png"))
+        for attempt in itertools.count(1):
+            suffix = "" if attempt == 1 else f"_{attempt}"
+            head = base
+            while head and len(os.fsencode(head + suffix)) + longest > NAME_MAX:
+                head = head[:-1]
+            names = [f"{head}{suffix}_cell{i:03d}.png" for i in range(n)]
+            if used.isdisjoint(name.lower() for name in names):
+                break
+        used.update(name.lower() for name in names)
+        out.append(names)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m ml.analyze --localizer classical --classifier RUN IMAGE... --json``."""
     import argparse
@@ -171,6 +203,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heatmaps", type=Path, metavar="DIR", help="write each cell's heatmap overlay as PNG here")
     args = p.parse_args(argv)
     try:
+        if args.heatmaps is not None:
+            if args.classifier is None:
+                raise ValueError("--heatmaps needs --classifier")
+            if args.heatmaps.exists() and not args.heatmaps.is_dir():
+                raise ValueError(f"--heatmaps {args.heatmaps}: not a folder")
+            try:
+                args.heatmaps.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ValueError(f"--heatmaps {args.heatmaps}: {exc.strerror or exc}") from exc
         from ml.imageio import load_image
         from ml.localization import load_localizer
 
@@ -188,8 +229,6 @@ def main(argv: list[str] | None = None) -> int:
             from ml.classification.artifact import check_framings
 
             classifier.framings = check_framings(args.framings)
-        if args.heatmaps and classifier is None:
-            raise ValueError("--heatmaps needs --classifier")
         if not 0 <= args.adapt_strength < float("inf"):
             raise ValueError(f"--adapt-strength must be a number >= 0, got {args.adapt_strength}")
         try:
@@ -227,19 +266,16 @@ def main(argv: list[str] | None = None) -> int:
         if classifier is not None and args.adapt == "all":
             adapt_to_sample([cells for _, cells in results], classifier, args.adapt_strength)
         out = []
-        stems = [path.stem for path, _ in results]
-        for k, (path, cells) in enumerate(results):
+        names = heatmap_names([path.stem for path, _ in results], [len(cells) for _, cells in results])
+        for (path, cells), image_names in zip(results, names):
             entries = cells_as_json(cells)
-            if args.heatmaps:
+            if args.heatmaps is not None:
                 from ml.classification.heatmaps import save_png
 
-                args.heatmaps.mkdir(parents=True, exist_ok=True)
-                # images of one name from different folders get their position too: no file overwrites another
-                stem = path.stem if stems.count(path.stem) == 1 else f"{k:03d}_{path.stem}"
-                for i, (c, entry) in enumerate(zip(cells, entries)):
+                for c, entry, name in zip(cells, entries, image_names):
                     if c.heatmap_overlay is not None:
-                        entry["heatmap"] = str(args.heatmaps / f"{stem}_cell{i:03d}.png")
-                        save_png(entry["heatmap"], c.heatmap_overlay)
+                        save_png(args.heatmaps / name, c.heatmap_overlay)
+                        entry["heatmap"] = str(args.heatmaps / name)
             out.append({"path": str(path), "cells": entries})
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

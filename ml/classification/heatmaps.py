@@ -86,4 +86,14 @@ def overlay(crop: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.nd
 
 
 def save_png(path, rgb: np.ndarray) -> None:
-    cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]))
+    """Write an RGB uint8 image as PNG. Encoded here and written by Python, so that a file that
+    cannot be written (a name too long, a full disk, no such folder) raises an OSError naming it;
+    ``cv2.imwrite`` would only return False."""
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:
+        raise ValueError(f"cannot encode {path} as PNG")
+    try:
+        with open(path, "wb") as f:
+            f.write(png.tobytes())
+    except OSError as exc:  # a failed write or flush does not say which file
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
