@@ -37,7 +37,7 @@ import numpy as np
 
 from ml.boxes import Box
 from ml.colour import apply_gains, background_gains
-from ml.localization.scale import detect_rescaled, parse_rescale
+from ml.localization.scale import detect_rescaled, parse_rescale, red_cell_rescale
 from ml.localization.tiling import detect_tiled, nms
 
 log = logging.getLogger(__name__)
@@ -404,7 +404,8 @@ class ClassicalLocalizer:
             return detect_tiled(image, one, tile=self.config.tile, overlap=self.config.overlap, progress=progress)
 
         rescale = self.rescale if rescale is None else parse_rescale(rescale)
-        return detect_rescaled(at, image.shape, rescale, counts=lambda b: b.score >= self.config.score_threshold)
+        return detect_rescaled(at, image.shape, rescale, counts=lambda b: b.score >= self.config.score_threshold,
+                               red_cells=lambda: red_cell_rescale(image))
 
 
 class _GrabCut:

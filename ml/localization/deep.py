@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ml.boxes import Box
-from ml.localization.scale import AUTO, detect_rescaled, parse_rescale
+from ml.localization.scale import AUTO, detect_rescaled, parse_rescale, red_cell_rescale
 from ml.localization.tiling import detect_tiled, nms
 
 STRIDE = 8
@@ -347,7 +347,8 @@ class DeepLocalizer:
 
         rescale = self.rescale if rescale is None else parse_rescale(rescale)
         return detect_rescaled(at, image.shape, rescale,
-                               counts=lambda b: b.label == "WBC" and b.score >= self.score_threshold)
+                               counts=lambda b: b.label == "WBC" and b.score >= self.score_threshold,
+                               red_cells=lambda: red_cell_rescale(image))
 
 
 def read_run_metrics(run_dir: str | os.PathLike) -> dict:

@@ -248,3 +248,30 @@ def test_a_field_prepared_once_gives_the_boxes_of_each_step_done_alone(smear_sam
             gains = loc.gains_for(img)
             alone = loc.boxes_from(loc.candidates(img, loc.threshold_for(img, gains), gains), img.shape[1], img.shape[0])
             assert loc.detect(img) == [b for b in alone if b.score >= cfg.score_threshold]
+
+
+def test_auto_reads_the_red_cells_a_field_without_white_cells_stays_empty(smear_samples):
+    """Most fields of a slide hold no white cell: ``auto`` must not look again at other magnifications
+    there (it found platelets and red cells as white cells); the red cells tell that the field is at
+    the trained magnification, and a field at twice it."""
+    import cv2
+
+    from ml.localization.scale import red_cell_rescale
+
+    strips, ratios = [], []
+    for s in smear_samples:
+        img = load_image(s.image_path)
+        wbc = s.annotation.of_label("WBC")
+        if wbc:  # the widest side strip with no part of a white cell in it
+            left, right = int(min(b.x0 for b in wbc)), int(max(b.x1 for b in wbc))
+            strip = img[:, :left] if left >= img.shape[1] - right else img[:, right:]
+            if min(strip.shape[:2]) >= 200:
+                strips.append(np.ascontiguousarray(strip))
+        native = red_cell_rescale(img)
+        double = red_cell_rescale(cv2.resize(img, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC))
+        ratios.append(double / native)
+    assert len(strips) >= 3 and np.allclose(ratios, 0.5, atol=0.12), ratios
+    loc = load_localizer("classical", rescale="auto")
+    assert sum(len(loc.detect(strip)) for strip in strips) == 0
+    if bccd_available():  # the real fields' red cells say: the trained magnification
+        assert all(0.75 <= red_cell_rescale(load_image(s.image_path)) <= 1.33 for s in smear_samples)
