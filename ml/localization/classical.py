@@ -405,7 +405,7 @@ class ClassicalLocalizer:
 
         rescale = self.rescale if rescale is None else parse_rescale(rescale)
         return detect_rescaled(at, image.shape, rescale, counts=lambda b: b.score >= self.config.score_threshold,
-                               red_cells=lambda: red_cell_rescale(image))
+                               red_cells=lambda side: red_cell_rescale(image, max_side=side))
 
 
 class _GrabCut:

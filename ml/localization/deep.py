@@ -348,7 +348,7 @@ class DeepLocalizer:
         rescale = self.rescale if rescale is None else parse_rescale(rescale)
         return detect_rescaled(at, image.shape, rescale,
                                counts=lambda b: b.label == "WBC" and b.score >= self.score_threshold,
-                               red_cells=lambda: red_cell_rescale(image))
+                               red_cells=lambda side: red_cell_rescale(image, max_side=side))
 
 
 def read_run_metrics(run_dir: str | os.PathLike) -> dict:

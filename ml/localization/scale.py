@@ -7,8 +7,8 @@ magnifications) and, when the cells found are far from the size of the training 
 (:data:`TRAINED_CELL_SIZE`), detects again at the scale that makes them that size. The red cells that
 fill a field tell its magnification too (:func:`red_cell_rescale`): a field they say is at the trained
 magnification is not searched again at others when nothing is found in it (most fields of a slide
-hold no white cell), and white cells moderately off the trained size move the scale only where the
-red cells agree. For single-cell
+hold no white cell), white cells moderately off the trained size move the scale only where the
+red cells agree, and a field whose red cells are far off (:data:`AUTO_RED_FAR`) starts at their scale. For single-cell
 images and fields of unknown magnification; only used on images up to :data:`AUTO_MAX_PIXELS` (a
 large scan needs its real scale: the slide's microns per pixel, see
 :func:`rescale_for_microns_per_pixel`).
@@ -38,6 +38,10 @@ TRAINED_CELL_SIZE = 190.0
 TRAINED_RED_CELL_RADIUS = 44.0
 AUTO_RED_EVIDENCE = 1.5  # the red cells must say at least this far off trained to move or probe the scale
 AUTO_NATIVE_DOUBT = 1.3  # white cells this far off trained (and under AUTO_NATIVE_TOLERANCE) ask the red cells
+# Every field's red cells are read at a small thumbnail first (about 2 ms); this far off trained, beyond
+# any BCCD field's reading (0.55-1.22 over all 304), detection starts at their scale
+AUTO_RED_GLANCE_SIDE = 160
+AUTO_RED_FAR = 2.2
 
 
 def parse_rescale(value) -> float | str:
@@ -98,13 +102,13 @@ def red_cell_rescale(image: np.ndarray, max_side: int = 320) -> float | None:
 
 def detect_rescaled(detect_at: Callable[[float], list], shape: tuple[int, ...], rescale: float | str,
                     counts: Callable[[object], bool] | None = None,
-                    red_cells: Callable[[], float | None] | None = None) -> list:
+                    red_cells: Callable[[int], float | None] | None = None) -> list:
     """``detect_at(r)`` at the given rescale; for ``"auto"`` see the module's docstring.
 
     ``counts(box)`` tells which boxes the scale is judged on (those above the localizer's operating
     threshold), so asking for low-scoring boxes too (for precision-recall curves) does not change
-    the scale chosen. ``red_cells()``: :func:`red_cell_rescale` of the image, asked only where it
-    decides."""
+    the scale chosen. ``red_cells(max_side)``: :func:`red_cell_rescale` of the image at that
+    thumbnail size, asked only where it decides."""
     if rescale != AUTO:
         return detect_at(float(rescale))
     said: list = []
@@ -113,14 +117,21 @@ def detect_rescaled(detect_at: Callable[[float], list], shape: tuple[int, ...], 
         if red_cells is None:
             return None
         if not said:
-            said.append(red_cells())
+            said.append(red_cells(320))
         return said[0]
 
     def judged(boxes: list) -> list:
         return [b for b in boxes if counts is None or counts(b)]
 
-    current, found = 1.0, detect_at(1.0)
     if shape[0] * shape[1] > AUTO_MAX_PIXELS:
+        return detect_at(1.0)
+    current = 1.0
+    if red_cells is not None and min(shape[:2]) >= TRAINED_CELL_SIZE:
+        glance = red_cells(AUTO_RED_GLANCE_SIDE)
+        if glance is not None and max(glance, 1 / glance) >= AUTO_RED_FAR:
+            current = float(np.clip(glance, *AUTO_RANGE))
+    found = detect_at(current)
+    if current != 1.0 and not judged(found):  # the red cells gave the scale: this field holds no white cell
         return found
     if not judged(found):
         if min(shape[:2]) >= TRAINED_CELL_SIZE:  # it could hold a trained-size cell: is it at that scale?

@@ -275,3 +275,21 @@ def test_auto_reads_the_red_cells_a_field_without_white_cells_stays_empty(smear_
     assert sum(len(loc.detect(strip)) for strip in strips) == 0
     if bccd_available():  # the real fields' red cells say: the trained magnification
         assert all(0.75 <= red_cell_rescale(load_image(s.image_path)) <= 1.33 for s in smear_samples)
+
+
+def test_auto_starts_from_the_red_cells_on_a_field_of_three_times_the_pixels(smear_samples):
+    """A camera of three times BCCD's resolution: its cells, split into boxes of near the trained size,
+    do not tell the scale; its red cells do."""
+    import cv2
+
+    from ml.localization.scale import red_cell_rescale
+
+    loc = load_localizer("classical", rescale="auto")
+    truth, found = [], []
+    for s in [s for s in smear_samples if s.annotation.of_label("WBC")][:6]:
+        big = cv2.resize(load_image(s.image_path), None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
+        assert red_cell_rescale(big, max_side=160) <= 1 / 2.2
+        truth.append([Box(b.x0 * 3, b.y0 * 3, b.x1 * 3, b.y1 * 3) for b in s.annotation.of_label("WBC")])
+        found.append(loc.detect(big))
+    m = detection_metrics(truth, found)
+    assert m["recall50"] >= 0.8 and m["precision50"] >= 0.8, m
