@@ -31,7 +31,8 @@ def load_image(path: str | os.PathLike | Path | BinaryIO) -> np.ndarray:
         if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
             # transparent parts (e.g. outside a round field of view) as the bright background, not black
             rgba = im.convert("RGBA")
-            return _rgb_array(Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB"))
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return _rgb_array(Image.alpha_composite(white, rgba).convert("RGB"))
         if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit, 32-bit and floating-point grey, stretched
             arr = np.asarray(im, dtype=np.float32)
             arr = (255.0 * (arr - arr.min()) / max(1.0, float(arr.max() - arr.min()))).astype(np.uint8)

@@ -70,15 +70,23 @@ def _greedy_match(g: Sequence[Box], p: Sequence[Box], thr: float) -> np.ndarray:
     return out
 
 
-def precision_recall(gts, preds, thr: float = 0.5) -> tuple[float, float]:
-    """Precision and recall at IoU ``thr`` with greedy one-to-one matching by score."""
-    n_gt = sum(len(_counted(g)) for g in gts)
+def _match_counts(gts, preds, thr: float) -> tuple[int, int, int]:
+    """True positives, scored predictions (those matching only a difficult box left out) and counted
+    ground-truth boxes at IoU ``thr``, with greedy one-to-one matching by score."""
     matches = [_greedy_match(g, sorted(p, key=lambda b: -b.score), thr) for g, p in zip(gts, preds)]
-    n_pred = sum(int((m >= 0).sum()) for m in matches)
     tp = sum(int((m == 1).sum()) for m in matches)
+    return tp, sum(int((m >= 0).sum()) for m in matches), sum(len(_counted(g)) for g in gts)
+
+
+def _precision_recall(tp: int, n_pred: int, n_gt: int) -> tuple[float, float]:
     precision = tp / n_pred if n_pred else (1.0 if n_gt == 0 else 0.0)
     recall = tp / n_gt if n_gt else 1.0
     return precision, recall
+
+
+def precision_recall(gts, preds, thr: float = 0.5) -> tuple[float, float]:
+    """Precision and recall at IoU ``thr`` with greedy one-to-one matching by score."""
+    return _precision_recall(*_match_counts(gts, preds, thr))
 
 
 def pr_curve(gts, preds, thr: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -166,8 +174,8 @@ def detection_metrics(gts, preds, *, score_threshold: float = 0.0) -> dict[str, 
     """
     kept = [[b for b in p if b.score >= score_threshold] for p in preds]
     ious = best_ious(gts, kept)
-    precision, recall = precision_recall(gts, kept, 0.5)
-    n_pred = sum(int((_greedy_match(g, sorted(p, key=lambda b: -b.score), 0.5) >= 0).sum()) for g, p in zip(gts, kept))
+    tp, n_pred, n_gt = _match_counts(gts, kept, 0.5)
+    precision, recall = _precision_recall(tp, n_pred, n_gt)
     ap = [average_precision(gts, preds, t) for t in COCO_IOUS]
     return {
         "mean_iou": float(ious.mean()) if len(ious) else float("nan"),
@@ -176,6 +184,6 @@ def detection_metrics(gts, preds, *, score_threshold: float = 0.0) -> dict[str, 
         "ap50": ap[0],
         "ap75": ap[5],
         "ap50_95": float(np.mean(ap)),
-        "n_gt": int(sum(len(_counted(g)) for g in gts)),
+        "n_gt": n_gt,
         "n_pred": n_pred,  # the predictions scored (those matching only a difficult box left out)
     }

@@ -8,8 +8,8 @@ magnifications) and, when the cells found are far from the size of the training 
 fill a field tell its magnification too (:func:`red_cell_rescale`): a field they say is at the trained
 magnification is not searched again at others when nothing is found in it (most fields of a slide
 hold no white cell), white cells moderately off the trained size move the scale only where the
-red cells agree, and a field whose red cells are far off (:data:`AUTO_RED_FAR`) starts at their scale. For single-cell
-images and fields of unknown magnification; only used on images up to :data:`AUTO_MAX_PIXELS` (a
+red cells agree, and a field whose red cells are far off (:data:`AUTO_RED_FAR`) starts at their
+scale. For single-cell images and fields of unknown magnification; only used on images up to :data:`AUTO_MAX_PIXELS` (a
 large scan needs its real scale: the slide's microns per pixel, see
 :func:`rescale_for_microns_per_pixel`).
 """
@@ -36,6 +36,7 @@ TRAINED_CELL_SIZE = 190.0
 # The opening radius (pixels) at which half of those fields' cell area is gone (red_cell_rescale):
 # median of 60 BCCD fields 44 (10th-90th percentile 40-48).
 TRAINED_RED_CELL_RADIUS = 44.0
+AUTO_RED_SIDE = 320  # the thumbnail the red cells are read at where they decide (the rules' measurements)
 AUTO_RED_EVIDENCE = 1.5  # the red cells must say at least this far off trained to move or probe the scale
 AUTO_NATIVE_DOUBT = 1.3  # white cells this far off trained (and under AUTO_NATIVE_TOLERANCE) ask the red cells
 # Every field's red cells are read at a small thumbnail first (about 2 ms); this far off trained, beyond
@@ -67,7 +68,7 @@ def rescale_for_microns_per_pixel(microns_per_pixel: float | None) -> float | st
     return float(np.clip(microns_per_pixel / TRAINED_MICRONS_PER_PIXEL, *RESCALE_RANGE))
 
 
-def red_cell_rescale(image: np.ndarray, max_side: int = 320) -> float | None:
+def red_cell_rescale(image: np.ndarray, max_side: int = AUTO_RED_SIDE) -> float | None:
     """The rescale a field's cells imply, from their size: a granulometry of the pixels darker than
     the background (pale centres filled), on a thumbnail of at most ``max_side`` pixels: the radius of
     the disc whose opening removes half of them, against the trained fields'
@@ -117,7 +118,7 @@ def detect_rescaled(detect_at: Callable[[float], list], shape: tuple[int, ...], 
         if red_cells is None:
             return None
         if not said:
-            said.append(red_cells(320))
+            said.append(red_cells(AUTO_RED_SIDE))
         return said[0]
 
     def judged(boxes: list) -> list:
@@ -125,8 +126,9 @@ def detect_rescaled(detect_at: Callable[[float], list], shape: tuple[int, ...], 
 
     if shape[0] * shape[1] > AUTO_MAX_PIXELS:
         return detect_at(1.0)
+    holds_a_cell = min(shape[:2]) >= TRAINED_CELL_SIZE  # a field, not a single-cell crop
     current = 1.0
-    if red_cells is not None and min(shape[:2]) >= TRAINED_CELL_SIZE:
+    if red_cells is not None and holds_a_cell:
         glance = red_cells(AUTO_RED_GLANCE_SIDE)
         if glance is not None and max(glance, 1 / glance) >= AUTO_RED_FAR:
             current = float(np.clip(glance, *AUTO_RANGE))
@@ -134,7 +136,7 @@ def detect_rescaled(detect_at: Callable[[float], list], shape: tuple[int, ...], 
     if current != 1.0 and not judged(found):  # the red cells gave the scale: this field holds no white cell
         return found
     if not judged(found):
-        if min(shape[:2]) >= TRAINED_CELL_SIZE:  # it could hold a trained-size cell: is it at that scale?
+        if holds_a_cell:  # is it at the trained scale, with no white cell?
             implied = red()
             if implied is not None and implied < AUTO_RED_EVIDENCE:
                 return found

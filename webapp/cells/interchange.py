@@ -245,8 +245,8 @@ def boxes_import(*, slide: Slide, files: Iterable, user: User, labels: list[str]
     cells drawn by ``user``: a box labelled ``WBC`` without a class, one labelled with a known class
     with that class as reviewed; ``RBC`` and ``Platelets`` boxes are skipped. Each file is matched to
     the slide's image by name (see ``_image_named``); its image size must be that image's. A box the
-    slide already has (within a pixel) is not added twice; boxes of no area are counted as empty. Everything is checked before anything
-    is stored: a bad file adds nothing."""
+    slide already has (within a pixel) is not added twice; boxes of no area are counted as empty.
+    Everything is checked before anything is stored: a bad file adds nothing."""
     from webapp.cells.services import cell_answer_request, cell_create
 
     images = list(slide.images.order_by("position", "pk"))
