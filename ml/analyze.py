@@ -172,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     import sys
     from pathlib import Path
 
-    p = argparse.ArgumentParser(prog="python -m ml.analyze", description="Find and classify the white cells of smear images.")
+    p = argparse.ArgumentParser(prog="python -m ml.analyze", description="Find and classify the white cells of smear images.",
+                                epilog="Exit status: 0 when every image was analyzed; 1 when some could not be read "
+                                       "(each named on stderr and by its entry's \"error\"; the others are "
+                                       "analyzed); 2 when nothing could be done.")
     p.add_argument("images", nargs="+", type=Path, help="smear images")
     p.add_argument("--localizer", default="classical", help="'classical' or a localizer run directory")
     p.add_argument("--classifier", type=Path, help="classifier run directory or checkpoint")
@@ -236,38 +239,50 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             raise ValueError(f"--norm: {exc}") from exc
 
-        def read(path: Path) -> np.ndarray:
+        # An image that cannot be read is reported (on stderr, and as its entry's "error") and the
+        # others are analyzed: one broken file does not cost a run over a slide's fields.
+        unreadable: dict[int, str] = {}
+
+        def read(i: int, path: Path) -> np.ndarray | None:
+            if i in unreadable:
+                return None
             try:
                 return load_image(path)
             except (MemoryError, KeyboardInterrupt):
                 raise
             except Exception as exc:  # Pillow raises several types for files it cannot decode
-                raise ValueError(f"cannot read image {path}: {exc}") from exc
+                unreadable[i] = f"cannot read image {path}: {exc}"
+                print(f"error: {unreadable[i]}", file=sys.stderr)
+                return None
 
         found: dict[int, list[Box]] = {}
         if classifier is not None and norm is not None:
             # The sample's cells first: the classifier is normalized on all of them, then classifies them.
             crops = []
             for i, path in enumerate(args.images):
-                image = read(path)
+                image = read(i, path)
+                if image is None:
+                    continue
                 found[i] = localizer.detect(image)
                 crops.append(classifier.crops(image, found[i]))
                 del image  # one image in memory at a time: a scan is read again below
             classifier = classifier_for_sample(classifier, crops, norm)
         results = []
         for i, path in enumerate(args.images):
-            image = read(path)
+            image = read(i, path)
+            if image is None:
+                continue
             cells = analyze_image(image, localizer=localizer, classifier=classifier, heatmaps=bool(args.heatmaps),
                                   boxes=found.get(i))
             del image
             if classifier is not None and args.adapt == "image":
                 adapt_to_sample([cells], classifier, args.adapt_strength)
-            results.append((path, cells))
+            results.append((i, path, cells))
         if classifier is not None and args.adapt == "all":
-            adapt_to_sample([cells for _, cells in results], classifier, args.adapt_strength)
-        out = []
-        names = heatmap_names([path.stem for path, _ in results], [len(cells) for _, cells in results])
-        for (path, cells), image_names in zip(results, names):
+            adapt_to_sample([cells for _, _, cells in results], classifier, args.adapt_strength)
+        listed = {i: {"path": str(args.images[i]), "error": message} for i, message in unreadable.items()}
+        names = heatmap_names([path.stem for _, path, _ in results], [len(cells) for _, _, cells in results])
+        for (i, path, cells), image_names in zip(results, names):
             entries = cells_as_json(cells)
             if args.heatmaps is not None:
                 from ml.classification.heatmaps import save_png
@@ -276,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
                     if c.heatmap_overlay is not None:
                         save_png(args.heatmaps / name, c.heatmap_overlay)
                         entry["heatmap"] = str(args.heatmaps / name)
-            out.append({"path": str(path), "cells": entries})
+            listed[i] = {"path": str(path), "cells": entries}
+        out = [listed[i] for i in sorted(listed)]  # in the order given
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -284,11 +300,14 @@ def main(argv: list[str] | None = None) -> int:
         print(dumps({"images": out}))
     else:
         for im in out:
+            if "error" in im:
+                print(f"{im['path']}: not read")
+                continue
             counts: dict[str, int] = {}
             for c in im["cells"]:
                 counts[str(c["class"])] = counts.get(str(c["class"]), 0) + 1
             print(f"{im['path']}: {len(im['cells'])} cells {counts}")
-    return 0
+    return 1 if unreadable else 0
 
 
 if __name__ == "__main__":

@@ -144,15 +144,21 @@ def cmd_predict(args) -> int:
 
     torch.set_num_threads(args.threads)
     loc = _localizer(args)
-    out = []
+    out, unread = [], 0
     for path in args.images:
-        img = read_image(path)
+        try:  # an image that cannot be read is named, and the others are still done
+            img = read_image(path)
+        except (ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            out.append({"image": str(path), "error": str(exc)})
+            unread += 1
+            continue
         boxes = loc.detect(img, min_score=args.min_score, labels=("WBC",) if args.wbc_only else None)
         out.append({"image": str(path), "width": img.shape[1], "height": img.shape[0], "method": loc.method,
                     "boxes": [{"label": b.label, "score": round(b.score, 4),
                                "box": [round(v, 1) for v in b.as_list()]} for b in boxes]})
     print(dumps(out if len(out) > 1 else out[0], indent=1))
-    return 0
+    return 1 if unread else 0
 
 
 def cmd_convert(args) -> int:
@@ -250,7 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="also write metrics.json and plots here")
     e.set_defaults(func=cmd_evaluate)
 
-    r = sub.add_parser("predict", help="print the boxes found in images as JSON")
+    r = sub.add_parser("predict", help="print the boxes found in images as JSON",
+                       epilog="Exit status 1 when some images could not be read (each named on stderr and by its "
+                              "entry's \"error\"; the others are done), 2 when nothing could be done.")
     method(r)
     r.add_argument("images", nargs="+")
     r.add_argument("--min-score", type=float, help="report boxes down to this score (default: trained threshold)")

@@ -212,3 +212,23 @@ def test_a_split_seed_in_a_config_file_is_the_runs(tmp_path, capsys):
     (tmp_path / "cfg.yaml").write_text("split_seed: 5\n")
     assert _train(tmp_path, data, "--config", str(tmp_path / "cfg.yaml")) == 0
     assert load_classifier(tmp_path / "run").metrics["split_seed"] == 5
+
+
+def test_an_unreadable_image_is_named_and_the_others_are_analyzed(tmp_path, capsys, saved_classifier, smear):
+    from ml.analyze import main as analyze
+
+    cv2.imwrite(str(tmp_path / "a.png"), smear[..., ::-1])
+    cv2.imwrite(str(tmp_path / "c.png"), smear[..., ::-1])
+    data = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "b.png").write_bytes(data[: len(data) // 3])  # cut short, as by an interrupted copy
+    paths = [str(tmp_path / n) for n in ("a.png", "b.png", "c.png", "missing.png")]
+    assert analyze([*paths, "--classifier", str(saved_classifier), "--json"]) == 1
+    captured = capsys.readouterr()
+    images = json.loads(captured.out)["images"]
+    assert [im["path"] for im in images] == paths
+    assert images[0]["cells"] and images[2]["cells"] == images[0]["cells"]  # the sample is the two readable ones
+    assert "cells" not in images[1] and "b.png" in images[1]["error"] and "missing.png" in images[3]["error"]
+    assert "b.png" in captured.err and "Traceback" not in captured.err
+    # alone, the readable images give the same answers: the broken ones take no part in the sample
+    assert analyze([paths[0], paths[2], "--classifier", str(saved_classifier), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == [images[0], images[2]]

@@ -192,3 +192,14 @@ def test_a_reference_outside_the_dataset_is_not_followed(tmp_path):
         formats.load_dataset(coco)
     voc = _voc(tmp_path / "voc", [_field()])
     assert formats.read_voc(voc / "Annotations" / "f1.xml", labels=["wbc"]).boxes[0].label == "WBC"
+
+
+def test_predict_names_an_unreadable_image_and_does_the_others(tmp_path, capsys):
+    Image.new("RGB", (64, 48), "white").save(tmp_path / "a.jpg")
+    (tmp_path / "b.jpg").write_bytes((tmp_path / "a.jpg").read_bytes()[:40])
+    assert main(["predict", str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")]) == 1
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out[0]["boxes"] == [] and out[0]["width"] == 64
+    assert "b.jpg" in out[1]["error"] and "boxes" not in out[1]
+    assert "b.jpg" in captured.err and "Traceback" not in captured.err
