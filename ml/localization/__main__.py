@@ -87,6 +87,11 @@ def cmd_train(args) -> int:
                       img_size=args.img_size, scale=args.scale, batch_size=args.batch_size, lr=args.lr,
                       num_threads=args.threads, seed=args.seed, ema=args.ema, device=args.device,
                       workers=args.workers, views=args.views)
+    if args.scale_jitter:
+        lo, hi = args.scale_jitter
+        if not lo <= hi <= 10 * lo:
+            raise ValueError(f"--scale-jitter LO HI needs LO <= HI <= 10 x LO, got {lo:g} {hi:g}")
+        cfg.scale_jitter = (lo, hi)
     torch.set_num_threads(args.threads)
     summary = train_detector(fit, val, args.out, cfg, progress=not args.quiet)
     if val:
@@ -225,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--img-size", type=int, default=256,
                    help="square training crop, input pixels, a multiple of 8 (default 256)")
     t.add_argument("--scale", type=_positive(float), default=0.4, help="input pixels per image pixel (default 0.4)")
+    t.add_argument("--scale-jitter", type=_positive(float), nargs=2, metavar=("LO", "HI"),
+                   help="training fields are resized by a random factor from LO to HI (log-uniform), so that "
+                        "cells of other sizes are found (default: the packaged setting, see "
+                        "bench/localization.md)")
     t.add_argument("--batch-size", type=_positive(int), default=16)
     t.add_argument("--lr", type=_positive(float), default=3e-3)
     t.add_argument("--backbone", default="tiny", help="'tiny', 'small' or timm:<model> (default tiny)")

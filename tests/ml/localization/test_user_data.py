@@ -122,6 +122,7 @@ def test_an_unreadable_image_in_a_dataset_is_named(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--img-size", "100"], "--img-size must be a multiple of 8"),
     (["--backbone", "timm:no_such_model"], "backbone timm:no_such_model"),
+    (["--scale-jitter", "2", "1"], "--scale-jitter LO HI needs LO <= HI"),
 ])
 def test_training_options_that_cannot_work_are_refused(tmp_path, capsys, argv, message):
     voc = _voc(tmp_path / "voc", [_field(), _field("f2.jpg")])
@@ -138,7 +139,7 @@ def test_numbers_out_of_range_and_missing_outputs_are_usage_errors(tmp_path, arg
     assert exc.value.code == 2
 
 
-def test_val_every_chooses_the_validation_fields(tmp_path, monkeypatch):
+def test_val_every_and_scale_jitter_reach_the_training(tmp_path, monkeypatch):
     voc = _voc(tmp_path / "voc", [_field(f"f{i}.jpg") for i in range(9)])
     seen = {}
 
@@ -146,13 +147,14 @@ def test_val_every_chooses_the_validation_fields(tmp_path, monkeypatch):
         pass
 
     def fake_train(fit, val, out, cfg, progress):
-        seen.update(fit=len(fit), val=len(val))
+        seen.update(fit=len(fit), val=len(val), jitter=cfg.scale_jitter)
         raise Stop
 
     monkeypatch.setattr("ml.localization.train.train_detector", fake_train)
     with pytest.raises(Stop):
-        main(["train", "--data", str(voc), "--out", str(tmp_path / "run"), "--val-every", "3"])
-    assert seen == {"fit": 6, "val": 3}
+        main(["train", "--data", str(voc), "--out", str(tmp_path / "run"), "--val-every", "3",
+              "--scale-jitter", "0.8", "1.5"])
+    assert seen == {"fit": 6, "val": 3, "jitter": (0.8, 1.5)}
 
 
 def test_a_checkpoint_means_the_deep_method(tmp_path, capsys):
