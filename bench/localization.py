@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     p.add_argument("--classical-folds", type=int, default=5,
                    help="also score the classical method over all fields by K-fold cross-validation of its "
                         "box calibration (default 5; 0: not)")
-    p.add_argument("--epochs", type=int, default=80)
+    p.add_argument("--epochs", type=int, help="deep detector (default: the train command's)")
     p.add_argument("--backbone", default="tiny")
     p.add_argument("--scale", type=float, default=0.4)
     p.add_argument("--img-size", type=int, default=256)
@@ -98,8 +98,8 @@ def main(argv=None) -> int:
     else:
         run = out / "deep"
         fit, val = train_val_split(train)
-        tcfg = TrainConfig(backbone=args.backbone, scale=args.scale, img_size=args.img_size, epochs=args.epochs,
-                           num_threads=args.threads, device=args.train_device)
+        tcfg = TrainConfig(backbone=args.backbone, scale=args.scale, img_size=args.img_size,
+                           epochs=args.epochs or TrainConfig.epochs, num_threads=args.threads, device=args.train_device)
         summary = train_detector(fit, val, run, tcfg)
     deep = DeepLocalizer(run, device=args.device)
     m, preds = evaluate_localizer(deep, test, progress=True)

@@ -83,7 +83,7 @@ def cmd_train(args) -> int:
     fit, val = train_val_split(samples, every=args.val_every) if args.val_every > 0 else (samples, [])
     if not fit:
         raise ValueError(f"{args.data}: no training fields (every field validates with --val-every {args.val_every})")
-    cfg = TrainConfig(backbone=args.backbone, pretrained=args.pretrained, epochs=args.epochs,
+    cfg = TrainConfig(backbone=args.backbone, pretrained=args.pretrained, epochs=args.epochs or TrainConfig.epochs,
                       img_size=args.img_size, scale=args.scale, batch_size=args.batch_size, lr=args.lr,
                       num_threads=args.threads, seed=args.seed, ema=args.ema, device=args.device,
                       workers=args.workers, views=args.views)
@@ -226,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     device(t)
     t.add_argument("--method", choices=["deep"], default="deep")
     t.add_argument("--out", required=True, help="run directory to write")
-    t.add_argument("--epochs", type=_positive(int), default=80)
+    t.add_argument("--epochs", type=_positive(int),
+                   help="passes over the training fields (default: TrainConfig's, 120)")
     t.add_argument("--img-size", type=int, default=256,
                    help="square training crop, input pixels, a multiple of 8 (default 256)")
     t.add_argument("--scale", type=_positive(float), default=0.4, help="input pixels per image pixel (default 0.4)")

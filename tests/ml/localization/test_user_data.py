@@ -205,3 +205,11 @@ def test_predict_names_an_unreadable_image_and_does_the_others(tmp_path, capsys)
     assert out[0]["boxes"] == [] and out[0]["width"] == 64
     assert "b.jpg" in out[1]["error"] and "boxes" not in out[1]
     assert "b.jpg" in captured.err and "Traceback" not in captured.err
+
+
+def test_the_train_commands_help_gives_the_default_number_of_epochs():
+    from ml.localization.__main__ import build_parser
+    from ml.localization.train import TrainConfig
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    assert f"TrainConfig's, {TrainConfig.epochs})" in " ".join(train.format_help().split())
