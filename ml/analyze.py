@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ml.analyze", description="Find and classify the white cells of smear images.",
                                 epilog="Exit status: 0 when every image was analyzed; 1 when some could not be read "
                                        "(each named on stderr and by its entry's \"error\"; the others are "
-                                       "analyzed); 2 when nothing could be done.")
+                                       "analyzed); 2 when none could be read, or on an error that stops the run.")
     p.add_argument("images", nargs="+", type=Path, help="smear images")
     p.add_argument("--localizer", default="classical", help="'classical' or a localizer run directory")
     p.add_argument("--classifier", type=Path, help="classifier run directory or checkpoint")
@@ -307,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
             for c in im["cells"]:
                 counts[str(c["class"])] = counts.get(str(c["class"]), 0) + 1
             print(f"{im['path']}: {len(im['cells'])} cells {counts}")
-    return 1 if unreadable else 0
+    if not unreadable:
+        return 0
+    return 2 if len(unreadable) == len(args.images) else 1
 
 
 if __name__ == "__main__":

@@ -163,7 +163,9 @@ def cmd_predict(args) -> int:
                     "boxes": [{"label": b.label, "score": round(b.score, 4),
                                "box": [round(v, 1) for v in b.as_list()]} for b in boxes]})
     print(dumps(out if len(out) > 1 else out[0], indent=1))
-    return 1 if unread else 0
+    if not unread:
+        return 0
+    return 2 if unread == len(args.images) else 1
 
 
 def cmd_convert(args) -> int:
@@ -268,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("predict", help="print the boxes found in images as JSON",
                        epilog="Exit status 1 when some images could not be read (each named on stderr and by its "
-                              "entry's \"error\"; the others are done), 2 when nothing could be done.")
+                              "entry's \"error\"; the others are done); 2 when none could be read, or on an error that stops the run.")
     method(r)
     r.add_argument("images", nargs="+")
     r.add_argument("--min-score", type=float, help="report boxes down to this score (default: trained threshold)")

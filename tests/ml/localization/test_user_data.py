@@ -213,3 +213,8 @@ def test_the_train_commands_help_gives_the_default_number_of_epochs():
 
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     assert f"TrainConfig's, {TrainConfig.epochs})" in " ".join(train.format_help().split())
+
+
+def test_predict_with_no_readable_image_is_an_error(tmp_path, capsys):
+    assert main(["predict", str(tmp_path / "missing.jpg")]) == 2
+    assert "missing.jpg" in json.loads(capsys.readouterr().out)["error"]
