@@ -83,15 +83,13 @@ def cmd_train(args) -> int:
     fit, val = train_val_split(samples, every=args.val_every) if args.val_every > 0 else (samples, [])
     if not fit:
         raise ValueError(f"{args.data}: no training fields (every field validates with --val-every {args.val_every})")
+    lo, hi = args.scale_jitter or TrainConfig.scale_jitter
+    if not lo <= hi <= 10 * lo:
+        raise ValueError(f"--scale-jitter LO HI needs LO <= HI <= 10 x LO, got {lo:g} {hi:g}")
     cfg = TrainConfig(backbone=args.backbone, pretrained=args.pretrained, epochs=args.epochs or TrainConfig.epochs,
-                      img_size=args.img_size, scale=args.scale, batch_size=args.batch_size, lr=args.lr,
-                      num_threads=args.threads, seed=args.seed, ema=args.ema, device=args.device,
+                      img_size=args.img_size, scale=args.scale, scale_jitter=(lo, hi), batch_size=args.batch_size,
+                      lr=args.lr, num_threads=args.threads, seed=args.seed, ema=args.ema, device=args.device,
                       workers=args.workers, views=args.views)
-    if args.scale_jitter:
-        lo, hi = args.scale_jitter
-        if not lo <= hi <= 10 * lo:
-            raise ValueError(f"--scale-jitter LO HI needs LO <= HI <= 10 x LO, got {lo:g} {hi:g}")
-        cfg.scale_jitter = (lo, hi)
     torch.set_num_threads(args.threads)
     summary = train_detector(fit, val, args.out, cfg, progress=not args.quiet)
     if val:
