@@ -284,6 +284,7 @@ export const api = {
   patient: (id: number) => request<Patient>('GET', `/api/patients/${id}/`),
   createPatient: (data: { identifier: string; notes?: string }) =>
     request<Patient>('POST', '/api/patients/', data),
+  deletePatient: (id: number) => request<void>('DELETE', `/api/patients/${id}/`),
 
   slides: (opts: { patient?: number; page?: number } = {}) =>
     request<Page<Slide>>('GET', `/api/slides/${query({ patient: opts.patient, page: opts.page })}`),
@@ -324,6 +325,7 @@ export const api = {
   },
   analyzeSlide: (id: number) => request<Job>('POST', `/api/slides/${id}/analyze/`),
   signOffSlide: (id: number) => request<Slide>('POST', `/api/slides/${id}/sign-off/`),
+  deleteSlide: (id: number) => request<void>('DELETE', `/api/slides/${id}/`),
   cells: (slideId: number) => request<Cell[]>('GET', `/api/slides/${slideId}/cells/`),
   differential: (slideId: number) => request<Differential>('GET', `/api/slides/${slideId}/differential/`),
   /** Add the white cells of box files (VOC .xml, COCO .json, YOLO .txt with its class names) to a slide. */

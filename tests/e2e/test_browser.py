@@ -390,3 +390,54 @@ def test_a_cell_the_model_is_unsure_of_reads_unidentified_with_its_guess(field_w
         assert errors == [], f"JavaScript errors on the page: {errors}"
     finally:
         page.close()
+
+
+@pytest.fixture
+def scan_and_admin(analyzed_scan, make_user):
+    """The analyzed scan, the folders its files and zoom tiles are kept in, and an admin to delete it."""
+    from django.core.files.storage import default_storage
+
+    make_user("admin", username="boss")
+    image = analyzed_scan.images.get()
+    kept = [Path(default_storage.path(image.file.name)), Path(default_storage.path(f"tiles/{analyzed_scan.uuid}"))]
+    assert all(p.exists() for p in kept)
+    return analyzed_scan, kept
+
+
+def test_an_admin_deletes_a_slide_and_then_its_patient(scan_and_admin, live_server, screenshots, browser):
+    slide, kept = scan_and_admin
+    page, errors = _open_page(browser)  # a hematologist is not offered to delete
+    try:
+        _log_in(page, live_server, "hema")
+        page.goto(f"{live_server.url}/#/slides/{slide.pk}")
+        page.wait_for_selector("#slide-viewer[data-box-count='3']")
+        page.wait_for_selector("#sign-off")
+        assert page.locator("#delete-slide").count() == 0
+        assert errors == [], f"JavaScript errors on the page: {errors}"
+    finally:
+        page.close()
+    page, errors = _open_page(browser)  # a new page is a new session
+    try:
+        _log_in(page, live_server, "boss")
+        page.goto(f"{live_server.url}/#/slides/{slide.pk}")
+        page.wait_for_selector("#slide-viewer[data-box-count='3']")
+        messages: list[str] = []
+
+        def accept(dialog) -> None:
+            messages.append(dialog.message)
+            dialog.accept()
+
+        page.on("dialog", accept)
+        page.click("#delete-slide")
+        page.wait_for_selector("h1:has-text('Patient E2E-SCAN')")
+        page.wait_for_selector("text=No slides yet.")
+        assert page.url.endswith(f"#/patients/{slide.patient_id}")
+        assert "its image, its cells and their history" in messages[0]
+        assert not any(p.exists() for p in kept), "the scan's file and zoom tiles are deleted with it"
+        page.screenshot(path=str(screenshots / "e2e-8-slide-deleted.png"))
+        page.click("#delete-patient")
+        page.wait_for_selector("text=No patients yet.")
+        assert page.url.endswith("#/patients") and page.locator("text=E2E-SCAN").count() == 0
+        assert errors == [], f"JavaScript errors on the page: {errors}"
+    finally:
+        page.close()

@@ -1,12 +1,12 @@
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
 from webapp.common.permissions import require
 from webapp.patients.selectors import patient_list
-from webapp.patients.services import patient_create, patient_update
+from webapp.patients.services import patient_create, patient_delete, patient_update
 
 
 class PatientOutputSerializer(serializers.Serializer):
@@ -55,7 +55,8 @@ class PatientDetailApi(GenericAPIView):
         notes = serializers.CharField(allow_blank=True)
 
     def get_permissions(self):
-        perm = "patients.change_patient" if self.request.method == "PATCH" else "patients.view_patient"
+        perm = {"PATCH": "patients.change_patient", "DELETE": "patients.delete_patient"}.get(
+            self.request.method, "patients.view_patient")
         return [require(perm)()]
 
     @extend_schema(summary="One patient", responses=PatientOutputSerializer)
@@ -69,3 +70,8 @@ class PatientDetailApi(GenericAPIView):
         data.is_valid(raise_exception=True)
         patient_update(patient=patient, notes=data.validated_data["notes"])
         return Response(PatientOutputSerializer(patient_list(user=request.user).get(pk=pk)).data)
+
+    @extend_schema(summary="Delete a patient who has no slides", responses={204: None, 409: OpenApiResponse(description="the patient has slides")})
+    def delete(self, request, pk: int):
+        patient_delete(patient=get_object_or_404(patient_list(user=request.user), pk=pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -25,3 +25,14 @@ def patient_update(*, patient: Patient, notes: str) -> Patient:
     patient.full_clean()
     patient.save(update_fields=["notes"])
     return patient
+
+
+def patient_delete(*, patient: Patient) -> None:
+    """Delete a patient who has no slide left (each slide is deleted first, or kept: a signed-off one is a
+    report)."""
+    slides = patient.slides.count()
+    if slides:
+        raise ApplicationError(
+            f"Patient {patient.identifier} has {slides} slide{'s' if slides > 1 else ''}; "
+            "delete them first (a signed-off slide is kept, and so is its patient).", status_code=409)
+    patient.delete()

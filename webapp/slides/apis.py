@@ -2,7 +2,7 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -14,7 +14,7 @@ from webapp.jobs.apis import JobOutputSerializer
 from webapp.patients.selectors import patient_list
 from webapp.slides.models import SlideImage
 from webapp.slides.selectors import slide_latest_job, slide_list
-from webapp.slides.services import (TILE_SIZE, slide_analyze_request, slide_image_tile_path, slide_sign_off,
+from webapp.slides.services import (TILE_SIZE, slide_analyze_request, slide_delete, slide_image_tile_path, slide_sign_off,
                                     slide_upload)
 
 CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp", "TIFF": "image/tiff"}
@@ -134,12 +134,22 @@ class SlideListApi(GenericAPIView):
 
 
 class SlideDetailApi(GenericAPIView):
-    permission_classes = [require("slides.view_slide")]
     serializer_class = SlideOutputSerializer
+
+    def get_permissions(self):
+        return [require("slides.delete_slide" if self.request.method == "DELETE" else "slides.view_slide")()]
 
     @extend_schema(summary="One slide, with its images and latest analysis job", responses=SlideOutputSerializer)
     def get(self, request, pk: int):
         return Response(SlideOutputSerializer(get_object_or_404(slide_list(user=request.user), pk=pk)).data)
+
+    @extend_schema(
+        summary="Delete a slide that is not signed off, with its cells, their history and its files",
+        responses={204: None, 409: OpenApiResponse(description="signed off, or its analysis or a cell's answer not ended")},
+    )
+    def delete(self, request, pk: int):
+        slide_delete(slide=get_object_or_404(slide_list(user=request.user), pk=pk), user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class SlideAnalyzeApi(GenericAPIView):

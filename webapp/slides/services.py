@@ -290,6 +290,63 @@ def slide_mark_failed(*, slide_id: int | None, error: str) -> None:
         Slide.objects.filter(pk=slide_id).update(status=Slide.Status.FAILED, error=error[:2000])
 
 
+def _storage_tree_delete(prefix: str) -> None:
+    """Delete every file under ``prefix`` in the default storage: a folder on disk, keys in a bucket."""
+    import shutil
+
+    try:
+        shutil.rmtree(default_storage.path(prefix), ignore_errors=True)
+        return
+    except NotImplementedError:  # no local paths (S3): by listing
+        pass
+    folders, files = default_storage.listdir(prefix)
+    for name in files:
+        default_storage.delete(f"{prefix}/{name}")
+    for name in folders:
+        _storage_tree_delete(f"{prefix}/{name}")
+
+
+def slide_delete(*, slide: Slide, user: User) -> None:
+    """Delete a slide that is not signed off: its images, cells and their history, and every file kept for
+    them (the uploaded images, previews, zoom tiles, cell crops, heatmaps, the classifier's statistics).
+
+    A signed-off slide is a report and stays. A slide whose analysis, or a model answer for a cell drawn
+    on it, is queued or running is refused until that ends (the work would write to what is gone). The
+    rows go first, in a transaction; the files once it has committed, so a failure keeps both."""
+    from webapp.cells.models import Cell
+    from webapp.cells.selectors import cells_awaiting_answer
+
+    if slide.signed_off_at is not None:
+        raise ApplicationError(
+            "This slide is signed off: its report is kept, and it cannot be deleted.", status_code=409)
+    if Job.objects.filter(key=slide_analyze_key(slide.pk), status__in=(Job.Status.QUEUED, Job.Status.RUNNING)).exists():
+        raise ApplicationError(
+            "This slide's analysis is queued or running; delete the slide when it has ended.", status_code=409)
+    waiting = len(cells_awaiting_answer(slide=slide))
+    if waiting:
+        raise ApplicationError(
+            f"The model is still answering for {waiting} cell{'s' if waiting > 1 else ''} of this slide; "
+            "delete it in a moment.", status_code=409)
+
+    images = list(slide.images.all())
+    files = [f.name for image in images for f in (image.file, image.preview) if f]
+    files += [f.name for cell in Cell.objects.filter(slide=slide) for f in (cell.crop, cell.heatmap) if f]
+    trees = [f"tiles/{slide.uuid}", f"slides/{slide.uuid}"]
+    described = (f"slide {slide.pk} of patient {slide.patient.identifier} "
+                 f"({len(images)} image{'s' if len(images) != 1 else ''}: {', '.join(i.filename for i in images)})")
+
+    def remove_files() -> None:
+        for name in files:
+            default_storage.delete(name)
+        for prefix in trees:
+            _storage_tree_delete(prefix)
+
+    with transaction.atomic():
+        slide.delete()
+        transaction.on_commit(remove_files)
+    logger.info("%s deleted by %s", described, user.get_username())
+
+
 def slide_sign_off(*, slide: Slide, user: User) -> Slide:
     if slide.status != Slide.Status.ANALYZED:
         raise ApplicationError(f"Only an analyzed slide can be signed off; this one is {slide.status}.", status_code=409)

@@ -4,7 +4,7 @@ import { showError } from '../errors';
 import { ACCEPTED_IMAGE_TYPES, formatDateTime, isAcceptedImageName, isSlideInProgress } from '../format';
 import { followJob } from '../jobs';
 import { navigate, type RouteContext } from '../router';
-import { canUpload, currentUser } from '../session';
+import { canDeletePatient, canUpload, currentUser } from '../session';
 import { pager, progressBar, statusBadge } from '../widgets';
 
 export function patientPage(root: HTMLElement, ctx: RouteContext): void {
@@ -25,7 +25,9 @@ export function patientPage(root: HTMLElement, ctx: RouteContext): void {
   api
     .patient(id)
     .then((patient) => {
-      if (!ctx.signal.aborted) head.replaceChildren(...patientHead(patient));
+      if (ctx.signal.aborted) return;
+      head.replaceChildren(...patientHead(patient));
+      if (canDeletePatient(currentUser()) && patient.slide_count === 0) head.append(deleteButton(patient, errorSlot));
     })
     .catch((err) => showError(errorSlot, err));
 
@@ -56,6 +58,24 @@ function patientHead(patient: Patient): (Node | string)[] {
     ),
     patient.notes ? h('p', { class: 'notes' }, patient.notes) : '',
   ];
+}
+
+/** Deletes a patient who has no slides (the API refuses one who has), then goes back to the list. */
+function deleteButton(patient: Patient, errorSlot: HTMLElement): HTMLElement {
+  const remove = h('button', { type: 'button', class: 'btn btn-danger', id: 'delete-patient' }, 'Delete patient');
+  remove.addEventListener('click', async () => {
+    if (!window.confirm(`Delete patient ${patient.identifier}? This cannot be undone.`)) return;
+    remove.disabled = true;
+    showError(errorSlot, null);
+    try {
+      await api.deletePatient(patient.id);
+      navigate('/patients');
+    } catch (err) {
+      showError(errorSlot, err);
+      remove.disabled = false;
+    }
+  });
+  return remove;
 }
 
 function slideTable(slides: Slide[], signal: AbortSignal): HTMLElement {

@@ -13,8 +13,8 @@ import {
   topProbabilities,
 } from '../format';
 import { followJob } from '../jobs';
-import type { RouteContext } from '../router';
-import { canAddCells, canAnalyze, canSignOff, currentUser } from '../session';
+import { navigate, type RouteContext } from '../router';
+import { canAddCells, canAnalyze, canDeleteSlide, canSignOff, currentUser } from '../session';
 import { downloadLink, progressBar, statusBadge } from '../widgets';
 
 export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
@@ -132,6 +132,23 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
         }
       });
       actions.append(signOff);
+    }
+    if (canDeleteSlide(currentUser()) && !inProgress && !slide.signed_off_at) {
+      const remove = h('button', { type: 'button', class: 'btn btn-danger', id: 'delete-slide' }, 'Delete slide');
+      remove.addEventListener('click', async () => {
+        const images = slide.images.length === 1 ? 'its image' : `its ${slide.images.length} images`;
+        if (!window.confirm(`Delete slide #${slide.id} with ${images}, its cells and their history? This cannot be undone.`)) return;
+        remove.disabled = true;
+        showError(errorSlot, null);
+        try {
+          await api.deleteSlide(slide.id);
+          navigate(`/patients/${slide.patient}`);
+        } catch (err) {
+          showError(errorSlot, err);
+          remove.disabled = false;
+        }
+      });
+      actions.append(remove);
     }
     statusSlot.replaceChildren(
       h('div', { class: 'status-line' }, h('span', {}, 'Status '), statusBadge(slide.status), actions),
