@@ -15,6 +15,7 @@ import math
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,6 +199,13 @@ def context_crop(image: np.ndarray, box: Box, size: int = CACHE_SIZE) -> tuple[n
     return crop, np.array([c - bw / 2, c - bh / 2, c + bw / 2, c + bh / 2], np.float32)
 
 
+def decode_threads() -> int:
+    """Threads that decode a dataset: ``LEUKOLAB_DECODE_THREADS``, else one per core this process may
+    use (at most 8)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, int(os.environ.get("LEUKOLAB_DECODE_THREADS") or min(8, cores)))
+
+
 def load_folder(data_dir: Path, *, progress: Callable[[float, str], None] | None = None,
                 use_cache: bool = True, per_class: int | None = None, size: int = CACHE_SIZE) -> CellSet:
     """Load a class-per-folder dataset as a :class:`CellSet`, cached under :func:`cache_root`.
@@ -232,13 +240,15 @@ def load_folder(data_dir: Path, *, progress: Callable[[float, str], None] | None
     images = np.zeros((len(items), size, size, 3), np.uint8)
     boxes = np.zeros((len(items), 4), np.float32)
     ok = np.ones(len(items), bool)
-    for i, (p, _) in enumerate(items):
+
+    def decode(i: int) -> None:
+        p, c = items[i]
         try:
             image = load_image(p)
         except Exception:  # unreadable file: skip it (a warning lists them), never fail a whole training
             ok[i] = False
-            continue
-        name = f"{classes[items[i][1]]}/{p.name}"
+            return
+        name = f"{classes[c]}/{p.name}"
         box = given.get(name)
         if box is not None:
             h, w = image.shape[:2]
@@ -248,8 +258,13 @@ def load_folder(data_dir: Path, *, progress: Callable[[float, str], None] | None
         else:
             box = central_cell_box(image, localizer)
         images[i], boxes[i] = context_crop(image, box, size)
-        if progress and i % 200 == 0:
-            progress(i / len(items), f"decoding {data_dir} {i}/{len(items)}")
+
+    # Decoding, finding the cell and cropping run in OpenCV and Pillow, which let go of the GIL: one
+    # thread a core (each image's answer is its own, whatever the threads).
+    with ThreadPoolExecutor(max_workers=decode_threads()) as pool:
+        for done, _ in enumerate(pool.map(decode, range(len(items)))):
+            if progress and done % 200 == 0:
+                progress(done / len(items), f"decoding {data_dir} {done}/{len(items)}")
     if not ok.all():
         bad = [str(p) for (p, _), good in zip(items, ok) if not good]
         log.warning("skipped %d image(s) that cannot be read: %s%s", len(bad), ", ".join(bad[:5]),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ml.classification.__main__ import main
-from ml.classification.data import (BOX_FILE, fixed_split, kfold_splits, load_folder, load_tecom,
+from ml.classification.data import (BOX_FILE, decode_threads, fixed_split, kfold_splits, load_folder, load_tecom,
                                     synthetic_cells)
 
 
@@ -79,6 +79,32 @@ def test_the_cache_follows_the_class_folders(tmp_path):
     moved.rename(data / "neutrophil" / moved.name)
     cells = load_folder(data)
     assert cells.classes[cells.labels[cells.names.index(f"neutrophil/{moved.name}")]] == "neutrophil"
+
+
+def test_decoding_on_several_threads_gives_what_one_thread_gives(tmp_path, monkeypatch):
+    """Every image is decoded, its cell found and cropped the same way whatever the threads, in the
+    folder's order (PBC's own images where they are, generated ones otherwise), unreadable ones left out."""
+    from tests.helpers import DATASETS
+
+    pbc = DATASETS / "pbc"
+    if pbc.is_dir():
+        data = tmp_path / "data"
+        for cls in ("eosinophil", "monocyte", "neutrophil"):
+            (data / cls).mkdir(parents=True)
+            for src in sorted((pbc / cls).glob("*.jpg"))[:8]:
+                (data / cls / src.name).write_bytes(src.read_bytes())
+    else:
+        data = _folder(tmp_path / "data", {"eosinophil": 8, "monocyte": 8, "neutrophil": 8})
+    (data / "monocyte" / "broken.png").write_bytes(b"\x89PNG not really")
+    loaded = {}
+    for threads in ("1", "3"):
+        monkeypatch.setenv("LEUKOLAB_DECODE_THREADS", threads)
+        assert decode_threads() == int(threads)
+        loaded[threads] = load_folder(data, use_cache=False)
+    one, three = loaded["1"], loaded["3"]
+    assert len(one) >= 20 and one.names == three.names and one.classes == three.classes
+    assert np.array_equal(one.labels, three.labels)
+    assert np.array_equal(one.images, three.images) and np.array_equal(one.boxes, three.boxes)
 
 
 def test_folders_without_images_and_unreadable_images_are_left_out_with_a_warning(tmp_path, caplog, capsys):
