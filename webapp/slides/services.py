@@ -312,36 +312,44 @@ def slide_delete(*, slide: Slide, user: User) -> None:
 
     A signed-off slide is a report and stays. A slide whose analysis, or a model answer for a cell drawn
     on it, is queued or running is refused until that ends (the work would write to what is gone). The
-    rows go first, in a transaction; the files once it has committed, so a failure keeps both."""
+    rows go first, in a transaction that holds the slide's row; the files once it has committed, so a
+    failure keeps both (a file that cannot be deleted then is logged, the slide is gone)."""
     from webapp.cells.models import Cell
     from webapp.cells.selectors import cells_awaiting_answer
 
-    if slide.signed_off_at is not None:
-        raise ApplicationError(
-            "This slide is signed off: its report is kept, and it cannot be deleted.", status_code=409)
-    if Job.objects.filter(key=slide_analyze_key(slide.pk), status__in=(Job.Status.QUEUED, Job.Status.RUNNING)).exists():
-        raise ApplicationError(
-            "This slide's analysis is queued or running; delete the slide when it has ended.", status_code=409)
-    waiting = len(cells_awaiting_answer(slide=slide))
-    if waiting:
-        raise ApplicationError(
-            f"The model is still answering for {waiting} cell{'s' if waiting > 1 else ''} of this slide; "
-            "delete it in a moment.", status_code=409)
-
-    images = list(slide.images.all())
-    files = [f.name for image in images for f in (image.file, image.preview) if f]
-    files += [f.name for cell in Cell.objects.filter(slide=slide) for f in (cell.crop, cell.heatmap) if f]
-    trees = [f"tiles/{slide.uuid}", f"slides/{slide.uuid}"]
-    described = (f"slide {slide.pk} of patient {slide.patient.identifier} "
-                 f"({len(images)} image{'s' if len(images) != 1 else ''}: {', '.join(i.filename for i in images)})")
-
-    def remove_files() -> None:
-        for name in files:
-            default_storage.delete(name)
-        for prefix in trees:
-            _storage_tree_delete(prefix)
-
     with transaction.atomic():
+        slide = Slide.objects.select_for_update().select_related("patient").get(pk=slide.pk)
+        if slide.signed_off_at is not None:
+            raise ApplicationError(
+                "This slide is signed off: its report is kept, and it cannot be deleted.", status_code=409)
+        if Job.objects.filter(key=slide_analyze_key(slide.pk), status__in=(Job.Status.QUEUED, Job.Status.RUNNING)).exists():
+            raise ApplicationError(
+                "This slide's analysis is queued or running; delete the slide when it has ended.", status_code=409)
+        waiting = len(cells_awaiting_answer(slide=slide))
+        if waiting:
+            raise ApplicationError(
+                f"The model is still answering for {waiting} cell{'s' if waiting > 1 else ''} of this slide; "
+                "delete it in a moment.", status_code=409)
+
+        images = list(slide.images.all())
+        files = [f.name for image in images for f in (image.file, image.preview) if f]
+        files += [f.name for cell in Cell.objects.filter(slide=slide) for f in (cell.crop, cell.heatmap) if f]
+        trees = [f"tiles/{slide.uuid}", f"slides/{slide.uuid}"]
+        described = (f"slide {slide.pk} of patient {slide.patient.identifier} "
+                     f"({len(images)} image{'s' if len(images) != 1 else ''}: {', '.join(i.filename for i in images)})")
+
+        def remove_files() -> None:
+            for name in files:
+                try:
+                    default_storage.delete(name)
+                except Exception:
+                    logger.exception("%s: its file %s could not be deleted", described, name)
+            for prefix in trees:
+                try:
+                    _storage_tree_delete(prefix)
+                except Exception:
+                    logger.exception("%s: its files under %s could not be deleted", described, prefix)
+
         slide.delete()
         transaction.on_commit(remove_files)
     logger.info("%s deleted by %s", described, user.get_username())

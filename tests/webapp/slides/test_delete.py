@@ -121,3 +121,27 @@ def test_the_admin_site_leaves_deleting_to_the_app(client, analyzed_slide, patie
     assert client.get(f"/admin/slides/slide/{analyzed_slide.pk}/delete/").status_code == 403
     assert client.get(f"/admin/patients/patient/{patient.pk}/delete/").status_code == 403
     assert Slide.objects.filter(pk=analyzed_slide.pk).exists()
+
+
+def test_a_file_that_cannot_be_deleted_is_logged_and_the_rest_go(admin, analyzed_slide, monkeypatch, caplog,
+                                                                 django_capture_on_commit_callbacks):
+    """The rows are gone once committed: a storage that fails on one file is logged, not a 500."""
+    from django.core.files.storage import default_storage
+
+    image = analyzed_slide.images.get()
+    stuck = image.file.name
+    delete = default_storage.delete
+
+    def failing(name):
+        if name == stuck:
+            raise OSError("the bucket said no")
+        return delete(name)
+
+    monkeypatch.setattr(default_storage, "delete", failing)
+    monkeypatch.setattr("webapp.slides.services._storage_tree_delete", lambda prefix: None)
+    with django_capture_on_commit_callbacks(execute=True):
+        r = admin.delete(f"/api/slides/{analyzed_slide.pk}/")
+    assert r.status_code == 204
+    assert not Slide.objects.filter(pk=analyzed_slide.pk).exists()
+    assert f"its file {stuck} could not be deleted" in caplog.text and "the bucket said no" in caplog.text
+    assert Path(django_settings.MEDIA_ROOT, stuck).exists()
