@@ -36,10 +36,14 @@ def resolve_device(spec: str | torch.device | None = None) -> torch.device:
     return device
 
 
+def usable_cores() -> int:
+    """Cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 def free_cores() -> int:
     """Cores this process may use, less one for the process driving the GPU."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        n = os.cpu_count() or 1
-    return max(1, n - 1)
+    return max(1, usable_cores() - 1)

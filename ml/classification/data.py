@@ -202,8 +202,9 @@ def context_crop(image: np.ndarray, box: Box, size: int = CACHE_SIZE) -> tuple[n
 def decode_threads() -> int:
     """Threads that decode a dataset: ``LEUKOLAB_DECODE_THREADS``, else one per core this process may
     use (at most 8)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, int(os.environ.get("LEUKOLAB_DECODE_THREADS") or min(8, cores)))
+    from ml.device import usable_cores
+
+    return max(1, int(os.environ.get("LEUKOLAB_DECODE_THREADS") or min(8, usable_cores())))
 
 
 def load_folder(data_dir: Path, *, progress: Callable[[float, str], None] | None = None,

@@ -35,10 +35,20 @@ class Slide(models.Model):
     def __str__(self) -> str:
         return f"slide {self.pk} of {self.patient}"
 
+    @property
+    def files_folder(self) -> str:
+        """The storage folder of the slide's image files and of the classifier statistics its analyses keep."""
+        return f"slides/{self.uuid}"
+
+    @property
+    def tiles_folder(self) -> str:
+        """The storage folder of the zoom tiles of the slide's scans."""
+        return f"tiles/{self.uuid}"
+
 
 def slide_image_path(instance: "SlideImage", filename: str) -> str:
     # Stored names are ours, never the uploader's: the original name is kept in ``filename``.
-    return f"slides/{instance.slide.uuid}/{uuid.uuid4().hex}.{instance.format_ext}"
+    return f"{instance.slide.files_folder}/{uuid.uuid4().hex}.{instance.format_ext}"
 
 
 class SlideImage(models.Model):

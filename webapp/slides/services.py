@@ -180,7 +180,7 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
 
 
 def slide_statistics_path(*, slide: Slide, model_version) -> str:
-    return f"slides/{slide.uuid}/classifier-{model_version.pk}-statistics.npz"
+    return f"{slide.files_folder}/classifier-{model_version.pk}-statistics.npz"
 
 
 def slide_statistics_save(*, slide: Slide, model_version, classifier) -> None:
@@ -230,7 +230,7 @@ TILE_SIZE = 512  # pixels of a tile's side, at its level
 
 
 def slide_image_tile_path(*, image: SlideImage, level: int, col: int, row: int) -> str:
-    return f"tiles/{image.slide.uuid}/{image.pk}/{level}/{col}_{row}.jpg"
+    return f"{image.slide.tiles_folder}/{image.pk}/{level}/{col}_{row}.jpg"
 
 
 def slide_image_tiles_ensure(*, image: SlideImage, array) -> None:
@@ -334,7 +334,7 @@ def slide_delete(*, slide: Slide, user: User) -> None:
         images = list(slide.images.all())
         files = [f.name for image in images for f in (image.file, image.preview) if f]
         files += [f.name for cell in Cell.objects.filter(slide=slide) for f in (cell.crop, cell.heatmap) if f]
-        trees = [f"tiles/{slide.uuid}", f"slides/{slide.uuid}"]
+        trees = [slide.tiles_folder, slide.files_folder]
         described = (f"slide {slide.pk} of patient {slide.patient.identifier} "
                      f"({len(images)} image{'s' if len(images) != 1 else ''}: {', '.join(i.filename for i in images)})")
 
