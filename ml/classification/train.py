@@ -46,6 +46,9 @@ class TrainConfig:
     img_size: int = 64
     margin: float = 0.2
     mixup: float = 0.0  # alpha of the Beta distribution; 0 disables
+    # CutMix: alpha of the Beta distribution of the kept area; a rectangle of another crop of the batch
+    # is pasted in and the loss weighted by area (0 disables; with mixup too, half the mixed batches each)
+    cutmix: float = 0.0
     label_smoothing: float = 0.05
     freeze_bn: bool = False
     seed: int = 0
@@ -105,6 +108,7 @@ class TrainConfig:
         checks = [("epochs", self.epochs >= 1, "at least 1"), ("batch", self.batch >= 1, "at least 1"),
                   ("img_size", self.img_size >= 16, "at least 16"), ("lr", self.lr > 0, "positive"),
                   ("margin", 0 <= self.margin <= 2, "between 0 and 2"), ("mixup", self.mixup >= 0, "0 or more"),
+                  ("cutmix", self.cutmix >= 0, "0 or more"),
                   ("tta", self.tta in (1, 2, 4, 8), "1, 2, 4 or 8"), ("ema", 0 <= self.ema < 1, "in [0, 1)"),
                   ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
                   ("random_conv", 0 <= self.random_conv <= 1, "a probability"),
@@ -119,6 +123,23 @@ class TrainConfig:
         unknown = sorted(set(self.augment_options) - known)
         if unknown:
             raise ValueError(f"unknown augment_options {unknown}; known: {sorted(known)}")
+
+
+def cutmix_batch(x: torch.Tensor, perm: torch.Tensor, lam: float,
+                 rng: np.random.Generator) -> tuple[torch.Tensor, float]:
+    """Paste into each crop of ``x`` a rectangle of the crop ``perm`` points to (CutMix).
+
+    The rectangle covers about ``1 - lam`` of the crop, centred anywhere and clipped at the edges;
+    returns the mixed batch and the share of each crop that is still its own, the weight of its label.
+    """
+    h, w = x.shape[-2:]
+    cut_h, cut_w = int(round(h * math.sqrt(1 - lam))), int(round(w * math.sqrt(1 - lam)))
+    cy, cx = int(rng.integers(h)), int(rng.integers(w))
+    y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h - cut_h // 2, h)
+    x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w - cut_w // 2, w)
+    mixed = x.clone()
+    mixed[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
+    return mixed, 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
 
 
 def native_cpu_bf16() -> bool:
@@ -301,10 +322,13 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
             x = x.to(device, non_blocking=on_gpu).contiguous(memory_format=torch.channels_last)
             y = y.to(device, non_blocking=on_gpu)
             lam, perm = 1.0, None
-            if cfg.mixup > 0 and rng.random() < 0.5:
-                lam = float(rng.beta(cfg.mixup, cfg.mixup))
+            if (cfg.mixup > 0 or cfg.cutmix > 0) and rng.random() < 0.5:
                 perm = torch.randperm(len(x), device=device)
-                x = lam * x + (1 - lam) * x[perm]
+                if cfg.cutmix > 0 and (cfg.mixup == 0 or rng.random() < 0.5):
+                    x, lam = cutmix_batch(x, perm, float(rng.beta(cfg.cutmix, cfg.cutmix)), rng)
+                else:
+                    lam = float(rng.beta(cfg.mixup, cfg.mixup))
+                    x = lam * x + (1 - lam) * x[perm]
             with torch.autocast(device.type, dtype=torch.bfloat16 if cpu_bf16 else None,
                                 enabled=on_gpu or cpu_bf16):
                 logits = model(x)

@@ -238,3 +238,34 @@ def test_bfloat16_training_on_a_cpu_that_computes_it_natively(tmp_path):
     # the weights stay float32 (autocast computes in bfloat16, the optimizer steps in float32)
     assert all(p.dtype == torch.float32 for p in clf.model.parameters())
     assert np.isfinite(json.loads((run / "log.json").read_text())[-1]["train_loss"])
+
+
+def test_cutmix_pastes_a_rectangle_of_the_partner_and_weights_the_label_by_its_area():
+    from ml.classification.train import cutmix_batch
+
+    x = torch.stack([torch.full((3, 20, 30), float(i)) for i in range(4)])
+    perm = torch.tensor([1, 2, 3, 0])
+    lams = []
+    for seed in range(20):
+        mixed, lam = cutmix_batch(x, perm, 0.6, np.random.default_rng(seed))
+        for i in range(4):
+            own = (mixed[i, 0] == i).float().mean().item()
+            partner = (mixed[i, 0] == perm[i].item()).float().mean().item()
+            assert own + partner == pytest.approx(1.0)
+            assert own == pytest.approx(lam)  # the label's weight is the share still its own
+        assert torch.equal(x[:, 0, 0, 0], torch.arange(4.0))  # the input batch is untouched
+        assert lam >= 1 - 13 * 19 / 600 - 1e-9  # the rectangle: 13 x 19 pixels, smaller where clipped
+        lams.append(lam)
+    assert min(lams) < 0.6 < max(lams)  # some rectangles lie whole inside the crop, some run off it
+    with pytest.raises(ValueError, match="cutmix"):
+        TrainConfig(cutmix=-1.0)
+
+
+def test_a_run_with_cutmix_and_mixup_trains(tmp_path):
+    from ml.classification.data import synthetic_cells
+
+    cells = synthetic_cells(n_per_class=8, classes=["lymphocyte", "neutrophil"])
+    cfg = TrainConfig(backbone="cbam_cnn_small", img_size=32, batch=8, epochs=2, cutmix=1.0, mixup=0.2)
+    run = fit(cfg, cells, cells, tmp_path / "run")
+    assert load_classifier(run).classes == ["lymphocyte", "neutrophil"]
+    assert all(np.isfinite(e["train_loss"]) for e in json.loads((run / "log.json").read_text()))
