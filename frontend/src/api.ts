@@ -95,6 +95,8 @@ export interface Cell {
   unidentified: boolean;
   model_version: string | null;
   reviewed_class: string | null;
+  /** Marked by an annotator as hard to make out (Pascal VOC's <difficult>): localization scores leave it out. */
+  difficult: boolean;
   reviewed_by: string | null;
   reviewed_at: string | null;
   class: string | null;

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from webapp.cells.interchange import BOX_FORMATS, WHICH, boxes_export, boxes_import, crops_export
 from webapp.cells.models import Cell
 from webapp.cells.selectors import cell_history, cell_list, cells_awaiting_answer, slide_differential
-from webapp.cells.services import cell_create, cell_delete, cell_move, cell_reclassify
+from webapp.cells.services import cell_create, cell_delete, cell_mark, cell_move, cell_reclassify
 from webapp.common.exceptions import ApplicationError
 from webapp.common.permissions import require
 from webapp.slides.models import Slide
@@ -32,6 +32,9 @@ class CellOutputSerializer(serializers.Serializer):
                   "and no person has given one: class is 'unidentified'")
     model_version = serializers.SerializerMethodField()
     reviewed_class = serializers.CharField(allow_null=True)
+    difficult = serializers.BooleanField(
+        help_text="a cell its annotator could not make out for sure (Pascal VOC's <difficult>): box exports say so, "
+                  "localization scores leave it out")
     reviewed_by = serializers.SerializerMethodField()
     reviewed_at = serializers.DateTimeField(allow_null=True)
     cls = serializers.SerializerMethodField()
@@ -84,6 +87,7 @@ class SlideCellsApi(GenericAPIView):
         image = serializers.IntegerField()
         box = serializers.ListField(child=serializers.FloatField(), min_length=4, max_length=4)
         label = serializers.CharField(required=False, allow_blank=True, default="")
+        difficult = serializers.BooleanField(required=False, default=False)
 
     def get_permissions(self):
         return [require("cells.add_cell" if self.request.method == "POST" else "cells.view_cell")()]
@@ -102,7 +106,8 @@ class SlideCellsApi(GenericAPIView):
         image = slide.images.filter(pk=data.validated_data["image"]).first()
         if image is None:
             raise ApplicationError("That image is not part of this slide.")
-        cell = cell_create(image=image, box=data.validated_data["box"], label=data.validated_data["label"], user=request.user)
+        cell = cell_create(image=image, box=data.validated_data["box"], label=data.validated_data["label"],
+                           difficult=data.validated_data["difficult"], user=request.user)
         return Response(CellOutputSerializer(cell).data, status=status.HTTP_201_CREATED)
 
 
@@ -112,6 +117,7 @@ class CellDetailApi(GenericAPIView):
     class CellUpdateSerializer(serializers.Serializer):
         reviewed_class = serializers.CharField(required=False, max_length=64)
         box = serializers.ListField(child=serializers.FloatField(), min_length=4, max_length=4, required=False)
+        difficult = serializers.BooleanField(required=False)
 
     def get_permissions(self):
         if self.request.method == "DELETE":
@@ -120,7 +126,7 @@ class CellDetailApi(GenericAPIView):
             # a body that is no JSON object (null, a list, a string) is refused by the serializer (400)
             body = self.request.data if isinstance(self.request.data, Mapping) else {}
             needs = []
-            if "box" in body:
+            if "box" in body or "difficult" in body:
                 needs.append("cells.change_cell")
             if "reviewed_class" in body or not needs:
                 needs.append("cells.reclassify_cell")
@@ -131,17 +137,20 @@ class CellDetailApi(GenericAPIView):
     def get(self, request, pk: int):
         return Response(CellOutputSerializer(_cell_for(request, pk)).data)
 
-    @extend_schema(summary="Reclassify a cell or move its box", request=CellUpdateSerializer, responses=CellOutputSerializer)
+    @extend_schema(summary="Reclassify a cell, move its box or mark it difficult", request=CellUpdateSerializer,
+                   responses=CellOutputSerializer)
     def patch(self, request, pk: int):
         cell = _cell_for(request, pk)
         data = self.CellUpdateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         if not data.validated_data:
-            raise ApplicationError("Send reviewed_class and/or box.")
+            raise ApplicationError("Send reviewed_class, box and/or difficult.")
         if "box" in data.validated_data:
             cell = cell_move(cell=cell, box=data.validated_data["box"], user=request.user)
         if "reviewed_class" in data.validated_data:
             cell = cell_reclassify(cell=cell, label=data.validated_data["reviewed_class"], user=request.user)
+        if "difficult" in data.validated_data:
+            cell = cell_mark(cell=cell, difficult=data.validated_data["difficult"], user=request.user)
         return Response(CellOutputSerializer(cell).data)
 
     @extend_schema(summary="Delete a cell (its history is kept)", responses={204: None})

@@ -69,8 +69,8 @@ def boxes_export(*, slides: QuerySet[Slide], fmt: str, with_classes: bool = Fals
     ``WBC`` or, with ``with_classes``, with each cell's class (reviewed over predicted). Slides not
     analyzed and without cells are left out (their images would teach that they hold no white cell);
     with ``signed_off``, every slide not signed off too. Every image of the slides kept goes in, also
-    one without a cell (a field with none is a lesson too). Returns an open temporary file, at its
-    start."""
+    one without a cell (a field with none is a lesson too). A cell marked difficult is so in VOC's
+    ``<difficult>`` (COCO and YOLO have no such flag). Returns an open temporary file, at its start."""
     from ml.boxes import Box
     from ml.localization.formats import Annotation, write_coco, write_voc, write_yolo
 
@@ -90,7 +90,7 @@ def boxes_export(*, slides: QuerySet[Slide], fmt: str, with_classes: bool = Fals
                                "without classes, or give them one.")
     anns = []
     for image in images:
-        boxes = [Box(*c.box, label=c.effective_class if with_classes else WBC)
+        boxes = [Box(*c.box, label=c.effective_class if with_classes else WBC, difficult=c.difficult)
                  for c in by_image.get(image.pk, [])]
         anns.append(Annotation(_image_name(image), image.width, image.height, boxes))
     labels = sorted({b.label for a in anns for b in a.boxes}) or [WBC]
@@ -245,7 +245,8 @@ def boxes_import(*, slide: Slide, files: Iterable, user: User, labels: list[str]
     cells drawn by ``user``: a box labelled ``WBC`` without a class, one labelled with a known class
     with that class as reviewed; ``RBC`` and ``Platelets`` boxes are skipped. Each file is matched to
     the slide's image by name (see ``_image_named``); its image size must be that image's. A box the
-    slide already has (within a pixel) is not added twice; boxes of no area are counted as empty.
+    slide already has (within a pixel) is not added twice; boxes of no area are counted as empty. VOC's
+    ``<difficult>`` flag marks the cell difficult.
     Everything is checked before anything is stored: a bad file adds nothing."""
     from webapp.cells.services import cell_answer_request, cell_create
 
@@ -296,7 +297,7 @@ def boxes_import(*, slide: Slide, files: Iterable, user: User, labels: list[str]
                 if coords[2] <= coords[0] or coords[3] <= coords[1]:  # thinner than the app keeps
                     skipped["empty"] += 1
                     continue
-                plan.append((image, coords, cls))
+                plan.append((image, coords, cls, box.difficult))
     added = []
     with transaction.atomic():
         if slide.signed_off_at is not None:
@@ -304,12 +305,12 @@ def boxes_import(*, slide: Slide, files: Iterable, user: User, labels: list[str]
         existing = defaultdict(list)  # per image, the boxes there
         for c in slide.cells.all():
             existing[c.image_id].append(c.box)
-        for image, box, cls in plan:
+        for image, box, cls, difficult in plan:
             # the same box within a pixel (VOC and other tools write whole pixels)
             if any(max(abs(a - b) for a, b in zip(box, other)) <= 1.0 for other in existing[image.pk]):
                 skipped["already there"] += 1
                 continue
             existing[image.pk].append(box)
-            added.append(cell_create(image=image, box=box, label=cls, user=user, answer=False))
+            added.append(cell_create(image=image, box=box, label=cls, user=user, answer=False, difficult=difficult))
         cell_answer_request(cells=added, user=user)  # one job answers for them all
     return {"added": len(added), "skipped": dict(skipped)}

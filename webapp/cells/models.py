@@ -34,6 +34,9 @@ class Cell(models.Model):
     # (a scan): what the viewer shows of the cell otherwise comes from that preview
     crop = models.ImageField(upload_to="crops/%Y/%m/", blank=True, max_length=300)
     reviewed_class = models.CharField(max_length=64, blank=True)
+    # Pascal VOC's <difficult>: a cell its annotator could not make out for sure; box files keep it, and
+    # localization scores leave it out (neither a cell to find nor a false detection where one is found)
+    difficult = models.BooleanField(default=False)
     reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     reviewed_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
@@ -82,6 +85,7 @@ class CellEvent(models.Model):
         RECLASSIFY = "reclassify"
         DELETE = "delete"
         ANSWER = "answer"  # the model's answer for a box drawn or moved by a person
+        MARK = "mark"  # marked difficult (hard to make out), or the mark taken off
 
     cell = models.ForeignKey(Cell, on_delete=models.SET_NULL, null=True, related_name="events")
     cell_ref = models.BigIntegerField(help_text="the cell's id, kept after deletion")

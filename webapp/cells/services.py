@@ -24,6 +24,7 @@ def cell_snapshot(cell: Cell) -> dict:
         "predicted_class": cell.predicted_class or None,
         "reviewed_class": cell.reviewed_class or None,
         "source": cell.source,
+        "difficult": cell.difficult,
     }
 
 
@@ -152,6 +153,20 @@ def cell_reclassify(*, cell: Cell, label: str, user: User) -> Cell:
     return cell
 
 
+@transaction.atomic
+def cell_mark(*, cell: Cell, difficult: bool, user: User) -> Cell:
+    """Mark a cell difficult (hard to make out: box files say so, localization scores leave it out),
+    or take the mark off; a change is kept in the cell's history, a mark set again is no change."""
+    _check_open(cell.slide)
+    if cell.difficult == difficult:
+        return cell
+    before = cell_snapshot(cell)
+    cell.difficult = difficult
+    cell.save(update_fields=["difficult", "updated_at"])
+    _event(cell=cell, action=CellEvent.Action.MARK, actor=user, before=before, after=cell_snapshot(cell))
+    return cell
+
+
 def _check_box(image, box: list[float]) -> tuple[float, float, float, float]:
     x0, y0, x1, y1 = (float(v) for v in box)
     if not (0 <= x0 < x1 <= image.width and 0 <= y0 < y1 <= image.height):
@@ -178,14 +193,16 @@ def cell_move(*, cell: Cell, box: list[float], user: User, answer: bool = True) 
 
 
 @transaction.atomic
-def cell_create(*, image, box: list[float], label: str, user: User, answer: bool = True) -> Cell:
-    """A box drawn by a person, with the class they give (if any); the model's answer and heatmap
-    follow in a job (:func:`cell_answer_request`; ``answer=False``: the caller queues it)."""
+def cell_create(*, image, box: list[float], label: str, user: User, answer: bool = True,
+                difficult: bool = False) -> Cell:
+    """A box drawn by a person, with the class they give (if any) and marked ``difficult`` where they
+    could not make the cell out for sure; the model's answer and heatmap follow in a job
+    (:func:`cell_answer_request`; ``answer=False``: the caller queues it)."""
     _check_open(image.slide)
     x0, y0, x1, y1 = _check_box(image, box)
     cell = Cell(slide_id=image.slide_id, image=image, x0=x0, y0=y0, x1=x1, y1=y1, source=Cell.Source.PERSON,
                 reviewed_class=label.strip(), reviewed_by=user if label else None,
-                reviewed_at=timezone.now() if label else None, created_by=user)
+                reviewed_at=timezone.now() if label else None, created_by=user, difficult=difficult)
     cell.save()
     _event(cell=cell, action=CellEvent.Action.CREATE, actor=user, before=None, after=cell_snapshot(cell))
     if answer:

@@ -335,3 +335,47 @@ def test_a_cameras_sideways_jpeg_keeps_its_cells_and_exports_as_shown(api_as, pa
     r = api_as("hematologist", username="h1").get(f"/api/exports/boxes/?format=voc&slide={slide.pk}")
     (sample,) = load_dataset(_unzip(r, tmp_path / "voc"))
     assert (sample.annotation.width, sample.annotation.height) == upright.size
+
+
+def test_a_cell_marked_difficult_keeps_the_mark_through_voc_and_its_history(api_as, analyzed_slide, fresh_slide, tmp_path):
+    """VOC's <difficult> comes in as the cell's mark, goes out again, and marking is an annotator's change
+    kept in the history; a slide signed off keeps its marks as they are."""
+    from ml.localization.formats import read_voc
+
+    annotator = api_as("annotator", username="a1")
+    cell = analyzed_slide.cells.first()
+    r = annotator.patch(f"/api/cells/{cell.pk}/", {"difficult": True}, format="json")
+    assert r.status_code == 200 and r.json()["difficult"] is True, r.content
+    assert annotator.patch(f"/api/cells/{cell.pk}/", {"difficult": True}, format="json").json()["difficult"] is True
+    events = annotator.get(f"/api/slides/{analyzed_slide.pk}/history/").json()["results"]
+    marks = [e for e in events if e["action"] == "mark"]  # marking it again changed nothing
+    assert len(marks) == 1 and marks[0]["actor"] == "a1"
+    assert (marks[0]["before"]["difficult"], marks[0]["after"]["difficult"]) == (False, True)
+    hematologist = api_as("hematologist", username="h1")  # may reclassify, not change boxes
+    assert hematologist.patch(f"/api/cells/{cell.pk}/", {"difficult": False}, format="json").status_code == 403
+    bad = annotator.patch(f"/api/cells/{cell.pk}/", {"difficult": "perhaps"}, format="json")
+    assert bad.status_code == 400 and "difficult" in bad.json()["extra"]["fields"]
+
+    # out as VOC with the flag, and in again onto a slide of the same field
+    folder = _unzip(annotator.get(f"/api/exports/boxes/?format=voc&slide={analyzed_slide.pk}"), tmp_path / "voc")
+    (xml,) = (folder / "Annotations").iterdir()
+    flags = {tuple(round(v) for v in b.as_list()): b.difficult for b in read_voc(xml).boxes}
+    assert sum(flags.values()) == 1 and flags[tuple(round(v) for v in cell.box)] is True
+    r = annotator.post(f"/api/slides/{fresh_slide.pk}/boxes/", {"files": [SimpleUploadedFile(xml.name, xml.read_bytes())]},
+                       format="multipart")
+    assert r.status_code == 200 and r.json()["added"] == len(flags), r.content
+    marked = [c for c in fresh_slide.cells.all() if c.difficult]
+    assert len(marked) == 1 and np.allclose(marked[0].box, cell.box, atol=1.0)
+    listed = annotator.get(f"/api/slides/{fresh_slide.pk}/cells/").json()
+    assert [c["id"] for c in listed if c["difficult"]] == [marked[0].pk]
+
+    # a box drawn as difficult; a signed-off slide's marks no longer change
+    image = fresh_slide.images.get()
+    r = annotator.post(f"/api/slides/{fresh_slide.pk}/cells/", {"image": image.pk, "box": [1, 1, 30, 30], "difficult": True},
+                       format="json")
+    assert r.status_code == 201 and r.json()["difficult"] is True
+    assert hematologist.post(f"/api/slides/{analyzed_slide.pk}/sign-off/").status_code == 200
+    r = annotator.patch(f"/api/cells/{cell.pk}/", {"difficult": False}, format="json")
+    assert r.status_code == 409 and "signed off" in r.json()["message"]
+    cell.refresh_from_db()
+    assert cell.difficult

@@ -464,6 +464,7 @@ function cellDetail(cell: Cell | null, img: SlideImage | undefined): (Node | str
       meta('Confidence', formatConfidence(cell.confidence)),
       meta('Model', cell.model_pending ? 'answering for the box as it is now…' : cell.model_version ?? '–'),
       meta('Source', cell.source === 'person' ? 'drawn by a person' : 'model'),
+      cell.difficult ? meta('Marked', 'difficult: hard to make out (left out of localization scores)') : [],
       cell.reviewed_class ? meta('Reviewed', `${formatClass(cell.reviewed_class)} by ${cell.reviewed_by ?? '?'}`) : [],
       cell.reviewed_class && cell.predicted_class ? meta('Predicted', formatClass(cell.predicted_class)) : [],
     ),
