@@ -4,6 +4,7 @@
     python -m ml.localization tune --data DIR --out FILE [--trials N]
     python -m ml.localization evaluate --method classical|deep [--checkpoint RUN_DIR] --data DIR [--json]
     python -m ml.localization predict --method classical|deep [--checkpoint RUN_DIR] IMAGE...
+        (one JSON object, ``{"images": [{"image", "width", "height", "method", "boxes"}, ...]}``)
     python -m ml.localization convert SRC DST --to voc|coco|yolo
 
 DIR is an annotated folder (Pascal VOC ``Annotations/`` + ``JPEGImages/``, COCO json, or YOLO
@@ -160,7 +161,7 @@ def cmd_predict(args) -> int:
         out.append({"image": str(path), "width": img.shape[1], "height": img.shape[0], "method": loc.method,
                     "boxes": [{"label": b.label, "score": round(b.score, 4),
                                "box": [round(v, 1) for v in b.as_list()]} for b in boxes]})
-    print(dumps(out if len(out) > 1 else out[0], indent=1))
+    print(dumps({"images": out}, indent=1))  # the same shape for one image or many, as ml.analyze prints
     if not unread:
         return 0
     return 2 if unread == len(args.images) else 1
@@ -266,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="also write metrics.json and plots here")
     e.set_defaults(func=cmd_evaluate)
 
-    r = sub.add_parser("predict", help="print the boxes found in images as JSON",
+    r = sub.add_parser("predict", help="print the boxes found in images as one JSON object, {\"images\": [...]}",
                        epilog="Exit status 1 when some images could not be read (each named on stderr and by its "
                               "entry's \"error\"; the others are done); 2 when none could be read, or on an error that stops the run.")
     method(r)

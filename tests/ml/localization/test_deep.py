@@ -109,7 +109,7 @@ def test_predict_prints_boxes_as_json(smear_samples, tmp_path, capsys):
     train_detector(smear_samples[:2], [], tmp_path / "run", cfg, progress=False)
     image = str(smear_samples[0].image_path)
     assert main(["predict", "--method", "deep", "--checkpoint", str(tmp_path / "run"), image, "--min-score", "0"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    (out,) = json.loads(capsys.readouterr().out)["images"]
     assert out["image"] == image and out["method"] == "deep"
     assert all(len(b["box"]) == 4 and b["label"] in ("WBC", "RBC", "Platelets") for b in out["boxes"])
 

@@ -201,7 +201,7 @@ def test_predict_names_an_unreadable_image_and_does_the_others(tmp_path, capsys)
     (tmp_path / "b.jpg").write_bytes((tmp_path / "a.jpg").read_bytes()[:40])
     assert main(["predict", str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")]) == 1
     captured = capsys.readouterr()
-    out = json.loads(captured.out)
+    out = json.loads(captured.out)["images"]
     assert out[0]["boxes"] == [] and out[0]["width"] == 64
     assert "b.jpg" in out[1]["error"] and "boxes" not in out[1]
     assert "b.jpg" in captured.err and "Traceback" not in captured.err
@@ -217,4 +217,5 @@ def test_the_train_commands_help_gives_the_default_number_of_epochs():
 
 def test_predict_with_no_readable_image_is_an_error(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "missing.jpg")]) == 2
-    assert "missing.jpg" in json.loads(capsys.readouterr().out)["error"]
+    (entry,) = json.loads(capsys.readouterr().out)["images"]  # one image: the same shape as several
+    assert "missing.jpg" in entry["error"]
