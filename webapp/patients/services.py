@@ -29,10 +29,18 @@ def patient_update(*, patient: Patient, notes: str) -> Patient:
 
 def patient_delete(*, patient: Patient) -> None:
     """Delete a patient who has no slide left (each slide is deleted first, or kept: a signed-off one is a
-    report)."""
-    slides = patient.slides.count()
-    if slides:
-        raise ApplicationError(
-            f"Patient {patient.identifier} has {slides} slide{'s' if slides > 1 else ''}; "
-            "delete them first (a signed-off slide is kept, and so is its patient).", status_code=409)
-    patient.delete()
+    report). The patient's row is held while the slides are counted, as an upload holds it before its
+    slide is kept (``slides.services.slide_upload``): a slide uploaded meanwhile is either counted here or
+    refused there, never deleted with the patient."""
+    from django.db import transaction
+
+    with transaction.atomic():
+        locked = Patient.objects.select_for_update().filter(pk=patient.pk).first()
+        if locked is None:
+            raise ApplicationError(f"Patient {patient.identifier} has been deleted already.", status_code=404)
+        slides = locked.slides.count()
+        if slides:
+            raise ApplicationError(
+                f"Patient {patient.identifier} has {slides} slide{'s' if slides > 1 else ''}; "
+                "delete them first (a signed-off slide is kept, and so is its patient).", status_code=409)
+        locked.delete()

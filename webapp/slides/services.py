@@ -57,6 +57,11 @@ def slide_upload(
                 image.file.save(item.filename, item.upload, save=False)
                 stored.append(image)
                 image.save()
+            # the patient's row, held to the commit, as its deletion holds it while it counts the slides
+            # (patients.services.patient_delete): a patient deleted meanwhile is given no slide
+            if not Patient.objects.select_for_update().filter(pk=patient.pk).values_list("pk", flat=True):
+                raise ApplicationError(f"Patient {patient.identifier} has just been deleted; the upload was not "
+                                       "kept.", status_code=404)
             job = slide_analyze_request(slide=slide, user=user)
     except Exception:
         for image in stored:  # the rows rolled back; remove the files written before the failure

@@ -145,3 +145,49 @@ def test_a_file_that_cannot_be_deleted_is_logged_and_the_rest_go(admin, analyzed
     assert not Slide.objects.filter(pk=analyzed_slide.pk).exists()
     assert f"its file {stuck} could not be deleted" in caplog.text and "the bucket said no" in caplog.text
     assert Path(django_settings.MEDIA_ROOT, stuck).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_upload_while_its_patient_is_deleted_is_refused_and_leaves_nothing(make_user):
+    """Deleting a patient holds the patient's row while it counts the slides; an upload that comes to keep
+    its slide then waits, and finds the patient gone: a clear 404, no row and no file, where the slide
+    would otherwise have been kept for a patient who is no more (or taken away with them)."""
+    import threading
+
+    from django.db import connection, connections, transaction
+
+    from webapp.common.exceptions import ApplicationError
+    from webapp.patients.models import Patient
+    from webapp.patients.services import patient_create
+    from webapp.slides.services import slide_upload
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks: PostgreSQL (SQLite writes one transaction at a time)")
+    user = make_user("admin", username="lab-admin")
+    patient = patient_create(user=user, identifier="P-RACE")
+    name, data, _ = smear_field(0)
+    outcome = {}
+
+    def upload():
+        try:
+            slide_upload(user=user, patient=patient, files=[SimpleUploadedFile(name, data)])
+            outcome["slide"] = True
+        except ApplicationError as exc:
+            outcome["error"] = exc
+        except Exception as exc:  # noqa: BLE001 - what the request would have turned into a 500
+            outcome["crash"] = exc
+        finally:
+            connections.close_all()
+
+    with transaction.atomic():  # the deletion's first step: the patient's row held, no slide counted yet
+        Patient.objects.select_for_update().get(pk=patient.pk)
+        thread = threading.Thread(target=upload)
+        thread.start()
+        thread.join(timeout=3)
+        assert thread.is_alive(), f"the upload did not wait for the patient's row: {outcome}"
+        assert Slide.objects.filter(patient_id=patient.pk).count() == 0
+        Patient.objects.filter(pk=patient.pk).delete()
+    thread.join(timeout=30)
+    assert "crash" not in outcome and "slide" not in outcome, outcome
+    assert outcome["error"].status_code == 404 and "deleted" in str(outcome["error"])
+    assert not Slide.objects.exists() and not SlideImage.objects.exists() and not _media_files()
