@@ -35,6 +35,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "patients.add_patient",
         "patients.change_patient",
         "patients.delete_patient",
+        "patients.view_deletion",
         "slides.add_slide",
         "slides.analyze_slide",
         "slides.signoff_slide",

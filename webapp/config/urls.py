@@ -4,11 +4,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from webapp.cells.apis import ExportBoxesApi, ExportCellsApi
 from webapp.common.views import frontend_index
+from webapp.patients.apis import DeletionListApi
 from webapp.slides.apis import SlideImageDisplayApi, SlideImageFileApi, SlideImageTileApi
 
 api = [
     path("auth/", include("webapp.accounts.urls")),
     path("patients/", include("webapp.patients.urls")),
+    path("deletions/", DeletionListApi.as_view(), name="deletion-list"),
     path("slides/", include("webapp.slides.urls")),
     path("slide-images/<int:pk>/file/", SlideImageFileApi.as_view(), name="slide-image-file"),
     path("slide-images/<int:pk>/display/", SlideImageDisplayApi.as_view(), name="slide-image-display"),

@@ -5,7 +5,7 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
 from webapp.common.permissions import require
-from webapp.patients.selectors import patient_list
+from webapp.patients.selectors import deletion_list, patient_list
 from webapp.patients.services import patient_create, patient_delete, patient_update
 
 
@@ -73,5 +73,26 @@ class PatientDetailApi(GenericAPIView):
 
     @extend_schema(summary="Delete a patient who has no slides", responses={204: None, 409: OpenApiResponse(description="the patient has slides")})
     def delete(self, request, pk: int):
-        patient_delete(patient=get_object_or_404(patient_list(user=request.user), pk=pk))
+        patient_delete(patient=get_object_or_404(patient_list(user=request.user), pk=pk), user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class DeletionOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    kind = serializers.CharField(help_text="slide or patient")
+    ref = serializers.IntegerField(help_text="the deleted slide's or patient's id")
+    patient_identifier = serializers.CharField()
+    details = serializers.DictField(help_text="a slide's images, cells, status and upload")
+    deleted_by = serializers.CharField(source="deleted_by.username", allow_null=True, default=None)
+    deleted_at = serializers.DateTimeField()
+
+
+class DeletionListApi(GenericAPIView):
+    serializer_class = DeletionOutputSerializer
+    permission_classes = [require("patients.view_deletion")]
+
+    @extend_schema(summary="The slides and patients your lab deleted: what, by whom, when (newest first)",
+                   responses=DeletionOutputSerializer(many=True))
+    def get(self, request):
+        page = self.paginate_queryset(deletion_list(user=request.user))
+        return self.get_paginated_response(DeletionOutputSerializer(page, many=True).data)

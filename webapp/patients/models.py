@@ -17,3 +17,26 @@ class Patient(models.Model):
 
     def __str__(self) -> str:
         return self.identifier
+
+
+class Deletion(models.Model):
+    """A slide or a patient deleted: what it was, by whom and when. Kept after the rows are gone (a slide's
+    cells and their history go with it; this says that they were there)."""
+
+    class Kind(models.TextChoices):
+        SLIDE = "slide"
+        PATIENT = "patient"
+
+    lab = models.ForeignKey("accounts.Lab", on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    ref = models.BigIntegerField(help_text="the deleted slide's or patient's id")
+    patient_identifier = models.CharField(max_length=64)
+    details = models.JSONField(default=dict, blank=True, help_text="a slide's images, cells, status and upload")
+    deleted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    deleted_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-deleted_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.ref} of patient {self.patient_identifier}"

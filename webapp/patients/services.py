@@ -4,7 +4,7 @@ from django.contrib.auth.models import User
 
 from webapp.accounts.selectors import user_lab
 from webapp.common.exceptions import ApplicationError
-from webapp.patients.models import Patient
+from webapp.patients.models import Deletion, Patient
 
 
 def patient_create(*, user: User, identifier: str, notes: str = "") -> Patient:
@@ -27,11 +27,11 @@ def patient_update(*, patient: Patient, notes: str) -> Patient:
     return patient
 
 
-def patient_delete(*, patient: Patient) -> None:
+def patient_delete(*, patient: Patient, user: User) -> None:
     """Delete a patient who has no slide left (each slide is deleted first, or kept: a signed-off one is a
     report). The patient's row is held while the slides are counted, as an upload holds it before its
     slide is kept (``slides.services.slide_upload``): a slide uploaded meanwhile is either counted here or
-    refused there, never deleted with the patient."""
+    refused there, never deleted with the patient. The deletion is kept (:class:`Deletion`)."""
     from django.db import transaction
 
     with transaction.atomic():
@@ -43,4 +43,7 @@ def patient_delete(*, patient: Patient) -> None:
             raise ApplicationError(
                 f"Patient {patient.identifier} has {slides} slide{'s' if slides > 1 else ''}; "
                 "delete them first (a signed-off slide is kept, and so is its patient).", status_code=409)
+        Deletion.objects.create(lab_id=locked.lab_id, kind=Deletion.Kind.PATIENT, ref=locked.pk,
+                                patient_identifier=locked.identifier, deleted_by=user,
+                                details={"created_at": locked.created_at.isoformat()})
         locked.delete()

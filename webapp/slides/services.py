@@ -17,7 +17,7 @@ from PIL import Image
 from webapp.common.exceptions import ApplicationError
 from webapp.jobs.models import Job
 from webapp.jobs.services import PermanentJobError, job_enqueue
-from webapp.patients.models import Patient
+from webapp.patients.models import Deletion, Patient
 from webapp.slides.models import Slide, SlideImage
 from webapp.slides.selectors import slide_analyze_key
 from webapp.slides.validation import image_upload_check
@@ -318,7 +318,8 @@ def slide_delete(*, slide: Slide, user: User) -> None:
     A signed-off slide is a report and stays. A slide whose analysis, or a model answer for a cell drawn
     on it, is queued or running is refused until that ends (the work would write to what is gone). The
     rows go first, in a transaction that holds the slide's row; the files once it has committed, so a
-    failure keeps both (a file that cannot be deleted then is logged, the slide is gone)."""
+    failure keeps both (a file that cannot be deleted then is logged, the slide is gone). What was deleted,
+    by whom and when is kept (``patients.models.Deletion``)."""
     from webapp.cells.models import Cell
     from webapp.cells.selectors import cells_awaiting_answer
 
@@ -355,6 +356,12 @@ def slide_delete(*, slide: Slide, user: User) -> None:
                 except Exception:
                     logger.exception("%s: its files under %s could not be deleted", described, prefix)
 
+        Deletion.objects.create(
+            lab_id=slide.patient.lab_id, kind=Deletion.Kind.SLIDE, ref=slide.pk, patient_identifier=slide.patient.identifier,
+            deleted_by=user, details={
+                "images": [i.filename for i in images], "cells": Cell.objects.filter(slide=slide).count(),
+                "status": slide.status, "uploaded_at": slide.uploaded_at.isoformat(),
+                "uploaded_by": slide.uploaded_by.get_username() if slide.uploaded_by_id else None})
         slide.delete()
         transaction.on_commit(remove_files)
     logger.info("%s deleted by %s", described, user.get_username())

@@ -70,6 +70,7 @@ def test_a_signed_off_slide_is_kept(admin, analyzed_slide, make_user):
     r = admin.delete(f"/api/slides/{analyzed_slide.pk}/")
     assert r.status_code == 409 and "signed off" in r.json()["message"]
     assert Slide.objects.filter(pk=analyzed_slide.pk).exists() and _media_files() == files
+    assert admin.get("/api/deletions/").json()["count"] == 0  # nothing deleted, nothing recorded
 
 
 def test_a_slide_whose_analysis_is_queued_is_kept_until_it_ends(admin, slide):
@@ -105,13 +106,23 @@ def test_another_labs_slide_is_not_found(api_as, analyzed_slide, other_lab):
     assert r.status_code == 404 and Slide.objects.filter(pk=analyzed_slide.pk).exists()
 
 
-def test_a_patient_is_deleted_once_they_have_no_slides(admin, api_as, patient, analyzed_slide):
+def test_a_patient_is_deleted_once_they_have_no_slides(admin, api_as, patient, analyzed_slide, other_lab):
     r = admin.delete(f"/api/patients/{patient.pk}/")
     assert r.status_code == 409 and "has 1 slide" in r.json()["message"]
     assert api_as("hematologist", username="h2").delete(f"/api/patients/{patient.pk}/").status_code == 403
+    image, cells = analyzed_slide.images.get(), analyzed_slide.cells.count()
     assert admin.delete(f"/api/slides/{analyzed_slide.pk}/").status_code == 204
     assert admin.delete(f"/api/patients/{patient.pk}/").status_code == 204
     assert admin.get(f"/api/patients/{patient.pk}/").status_code == 404
+
+    # what went, by whom and when, is kept: for the lab's admins, not for other roles or labs
+    records = admin.get("/api/deletions/").json()["results"]
+    assert [(d["kind"], d["ref"], d["patient_identifier"], d["deleted_by"]) for d in records] == [
+        ("patient", patient.pk, patient.identifier, "lab-admin"), ("slide", analyzed_slide.pk, patient.identifier, "lab-admin")]
+    details = records[1]["details"]
+    assert details["images"] == [image.filename] and details["cells"] == cells > 0 and details["status"] == "analyzed"
+    assert api_as("hematologist", username="h3").get("/api/deletions/").status_code == 403
+    assert api_as("admin", username="elsewhere", user_lab=other_lab).get("/api/deletions/").json()["count"] == 0
 
 
 def test_the_admin_site_leaves_deleting_to_the_app(client, analyzed_slide, patient, django_user_model):
@@ -120,6 +131,7 @@ def test_the_admin_site_leaves_deleting_to_the_app(client, analyzed_slide, patie
     assert client.get(f"/admin/slides/slide/{analyzed_slide.pk}/change/").status_code == 200
     assert client.get(f"/admin/slides/slide/{analyzed_slide.pk}/delete/").status_code == 403
     assert client.get(f"/admin/patients/patient/{patient.pk}/delete/").status_code == 403
+    assert client.get("/admin/patients/deletion/add/").status_code == 403  # the record of deletions is read only
     assert Slide.objects.filter(pk=analyzed_slide.pk).exists()
 
 
