@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--img-size", type=int)
     t.add_argument("--margin", type=float, help="crop rule: box margin on each side, fraction of its side")
     t.add_argument("--mixup", type=float)
+    t.add_argument("--consistency", type=float, metavar="WEIGHT",
+                   help="two colour views of each cell, their predictions' Jensen-Shannon divergence added to the "
+                        "loss with this weight (twice the images per step; 0 = off)")
     t.add_argument("--cutmix", type=float, metavar="ALPHA",
                    help="CutMix: a rectangle of another crop pasted in, the loss weighted by area (0 = off)")
     t.add_argument("--freeze-bn", action="store_true", default=None)

@@ -269,3 +269,45 @@ def test_a_run_with_cutmix_and_mixup_trains(tmp_path):
     run = fit(cfg, cells, cells, tmp_path / "run")
     assert load_classifier(run).classes == ["lymphocyte", "neutrophil"]
     assert all(np.isfinite(e["train_loss"]) for e in json.loads((run / "log.json").read_text()))
+
+
+def test_the_jensen_shannon_divergence_against_hand_computed_cases():
+    import math
+
+    from ml.classification.train import js_divergence
+
+    a = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.5]])
+    assert js_divergence(a, a.clone()).item() == pytest.approx(0.0, abs=1e-7)
+    far = torch.tensor([[30.0, -30.0]]), torch.tensor([[-30.0, 30.0]])  # certain of opposite classes
+    assert js_divergence(*far).item() == pytest.approx(math.log(2), rel=1e-4)
+    p, q = torch.tensor([0.5, 0.5]), torch.tensor([0.9, 0.1])  # by hand: (KL(p||m) + KL(q||m)) / 2
+    m = (p + q) / 2
+    expected = 0.5 * float((p * (p / m).log()).sum() + (q * (q / m).log()).sum())
+    assert js_divergence(p.log()[None], q.log()[None]).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_consistency_batches_hold_two_colour_views_of_the_same_cut(small_cells, tmp_path):
+    from ml.classification.train import AugmentedCrops
+
+    cells, _ = small_cells
+    idx = np.arange(6)
+    same = AugmentedCrops(cells, TrainConfig(img_size=32, consistency=1.0, augment=0.0))
+    x, y = same.batch(idx, np.random.default_rng(0))
+    assert x.shape[0] == 12 and y.shape[0] == 6
+    assert torch.equal(x[:6], x[6:])  # without photometric augmentation the two views are one crop
+    coloured = AugmentedCrops(cells, TrainConfig(img_size=32, consistency=1.0, augment=1.0))
+    x, _ = coloured.batch(idx, np.random.default_rng(0))
+    assert not torch.equal(x[:6], x[6:])
+    # the same cut: the views' brightness patterns (shape, position) agree far better than two cells'
+    a, b = x[:6].mean(1).flatten(1), x[6:].mean(1).flatten(1)
+    same_cell = torch.stack([torch.corrcoef(torch.stack([a[i], b[i]]))[0, 1] for i in range(6)])
+    other_cell = torch.stack([torch.corrcoef(torch.stack([a[i], b[(i + 1) % 6]]))[0, 1] for i in range(6)])
+    assert same_cell.mean() > other_cell.mean() + 0.2, (same_cell, other_cell)
+    with pytest.raises(ValueError, match="consistency"):
+        TrainConfig(consistency=1.0, mixup=0.2)
+    from ml.classification.data import synthetic_cells
+
+    few = synthetic_cells(n_per_class=8, classes=["lymphocyte", "neutrophil"])
+    cfg = TrainConfig(backbone="cbam_cnn_small", img_size=32, batch=8, epochs=2, consistency=12.0)
+    run = fit(cfg, few, few, tmp_path / "run")
+    assert all(np.isfinite(e["train_loss"]) for e in json.loads((run / "log.json").read_text()))
