@@ -181,24 +181,21 @@ class AugmentedCrops(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.cells)
 
-    def sample(self, i: int, rng: np.random.Generator) -> np.ndarray:
-        crop = geometric_crop(self.cells.images[i], self.cells.box(i), self.rule, rng, self.aug)
-        return normalize(photometric(crop, rng, self.aug), self.cfg.stain_norm)
+    @property
+    def n_views(self) -> int:
+        return 2 if self.cfg.consistency > 0 else 1
 
     def views(self, i: int, rng: np.random.Generator) -> list[np.ndarray]:
-        """One cut of cell ``i`` and, with ``consistency``, two photometric views of it (else one)."""
+        """One cut of cell ``i`` and its photometric views: two with ``consistency``, each coloured on its
+        own, else one."""
         crop = geometric_crop(self.cells.images[i], self.cells.box(i), self.rule, rng, self.aug)
-        n = 2 if self.cfg.consistency > 0 else 1
-        return [normalize(photometric(crop, rng, self.aug), self.cfg.stain_norm) for _ in range(n)]
+        return [normalize(photometric(crop, rng, self.aug), self.cfg.stain_norm) for _ in range(self.n_views)]
 
     def batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch's crops and labels; with ``consistency``, the first views of every cell, then the
         second views in the same order (twice the crops, the labels once)."""
-        if self.cfg.consistency > 0:
-            pairs = [self.views(int(i), rng) for i in idx]
-            x = to_tensor([v[0] for v in pairs] + [v[1] for v in pairs])
-        else:
-            x = to_tensor([self.sample(int(i), rng) for i in idx])
+        views = [self.views(int(i), rng) for i in idx]
+        x = to_tensor([v[k] for k in range(self.n_views) for v in views])
         if self.cfg.random_conv > 0 and self.cfg.augment > 0:
             x = random_convolution(x, rng, self.cfg.random_conv)
         if self.cfg.amp_mix > 0 and self.cfg.augment > 0:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import User
+from django.db import transaction
 
 from webapp.accounts.selectors import user_lab
 from webapp.common.exceptions import ApplicationError
@@ -32,8 +33,6 @@ def patient_delete(*, patient: Patient, user: User) -> None:
     report). The patient's row is held while the slides are counted, as an upload holds it before its
     slide is kept (``slides.services.slide_upload``): a slide uploaded meanwhile is either counted here or
     refused there, never deleted with the patient. The deletion is kept (:class:`Deletion`)."""
-    from django.db import transaction
-
     with transaction.atomic():
         locked = Patient.objects.select_for_update().filter(pk=patient.pk).first()
         if locked is None:

@@ -339,7 +339,8 @@ def slide_delete(*, slide: Slide, user: User) -> None:
 
         images = list(slide.images.all())
         files = [f.name for image in images for f in (image.file, image.preview) if f]
-        files += [f.name for cell in Cell.objects.filter(slide=slide) for f in (cell.crop, cell.heatmap) if f]
+        cells = list(Cell.objects.filter(slide=slide).only("crop", "heatmap"))
+        files += [f.name for cell in cells for f in (cell.crop, cell.heatmap) if f]
         trees = [slide.tiles_folder, slide.files_folder]
         described = (f"slide {slide.pk} of patient {slide.patient.identifier} "
                      f"({len(images)} image{'s' if len(images) != 1 else ''}: {', '.join(i.filename for i in images)})")
@@ -359,7 +360,7 @@ def slide_delete(*, slide: Slide, user: User) -> None:
         Deletion.objects.create(
             lab_id=slide.patient.lab_id, kind=Deletion.Kind.SLIDE, ref=slide.pk, patient_identifier=slide.patient.identifier,
             deleted_by=user, details={
-                "images": [i.filename for i in images], "cells": Cell.objects.filter(slide=slide).count(),
+                "images": [i.filename for i in images], "cells": len(cells),
                 "status": slide.status, "uploaded_at": slide.uploaded_at.isoformat(),
                 "uploaded_by": slide.uploaded_by.get_username() if slide.uploaded_by_id else None})
         slide.delete()
