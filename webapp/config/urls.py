@@ -32,3 +32,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     re_path(r"^(?!api/|admin/|static/).*$", frontend_index, name="frontend"),
 ]
+
+# the API's own error shape for addresses under /api/ that no operation answers, and for its server errors
+handler400 = "webapp.common.views.bad_request"
+handler404 = "webapp.common.views.not_found"
+handler500 = "webapp.common.views.server_error"
