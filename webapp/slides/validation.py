@@ -1,15 +1,16 @@
-"""Upload checks: real image content of an allowed format, a size limit and a pixel limit."""
+"""Upload checks: real image content of an allowed format, in colour, a size limit and a pixel limit."""
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
 
+import numpy as np
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.utils.text import get_valid_filename
 from PIL import Image, UnidentifiedImageError
 
-from ml.imageio import upright_size
+from ml.imageio import is_grey, upright_size
 from webapp.common.exceptions import ApplicationError
 
 ALLOWED_FORMATS = {"JPEG", "PNG", "BMP", "TIFF"}
@@ -45,6 +46,19 @@ def _allow_pixels(max_pixels: int) -> None:
         Image.MAX_IMAGE_PIXELS = max_pixels
 
 
+_GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+def _grey(im: Image.Image) -> bool:
+    """Whether a decoded image has no colour: a grey mode, or colour channels that agree everywhere
+    (judged on a grid of at most about a million of its pixels, as ``ml.imageio.is_grey`` does)."""
+    if im.mode in _GREY_MODES:
+        return True
+    step = max(1, int(np.ceil(np.sqrt(im.width * im.height / 1e6))))
+    small = im.resize((max(1, im.width // step), max(1, im.height // step)), Image.Resampling.NEAREST)
+    return is_grey(np.asarray(small.convert("RGB")))
+
+
 def image_upload_check(upload: UploadedFile) -> CheckedImage:
     name = clean_filename(upload.name)
     max_bytes = settings.LEUKOLAB_MAX_UPLOAD_BYTES
@@ -76,8 +90,16 @@ def image_upload_check(upload: UploadedFile) -> CheckedImage:
                 raise ApplicationError(f"{name}: {width}x{height} pixels is too small for a smear image.", extra={"file": name})
             if width * height <= _FULL_DECODE_MAX_PIXELS:
                 im.load()
+                grey = _grey(im)
             else:
+                grey = im.mode in _GREY_MODES
                 im.verify()
+            if grey:
+                raise ApplicationError(
+                    f"{name}: a grey image (no colour). Leukolab finds white cells by the stain's colours and "
+                    "classifies them in colour; upload the colour image of the smear.",
+                    extra={"file": name, "mode": im.mode},
+                )
     except ApplicationError:
         raise
     except Image.DecompressionBombError as exc:

@@ -63,6 +63,11 @@ BAD = {
     "empty": (lambda: SimpleUploadedFile("empty.png", b""), 400, "empty"),
     "pixel bomb header": (lambda: SimpleUploadedFile("bomb.png", _png_header_only(100_000, 100_000)), 400, "over the limit"),
     "tiny": (lambda: SimpleUploadedFile("tiny.png", image_bytes(_rgb(8, 8), "PNG")), 400, "too small"),
+    "grey png": (lambda: SimpleUploadedFile("grey.png", image_bytes(_rgb()[..., 0], "PNG")), 400, "a grey image (no colour)"),
+    "grey as rgb jpeg": (lambda: SimpleUploadedFile("grey.jpg", image_bytes(np.repeat(_rgb()[..., :1], 3, axis=2), "JPEG")),
+                         400, "a grey image (no colour)"),
+    "16-bit grey tiff": (lambda: SimpleUploadedFile("grey.tif", image_bytes(_rgb()[..., 0].astype(np.uint16) * 257, "TIFF")),
+                         400, "a grey image (no colour)"),
 }
 
 
@@ -99,7 +104,9 @@ def test_a_scan_within_the_pixel_limit_is_accepted_past_pillows_own_guard(hema, 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 89_478_485)  # Pillow's own default
     settings.LEUKOLAB_MAX_IMAGE_PIXELS = 200_000_000
     buf = io.BytesIO()
-    Image.new("1", (15_000, 12_000), 1).save(buf, format="PNG")  # 180 million pixels, a few kB
+    scan = Image.new("P", (15_000, 12_000), 0)  # 180 million pixels of a stain's pink, a few kB
+    scan.putpalette([200, 150, 170])
+    scan.save(buf, format="PNG")
     r = hema.post("/api/slides/", {"patient": patient_id, "images": [SimpleUploadedFile("scan.png", buf.getvalue())]},
                   format="multipart")
     assert r.status_code == 201, r.content
