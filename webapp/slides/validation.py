@@ -59,6 +59,23 @@ def _grey(im: Image.Image) -> bool:
     return is_grey(np.asarray(small.convert("RGB")))
 
 
+_MAX_PAGES_READ = 64
+
+
+def _full_size_pages(im: Image.Image) -> int:
+    """How many pages of a multi-page image have the first page's size (read from their headers): a
+    scanner's pyramid or thumbnail pages are smaller and are no other field. Leaves the first page current."""
+    pages = getattr(im, "n_frames", 1)
+    if pages <= 1:
+        return 1
+    size, same = im.size, 1
+    for page in range(1, min(pages, _MAX_PAGES_READ)):
+        im.seek(page)
+        same += im.size == size
+    im.seek(0)
+    return same
+
+
 def image_upload_check(upload: UploadedFile) -> CheckedImage:
     name = clean_filename(upload.name)
     max_bytes = settings.LEUKOLAB_MAX_UPLOAD_BYTES
@@ -88,6 +105,13 @@ def image_upload_check(upload: UploadedFile) -> CheckedImage:
                 )
             if width < 16 or height < 16:
                 raise ApplicationError(f"{name}: {width}x{height} pixels is too small for a smear image.", extra={"file": name})
+            fields = _full_size_pages(im)
+            if fields > 1:
+                raise ApplicationError(
+                    f"{name}: a TIFF of {fields} full-size pages; only one would be analysed. Upload each field "
+                    "as an image of its own (a slide takes several images at once).",
+                    extra={"file": name, "pages": fields},
+                )
             if width * height <= _FULL_DECODE_MAX_PIXELS:
                 im.load()
                 grey = _grey(im)

@@ -41,6 +41,27 @@ def _rgb(w=64, h=48):
     return np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
 
 
+def _tiff_pages(*arrays) -> bytes:
+    from PIL import Image
+
+    pages = [Image.fromarray(a) for a in arrays]
+    buf = io.BytesIO()
+    pages[0].save(buf, format="TIFF", save_all=True, append_images=pages[1:])
+    return buf.getvalue()
+
+
+def test_a_tiff_with_smaller_pages_after_its_first_is_one_field(hema, patient_id):
+    """A scanner's TIFF keeps reduced copies (a pyramid, a thumbnail) after the full image: one field."""
+    from PIL import Image
+
+    full = _rgb(128, 96)
+    data = _tiff_pages(full, np.asarray(Image.fromarray(full).reduce(2)), np.asarray(Image.fromarray(full).reduce(4)))
+    r = hema.post("/api/slides/", {"patient": patient_id, "images": [SimpleUploadedFile("scan.tif", data)]},
+                  format="multipart")
+    assert r.status_code == 201, r.content
+    assert (r.json()["images"][0]["width"], r.json()["images"][0]["height"]) == (128, 96)
+
+
 @pytest.mark.parametrize("fmt,ext", [("JPEG", "jpg"), ("PNG", "png"), ("BMP", "bmp"), ("TIFF", "tif")])
 def test_each_accepted_format_uploads(hema, patient_id, fmt, ext):
     r = hema.post("/api/slides/", {"patient": patient_id, "images": [SimpleUploadedFile(f"a.{ext}", image_bytes(_rgb(), fmt))]}, format="multipart")
@@ -66,6 +87,8 @@ BAD = {
     "grey png": (lambda: SimpleUploadedFile("grey.png", image_bytes(_rgb()[..., 0], "PNG")), 400, "a grey image (no colour)"),
     "grey as rgb jpeg": (lambda: SimpleUploadedFile("grey.jpg", image_bytes(np.repeat(_rgb()[..., :1], 3, axis=2), "JPEG")),
                          400, "a grey image (no colour)"),
+    "tiff of two fields": (lambda: SimpleUploadedFile("fields.tif", _tiff_pages(_rgb(), _rgb()[::-1])), 400,
+                           "a TIFF of 2 full-size pages"),
     "16-bit grey tiff": (lambda: SimpleUploadedFile("grey.tif", image_bytes(_rgb()[..., 0].astype(np.uint16) * 257, "TIFF")),
                          400, "a grey image (no colour)"),
 }
