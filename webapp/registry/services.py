@@ -51,10 +51,10 @@ def model_version_ensure_classical() -> ModelVersion:
         active = ModelVersion.objects.select_for_update().filter(kind=ModelVersion.Kind.LOCALIZER, status=ModelVersion.Status.ACTIVE).first()
         if active is not None:
             return active
-        mv = ModelVersion.objects.filter(kind=ModelVersion.Kind.LOCALIZER, architecture="classical", version="classical-1").first()
-        if mv is None:
-            mv = ModelVersion.objects.create(
-                kind=ModelVersion.Kind.LOCALIZER, architecture="classical", version="classical-1",
-                parameters={"method": "classical"},
-            )
+        # two first analyses at once both find no row to lock: get_or_create takes the other's row
+        # where its insert came first, instead of failing on the unique version
+        mv, _ = ModelVersion.objects.get_or_create(
+            kind=ModelVersion.Kind.LOCALIZER, version="classical-1",
+            defaults={"architecture": "classical", "parameters": {"method": "classical"}},
+        )
         return model_version_promote(model_version=mv)

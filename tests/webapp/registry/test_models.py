@@ -204,3 +204,38 @@ def test_an_ensemble_of_trained_classifiers_registers_and_analyzes_a_slide(db, c
     assert job.status == "succeeded", job.error
     cells = list(slide.cells.all())
     assert cells and all(c.model_version_id == mv.pk and c.heatmap for c in cells)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_first_analyses_at_once_both_get_the_classical_localizer():
+    """With no localizer active, the first analysis registers the classical one. A second that starts
+    meanwhile finds no row to wait on, inserts the same version, and used to fail on the unique version
+    (the slide's analysis failing with an IntegrityError); it now takes the row the first one made."""
+    import threading
+
+    from django.db import connection, connections, transaction
+
+    from webapp.registry.services import model_version_ensure_classical
+
+    if connection.vendor != "postgresql":
+        pytest.skip("concurrent inserts: PostgreSQL (SQLite writes one transaction at a time)")
+    outcome = {}
+
+    def second():
+        try:
+            outcome["version"] = model_version_ensure_classical()
+        except Exception as exc:  # noqa: BLE001 - what failed the second analysis
+            outcome["crash"] = exc
+        finally:
+            connections.close_all()
+
+    with transaction.atomic():
+        first = model_version_ensure_classical()  # inserted, not yet committed
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(timeout=3)  # its insert waits on the first one's uncommitted row
+    thread.join(timeout=30)
+    assert "crash" not in outcome, outcome
+    assert outcome["version"].pk == first.pk
+    assert list(ModelVersion.objects.filter(kind=ModelVersion.Kind.LOCALIZER).values_list("version", "status")) == [
+        ("classical-1", ModelVersion.Status.ACTIVE)]
