@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from webapp.cells.interchange import BOX_FORMATS, WHICH, boxes_export, boxes_import, crops_export
 from webapp.cells.models import Cell
 from webapp.cells.selectors import cell_history, cell_list, cells_awaiting_answer, slide_differential
-from webapp.cells.services import cell_create, cell_delete, cell_mark, cell_move, cell_reclassify
+from webapp.cells.services import cell_create, cell_delete, cell_update
 from webapp.common.exceptions import ApplicationError
 from webapp.common.permissions import require
 from webapp.slides.models import Slide
@@ -145,12 +145,7 @@ class CellDetailApi(GenericAPIView):
         data.is_valid(raise_exception=True)
         if not data.validated_data:
             raise ApplicationError("Send reviewed_class, box and/or difficult.")
-        if "box" in data.validated_data:
-            cell = cell_move(cell=cell, box=data.validated_data["box"], user=request.user)
-        if "reviewed_class" in data.validated_data:
-            cell = cell_reclassify(cell=cell, label=data.validated_data["reviewed_class"], user=request.user)
-        if "difficult" in data.validated_data:
-            cell = cell_mark(cell=cell, difficult=data.validated_data["difficult"], user=request.user)
+        cell = cell_update(cell=cell, user=request.user, **data.validated_data)
         return Response(CellOutputSerializer(cell).data)
 
     @extend_schema(summary="Delete a cell (its history is kept)", responses={204: None})

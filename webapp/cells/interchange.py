@@ -248,7 +248,7 @@ def boxes_import(*, slide: Slide, files: Iterable, user: User, labels: list[str]
     slide already has (within a pixel) is not added twice; boxes of no area are counted as empty. VOC's
     ``<difficult>`` flag marks the cell difficult.
     Everything is checked before anything is stored: a bad file adds nothing."""
-    from webapp.cells.services import cell_answer_request, cell_create
+    from webapp.cells.services import slide_hold_open, cell_answer_request, cell_create
 
     images = list(slide.images.order_by("position", "pk"))
     known = _known_classes()
@@ -300,8 +300,7 @@ def boxes_import(*, slide: Slide, files: Iterable, user: User, labels: list[str]
                 plan.append((image, coords, cls, box.difficult))
     added = []
     with transaction.atomic():
-        if slide.signed_off_at is not None:
-            raise ApplicationError("This slide is signed off; its cells can no longer change.", status_code=409)
+        slide_hold_open(slide.pk)  # held until the boxes are in: a sign-off waits, or comes first and refuses them
         existing = defaultdict(list)  # per image, the boxes there
         for c in slide.cells.all():
             existing[c.image_id].append(c.box)

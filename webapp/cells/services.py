@@ -140,9 +140,32 @@ def _check_open(slide) -> None:
         raise ApplicationError("This slide is signed off; its cells can no longer change.", status_code=409)
 
 
+def slide_hold_open(slide_id: int) -> Slide:
+    """The slide, its row held until the transaction ends, and not signed off. Every change to a slide's
+    cells and its sign-off take that row first, so they happen one after the other: no cell changes once
+    its slide is signed off, and two changes of one cell see each other."""
+    slide = Slide.objects.select_for_update().filter(pk=slide_id).first()
+    if slide is None:
+        raise ApplicationError("This slide has just been deleted.", status_code=404)
+    _check_open(slide)
+    return slide
+
+
+def _lock(cell: Cell) -> Cell:
+    """``cell`` read again once its slide is held (:func:`slide_hold_open`): the history's ``before`` is then
+    the cell as this change found it, also where another change came first."""
+    slide = slide_hold_open(cell.slide_id)
+    try:
+        cell.refresh_from_db()
+    except Cell.DoesNotExist:
+        raise ApplicationError("This cell has just been deleted.", status_code=404) from None
+    cell.slide = slide
+    return cell
+
+
 @transaction.atomic
 def cell_reclassify(*, cell: Cell, label: str, user: User) -> Cell:
-    _check_open(cell.slide)
+    _lock(cell)
     before = cell_snapshot(cell)
     cell.reviewed_class = _check_class(cell, label)
     cell.reviewed_by = user
@@ -157,13 +180,27 @@ def cell_reclassify(*, cell: Cell, label: str, user: User) -> Cell:
 def cell_mark(*, cell: Cell, difficult: bool, user: User) -> Cell:
     """Mark a cell difficult (hard to make out: box files say so, localization scores leave it out),
     or take the mark off; a change is kept in the cell's history, a mark set again is no change."""
-    _check_open(cell.slide)
+    _lock(cell)
     if cell.difficult == difficult:
         return cell
     before = cell_snapshot(cell)
     cell.difficult = difficult
     cell.save(update_fields=["difficult", "updated_at"])
     _event(cell=cell, action=CellEvent.Action.MARK, actor=user, before=before, after=cell_snapshot(cell))
+    return cell
+
+
+@transaction.atomic
+def cell_update(*, cell: Cell, user: User, box: list[float] | None = None, reviewed_class: str | None = None,
+                difficult: bool | None = None) -> Cell:
+    """Move a cell's box, reclassify it and/or mark it, all or nothing: a class that is refused leaves the
+    box where it was. Each change is an event of the cell's history."""
+    if box is not None:
+        cell = cell_move(cell=cell, box=box, user=user)
+    if reviewed_class is not None:
+        cell = cell_reclassify(cell=cell, label=reviewed_class, user=user)
+    if difficult is not None:
+        cell = cell_mark(cell=cell, difficult=difficult, user=user)
     return cell
 
 
@@ -180,7 +217,7 @@ def _check_box(image, box: list[float]) -> tuple[float, float, float, float]:
 def cell_move(*, cell: Cell, box: list[float], user: User, answer: bool = True) -> Cell:
     """Move or resize a cell's box; the model's answer and heatmap for the new box follow in a job
     (:func:`cell_answer_request`; ``answer=False``: the caller queues it)."""
-    _check_open(cell.slide)
+    _lock(cell)
     before = cell_snapshot(cell)
     cell.x0, cell.y0, cell.x1, cell.y1 = _check_box(cell.image, box)
     if cell.crop:  # it showed the box as it was
@@ -198,7 +235,7 @@ def cell_create(*, image, box: list[float], label: str, user: User, answer: bool
     """A box drawn by a person, with the class they give (if any) and marked ``difficult`` where they
     could not make the cell out for sure; the model's answer and heatmap follow in a job
     (:func:`cell_answer_request`; ``answer=False``: the caller queues it)."""
-    _check_open(image.slide)
+    slide_hold_open(image.slide_id)
     x0, y0, x1, y1 = _check_box(image, box)
     cell = Cell(slide_id=image.slide_id, image=image, x0=x0, y0=y0, x1=x1, y1=y1, source=Cell.Source.PERSON,
                 reviewed_class=label.strip(), reviewed_by=user if label else None,
@@ -212,7 +249,7 @@ def cell_create(*, image, box: list[float], label: str, user: User, answer: bool
 
 @transaction.atomic
 def cell_delete(*, cell: Cell, user: User) -> None:
-    _check_open(cell.slide)
+    _lock(cell)
     _event(cell=cell, action=CellEvent.Action.DELETE, actor=user, before=cell_snapshot(cell), after=None)
     _delete_files(cell)
     cell.delete()

@@ -368,7 +368,15 @@ def slide_delete(*, slide: Slide, user: User) -> None:
     logger.info("%s deleted by %s", described, user.get_username())
 
 
+@transaction.atomic
 def slide_sign_off(*, slide: Slide, user: User) -> Slide:
+    """Sign a slide off: its cells can no longer change. The slide's row is held while it is checked and
+    signed, as every change to its cells holds it (``cells.services.slide_hold_open``): a change that
+    came first is in what is signed, one that comes after is refused."""
+    held = Slide.objects.select_for_update().filter(pk=slide.pk).first()
+    if held is None:
+        raise ApplicationError("This slide has just been deleted.", status_code=404)
+    slide.refresh_from_db()
     if slide.status != Slide.Status.ANALYZED:
         raise ApplicationError(f"Only an analyzed slide can be signed off; this one is {slide.status}.", status_code=409)
     if slide.signed_off_at is not None:

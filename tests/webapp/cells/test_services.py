@@ -189,3 +189,92 @@ def test_a_cell_patch_whose_body_is_no_object_is_refused_with_a_message(api_as, 
 def test_slides_filtered_by_a_patient_id_that_is_none_is_refused_with_a_message(api_as, value):
     r = api_as("hematologist", username="h7").get(f"/api/slides/?patient={value}")
     assert r.status_code == 400 and "patient id" in r.json()["message"]
+
+
+def test_a_patch_whose_class_is_refused_leaves_the_box_where_it_was(api_as, analyzed_slide):
+    cell = analyzed_slide.cells.first()
+    Cell.objects.filter(pk=cell.pk).update(probabilities={"lymphocyte": 0.7, "monocyte": 0.3})  # a model's classes
+    before = cell.box
+    moved = [before[0] + 2, before[1] + 2, before[2] - 2, before[3] - 2]
+    r = api_as("annotator").patch(f"/api/cells/{cell.pk}/", {"box": moved, "reviewed_class": "dragon"}, format="json")
+    assert r.status_code == 400 and "dragon" in r.json()["message"]
+    cell.refresh_from_db()
+    assert cell.box == before and cell.reviewed_class == ""
+    assert not CellEvent.objects.filter(cell_ref=cell.pk, action=CellEvent.Action.MOVE).exists()
+
+
+def _in_a_thread(work, outcome):
+    import threading
+
+    from django.db import connections
+
+    def run():
+        try:
+            outcome["result"] = work()
+        except ApplicationError as exc:
+            outcome["error"] = exc
+        except Exception as exc:  # noqa: BLE001 - what a request would have turned into a 500
+            outcome["crash"] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def _postgres_only():
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks: PostgreSQL (SQLite writes one transaction at a time)")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_change_to_a_cell_while_its_slide_is_signed_off_waits_and_is_refused(analyzed_slide, make_user):
+    """A sign-off holds the slide's row while it checks and signs; a reclassification that comes meanwhile
+    waits, then finds the slide signed off: a 409, and the signed differential is what was reviewed."""
+    from django.db import transaction
+
+    from webapp.slides.services import slide_sign_off
+
+    _postgres_only()
+    annotator, hematologist = make_user("annotator"), make_user("hematologist")
+    cell = analyzed_slide.cells.first()
+    outcome = {}
+    with transaction.atomic():
+        signed = slide_sign_off(slide=analyzed_slide, user=hematologist)  # holds the row until the commit
+        thread = _in_a_thread(lambda: cell_reclassify(cell=Cell.objects.get(pk=cell.pk), label="basophil",
+                                                      user=annotator), outcome)
+        thread.join(timeout=3)
+        assert thread.is_alive(), f"the change did not wait for the sign-off: {outcome}"
+    thread.join(timeout=30)
+    assert signed.signed_off_at is not None
+    assert "crash" not in outcome and "result" not in outcome, outcome
+    assert outcome["error"].status_code == 409 and "signed off" in str(outcome["error"])
+    assert Cell.objects.get(pk=cell.pk).reviewed_class == ""
+    assert not CellEvent.objects.filter(cell_ref=cell.pk, action=CellEvent.Action.RECLASSIFY).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_changes_of_one_cell_at_once_follow_each_other_in_its_history(analyzed_slide, make_user):
+    """Two reviewers reclassify the same cell at the same moment: the second waits for the first, and its
+    history event starts from the first one's class, not from what both read before."""
+    from django.db import transaction
+
+    _postgres_only()
+    first, second = make_user("hematologist", username="first"), make_user("annotator", username="second")
+    cell = analyzed_slide.cells.first()
+    stale = Cell.objects.get(pk=cell.pk)  # what the second reviewer's request read
+    outcome = {}
+    with transaction.atomic():
+        cell_reclassify(cell=Cell.objects.get(pk=cell.pk), label="lymphocyte", user=first)
+        thread = _in_a_thread(lambda: cell_reclassify(cell=stale, label="monocyte", user=second), outcome)
+        thread.join(timeout=3)
+        assert thread.is_alive(), f"the second change did not wait for the first: {outcome}"
+    thread.join(timeout=30)
+    assert set(outcome) == {"result"}, outcome
+    events = list(CellEvent.objects.filter(cell_ref=cell.pk, action=CellEvent.Action.RECLASSIFY).order_by("pk"))
+    assert [(e.before["reviewed_class"], e.after["reviewed_class"]) for e in events] == [
+        (None, "lymphocyte"), ("lymphocyte", "monocyte")]
+    assert Cell.objects.get(pk=cell.pk).reviewed_class == "monocyte"
