@@ -81,3 +81,37 @@ def write_class_folders(cells, data: Path) -> None:
         folder = data / cells.classes[label]
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(folder / f"{i:03d}.png")
+
+
+def needs_row_locks() -> None:
+    """Skip a test of concurrent transactions where the database is SQLite (it writes one at a time)."""
+    import pytest
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks: PostgreSQL (SQLite writes one transaction at a time)")
+
+
+def in_a_thread(work, outcome: dict):
+    """Start ``work()`` in a thread of its own, with a database connection of its own, as a second request
+    would: ``outcome`` gets ``result``, an ``error`` (ApplicationError: what the request would answer) or
+    a ``crash`` (any other exception: a 500). Returns the started thread."""
+    import threading
+
+    from django.db import connections
+
+    from webapp.common.exceptions import ApplicationError
+
+    def run():
+        try:
+            outcome["result"] = work()
+        except ApplicationError as exc:
+            outcome["error"] = exc
+        except Exception as exc:  # noqa: BLE001 - what a request would have turned into a 500
+            outcome["crash"] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread

@@ -1,7 +1,7 @@
 """Analysis results, review and history of cells."""
 import pytest
 
-from tests.helpers import iou, smear_field
+from tests.helpers import in_a_thread, iou, needs_row_locks, smear_field
 from webapp.cells.models import Cell, CellEvent
 from webapp.cells.selectors import slide_differential
 from webapp.cells.services import cell_delete, cell_move, cell_reclassify
@@ -203,33 +203,6 @@ def test_a_patch_whose_class_is_refused_leaves_the_box_where_it_was(api_as, anal
     assert not CellEvent.objects.filter(cell_ref=cell.pk, action=CellEvent.Action.MOVE).exists()
 
 
-def _in_a_thread(work, outcome):
-    import threading
-
-    from django.db import connections
-
-    def run():
-        try:
-            outcome["result"] = work()
-        except ApplicationError as exc:
-            outcome["error"] = exc
-        except Exception as exc:  # noqa: BLE001 - what a request would have turned into a 500
-            outcome["crash"] = exc
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
-
-
-def _postgres_only():
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        pytest.skip("row locks: PostgreSQL (SQLite writes one transaction at a time)")
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_change_to_a_cell_while_its_slide_is_signed_off_waits_and_is_refused(analyzed_slide, make_user):
     """A sign-off holds the slide's row while it checks and signs; a reclassification that comes meanwhile
@@ -238,13 +211,13 @@ def test_a_change_to_a_cell_while_its_slide_is_signed_off_waits_and_is_refused(a
 
     from webapp.slides.services import slide_sign_off
 
-    _postgres_only()
+    needs_row_locks()
     annotator, hematologist = make_user("annotator"), make_user("hematologist")
     cell = analyzed_slide.cells.first()
     outcome = {}
     with transaction.atomic():
         signed = slide_sign_off(slide=analyzed_slide, user=hematologist)  # holds the row until the commit
-        thread = _in_a_thread(lambda: cell_reclassify(cell=Cell.objects.get(pk=cell.pk), label="basophil",
+        thread = in_a_thread(lambda: cell_reclassify(cell=Cell.objects.get(pk=cell.pk), label="basophil",
                                                       user=annotator), outcome)
         thread.join(timeout=3)
         assert thread.is_alive(), f"the change did not wait for the sign-off: {outcome}"
@@ -262,14 +235,14 @@ def test_two_changes_of_one_cell_at_once_follow_each_other_in_its_history(analyz
     history event starts from the first one's class, not from what both read before."""
     from django.db import transaction
 
-    _postgres_only()
+    needs_row_locks()
     first, second = make_user("hematologist", username="first"), make_user("annotator", username="second")
     cell = analyzed_slide.cells.first()
     stale = Cell.objects.get(pk=cell.pk)  # what the second reviewer's request read
     outcome = {}
     with transaction.atomic():
         cell_reclassify(cell=Cell.objects.get(pk=cell.pk), label="lymphocyte", user=first)
-        thread = _in_a_thread(lambda: cell_reclassify(cell=stale, label="monocyte", user=second), outcome)
+        thread = in_a_thread(lambda: cell_reclassify(cell=stale, label="monocyte", user=second), outcome)
         thread.join(timeout=3)
         assert thread.is_alive(), f"the second change did not wait for the first: {outcome}"
     thread.join(timeout=30)

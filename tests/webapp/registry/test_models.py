@@ -4,6 +4,7 @@ import json
 import pytest
 from django.core.management import call_command
 
+from tests.helpers import in_a_thread, needs_row_locks
 from webapp.jobs.models import Job
 from webapp.jobs.services import job_execute
 from webapp.registry.models import ModelVersion
@@ -211,31 +212,18 @@ def test_two_first_analyses_at_once_both_get_the_classical_localizer():
     """With no localizer active, the first analysis registers the classical one. A second that starts
     meanwhile finds no row to wait on, inserts the same version, and used to fail on the unique version
     (the slide's analysis failing with an IntegrityError); it now takes the row the first one made."""
-    import threading
-
-    from django.db import connection, connections, transaction
+    from django.db import transaction
 
     from webapp.registry.services import model_version_ensure_classical
 
-    if connection.vendor != "postgresql":
-        pytest.skip("concurrent inserts: PostgreSQL (SQLite writes one transaction at a time)")
+    needs_row_locks()
     outcome = {}
-
-    def second():
-        try:
-            outcome["version"] = model_version_ensure_classical()
-        except Exception as exc:  # noqa: BLE001 - what failed the second analysis
-            outcome["crash"] = exc
-        finally:
-            connections.close_all()
-
     with transaction.atomic():
         first = model_version_ensure_classical()  # inserted, not yet committed
-        thread = threading.Thread(target=second)
-        thread.start()
+        thread = in_a_thread(model_version_ensure_classical, outcome)
         thread.join(timeout=3)  # its insert waits on the first one's uncommitted row
     thread.join(timeout=30)
-    assert "crash" not in outcome, outcome
-    assert outcome["version"].pk == first.pk
+    assert set(outcome) == {"result"}, outcome
+    assert outcome["result"].pk == first.pk
     assert list(ModelVersion.objects.filter(kind=ModelVersion.Kind.LOCALIZER).values_list("version", "status")) == [
         ("classical-1", ModelVersion.Status.ACTIVE)]

@@ -5,7 +5,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from tests.helpers import smear_field
+from tests.helpers import in_a_thread, needs_row_locks, smear_field
 from webapp.cells.models import Cell, CellEvent
 from webapp.jobs.models import Job
 from webapp.jobs.services import job_execute
@@ -164,42 +164,26 @@ def test_an_upload_while_its_patient_is_deleted_is_refused_and_leaves_nothing(ma
     """Deleting a patient holds the patient's row while it counts the slides; an upload that comes to keep
     its slide then waits, and finds the patient gone: a clear 404, no row and no file, where the slide
     would otherwise have been kept for a patient who is no more (or taken away with them)."""
-    import threading
+    from django.db import transaction
 
-    from django.db import connection, connections, transaction
-
-    from webapp.common.exceptions import ApplicationError
     from webapp.patients.models import Patient
     from webapp.patients.services import patient_create
     from webapp.slides.services import slide_upload
 
-    if connection.vendor != "postgresql":
-        pytest.skip("row locks: PostgreSQL (SQLite writes one transaction at a time)")
+    needs_row_locks()
     user = make_user("admin", username="lab-admin")
     patient = patient_create(user=user, identifier="P-RACE")
     name, data, _ = smear_field(0)
     outcome = {}
-
-    def upload():
-        try:
-            slide_upload(user=user, patient=patient, files=[SimpleUploadedFile(name, data)])
-            outcome["slide"] = True
-        except ApplicationError as exc:
-            outcome["error"] = exc
-        except Exception as exc:  # noqa: BLE001 - what the request would have turned into a 500
-            outcome["crash"] = exc
-        finally:
-            connections.close_all()
-
     with transaction.atomic():  # the deletion's first step: the patient's row held, no slide counted yet
         Patient.objects.select_for_update().get(pk=patient.pk)
-        thread = threading.Thread(target=upload)
-        thread.start()
+        thread = in_a_thread(lambda: slide_upload(user=user, patient=patient, files=[SimpleUploadedFile(name, data)]),
+                             outcome)
         thread.join(timeout=3)
         assert thread.is_alive(), f"the upload did not wait for the patient's row: {outcome}"
         assert Slide.objects.filter(patient_id=patient.pk).count() == 0
         Patient.objects.filter(pk=patient.pk).delete()
     thread.join(timeout=30)
-    assert "crash" not in outcome and "slide" not in outcome, outcome
+    assert "crash" not in outcome and "result" not in outcome, outcome
     assert outcome["error"].status_code == 404 and "deleted" in str(outcome["error"])
     assert not Slide.objects.exists() and not SlideImage.objects.exists() and not _media_files()
