@@ -70,9 +70,15 @@ def slide_upload(
     return slide, job
 
 
+@transaction.atomic
 def slide_analyze_request(*, slide: Slide, user: User | None) -> Job:
-    """Queue the analysis of a slide (idempotent: a queued or running analysis is returned)."""
-    if slide.signed_off_at is not None:
+    """Queue the analysis of a slide (idempotent: a queued or running analysis is returned). The slide's
+    row is held as a sign-off holds it: a sign-off that came first refuses the analysis, one that comes
+    after finds the slide queued and refuses itself."""
+    held = Slide.objects.select_for_update().filter(pk=slide.pk).first()
+    if held is None:
+        raise ApplicationError("This slide has just been deleted.", status_code=404)
+    if held.signed_off_at is not None:
         raise ApplicationError("This slide is signed off; its analysis can no longer change.", status_code=409)
     job = job_enqueue(
         kind="slide_analyze",
@@ -104,8 +110,11 @@ def slide_analyze(*, slide_id: int, job_id: int | None = None, progress: Callabl
     slide = Slide.objects.filter(pk=slide_id).first()
     if slide is None:
         raise PermanentJobError(f"slide {slide_id} no longer exists")
-    Slide.objects.filter(pk=slide_id).update(status=Slide.Status.ANALYZING, error="")
     report = progress or (lambda f, m="": None)
+    if slide.signed_off_at is not None:  # a signed-off report stays as it was signed
+        report(1.0, "the slide is signed off: not analysed again")
+        return
+    Slide.objects.filter(pk=slide_id).update(status=Slide.Status.ANALYZING, error="")
     report(0.0, "loading models")
     localizer_mv, localizer = active_localizer()
     classifier_mv, classifier = active_classifier()

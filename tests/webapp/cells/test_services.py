@@ -251,3 +251,38 @@ def test_two_changes_of_one_cell_at_once_follow_each_other_in_its_history(analyz
     assert [(e.before["reviewed_class"], e.after["reviewed_class"]) for e in events] == [
         (None, "lymphocyte"), ("lymphocyte", "monocyte")]
     assert Cell.objects.get(pk=cell.pk).reviewed_class == "monocyte"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_analysis_asked_for_during_a_sign_off_waits_and_is_refused(analyzed_slide, make_user):
+    """Analysing again replaces the model's cells: asked for while the slide is being signed off, it waits
+    for the sign-off and is refused, and the signed report keeps its cells and status."""
+    from django.db import transaction
+
+    from webapp.slides.services import slide_sign_off
+
+    needs_row_locks()
+    hematologist = make_user("hematologist")
+    stale = Slide.objects.get(pk=analyzed_slide.pk)  # what the second request read
+    cells = sorted(analyzed_slide.cells.values_list("pk", flat=True))
+    outcome = {}
+    with transaction.atomic():
+        slide_sign_off(slide=analyzed_slide, user=hematologist)
+        thread = in_a_thread(lambda: slide_analyze_request(slide=stale, user=hematologist), outcome)
+        thread.join(timeout=3)
+        assert thread.is_alive(), f"the analysis was queued without waiting for the sign-off: {outcome}"
+    thread.join(timeout=30)
+    assert set(outcome) == {"error"} and outcome["error"].status_code == 409, outcome
+    slide = Slide.objects.get(pk=analyzed_slide.pk)
+    assert slide.status == Slide.Status.ANALYZED and slide.signed_off_at is not None
+    assert sorted(slide.cells.values_list("pk", flat=True)) == cells
+
+
+def test_an_analysis_job_left_for_a_slide_signed_off_since_changes_nothing(analyzed_slide, make_user):
+    job = slide_analyze_request(slide=analyzed_slide, user=None)
+    Slide.objects.filter(pk=analyzed_slide.pk).update(status=Slide.Status.ANALYZED, signed_off_at="2026-01-01T00:00Z")
+    cells = sorted(analyzed_slide.cells.values_list("pk", flat=True))
+    job = job_execute(job_id=job.pk)
+    assert job.status == Job.Status.SUCCEEDED
+    slide = Slide.objects.get(pk=analyzed_slide.pk)
+    assert slide.status == Slide.Status.ANALYZED and sorted(slide.cells.values_list("pk", flat=True)) == cells
