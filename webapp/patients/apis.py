@@ -18,7 +18,10 @@ class PatientOutputSerializer(serializers.Serializer):
 
 
 class PatientInputSerializer(serializers.Serializer):
-    identifier = serializers.RegexField(r"^[\w.\-: ]{1,64}$", help_text="Pseudonymous identifier: letters, digits, . - _ : and spaces")
+    identifier = serializers.RegexField(
+        r"^[\w.\-: ]{1,64}$", help_text="Pseudonymous identifier: letters, digits, . - _ : and spaces",
+        error_messages={"invalid": "Use up to 64 letters, digits, spaces and . - _ : (a pseudonymous code, "
+                                   "not the patient's name)."})
     notes = serializers.CharField(required=False, allow_blank=True, default="")
 
 
