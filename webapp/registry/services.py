@@ -35,8 +35,11 @@ def model_version_register(
 
 @transaction.atomic
 def model_version_promote(*, model_version: ModelVersion) -> ModelVersion:
-    """Make this version the active one of its kind; the previously active one is retired."""
-    ModelVersion.objects.select_for_update().filter(kind=model_version.kind, status=ModelVersion.Status.ACTIVE).exclude(
+    """Make this version the active one of its kind; the previously active one is retired. Every version
+    of the kind is held first, so two promotions at once follow each other (the second retires the first's
+    choice) instead of the second failing on the one-active-version rule."""
+    list(ModelVersion.objects.select_for_update().filter(kind=model_version.kind).values_list("pk", flat=True))
+    ModelVersion.objects.filter(kind=model_version.kind, status=ModelVersion.Status.ACTIVE).exclude(
         pk=model_version.pk
     ).update(status=ModelVersion.Status.RETIRED)
     model_version.status = ModelVersion.Status.ACTIVE

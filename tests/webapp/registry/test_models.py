@@ -227,3 +227,29 @@ def test_two_first_analyses_at_once_both_get_the_classical_localizer():
     assert outcome["result"].pk == first.pk
     assert list(ModelVersion.objects.filter(kind=ModelVersion.Kind.LOCALIZER).values_list("version", "status")) == [
         ("classical-1", ModelVersion.Status.ACTIVE)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_promotions_at_once_leave_the_later_one_active():
+    """Two admins promote two versions of a kind at the same moment: the second waits for the first and
+    retires its choice, where it used to find nothing active to retire and fail on the one-active rule."""
+    from django.db import transaction
+
+    from webapp.registry.services import model_version_register
+
+    needs_row_locks()
+    kind = ModelVersion.Kind.LOCALIZER
+    model_version_register(kind=kind, architecture="classical", version="v-old", activate=True)
+    first = model_version_register(kind=kind, architecture="classical", version="v-first")
+    second = model_version_register(kind=kind, architecture="classical", version="v-second")
+    outcome = {}
+    with transaction.atomic():
+        model_version_promote(model_version=first)
+        thread = in_a_thread(lambda: model_version_promote(model_version=ModelVersion.objects.get(pk=second.pk)), outcome)
+        thread.join(timeout=3)
+        assert thread.is_alive(), f"the second promotion did not wait for the first: {outcome}"
+    thread.join(timeout=30)
+    assert set(outcome) == {"result"}, outcome
+    assert dict(ModelVersion.objects.filter(kind=kind).values_list("version", "status")) == {
+        "v-old": ModelVersion.Status.RETIRED, "v-first": ModelVersion.Status.RETIRED,
+        "v-second": ModelVersion.Status.ACTIVE}
