@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from webapp.accounts.selectors import user_lab
 from webapp.common.exceptions import ApplicationError
@@ -13,11 +13,16 @@ def patient_create(*, user: User, identifier: str, notes: str = "") -> Patient:
     if lab is None:
         raise ApplicationError("Your account belongs to no lab; ask an admin to add you to one.", status_code=403)
     identifier = identifier.strip()
+    taken = ApplicationError(f"A patient with identifier {identifier!r} already exists in your lab.")
     if Patient.objects.filter(lab=lab, identifier=identifier).exists():
-        raise ApplicationError(f"A patient with identifier {identifier!r} already exists in your lab.")
+        raise taken
     patient = Patient(lab=lab, identifier=identifier, notes=notes, created_by=user)
     patient.full_clean()
-    patient.save()
+    try:
+        with transaction.atomic():
+            patient.save()
+    except IntegrityError:  # the same identifier created a moment before, by a request that came at once
+        raise taken from None
     return patient
 
 
