@@ -97,14 +97,22 @@ def cells_replace_from_model(*, image, results, classifier_version=None, localiz
 
     Running it twice for the same image leaves one set of cells: a retried job creates no duplicates.
     ``crops``: each result's full-resolution crop (:func:`cell_crops_of`), kept with the cell, where
-    the browser is shown a reduced preview of the image (a scan).
+    the browser is shown a reduced preview of the image (a scan). The slide's row is held meanwhile, as a
+    person's change to a cell holds it: a cell edited while the analysis ran is kept, never taken for one
+    of the model's own.
     """
-    stale = Cell.objects.filter(image=image, source=Cell.Source.MODEL, reviewed_class="").exclude(
+    with transaction.atomic():
+        Slide.objects.select_for_update().filter(pk=image.slide_id).first()
+        return _cells_replace(image=image, results=results, classifier_version=classifier_version,
+                              localizer_version=localizer_version, crops=crops)
+
+
+def _cells_replace(*, image, results, classifier_version, localizer_version, crops) -> list[Cell]:
+    stale = list(Cell.objects.filter(image=image, source=Cell.Source.MODEL, reviewed_class="").exclude(
         events__actor__isnull=False
-    )
-    for cell in stale:
-        _delete_files(cell)
-    stale.delete()
+    ))
+    Cell.objects.filter(pk__in=[c.pk for c in stale]).delete()
+    transaction.on_commit(lambda: [_delete_files(c) for c in stale])  # the files once the rows are gone
     created = []
     for k, result in enumerate(results):
         box = result.box.clip(image.width, image.height)

@@ -286,3 +286,44 @@ def test_an_analysis_job_left_for_a_slide_signed_off_since_changes_nothing(analy
     assert job.status == Job.Status.SUCCEEDED
     slide = Slide.objects.get(pk=analyzed_slide.pk)
     assert slide.status == Slide.Status.ANALYZED and sorted(slide.cells.values_list("pk", flat=True)) == cells
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cell_moved_while_the_analysis_stores_its_answers_is_kept(analyzed_slide, make_user):
+    """The analysis replaces the model's cells nobody has edited. A person moving one of them at that moment
+    used to lose the move: the analysis, not seeing the uncommitted change, deleted the cell just after."""
+    from django.db import transaction
+
+    from webapp.cells.services import cells_replace_from_model
+
+    needs_row_locks()
+    annotator = make_user("annotator")
+    cell = analyzed_slide.cells.first()
+    image = cell.image
+    moved = [cell.box[0] + 1, cell.box[1] + 1, cell.box[2] - 1, cell.box[3] - 1]
+    outcome = {}
+    with transaction.atomic():
+        cell_move(cell=Cell.objects.get(pk=cell.pk), box=moved, user=annotator, answer=False)
+        thread = in_a_thread(lambda: cells_replace_from_model(image=image, results=[]), outcome)
+        thread.join(timeout=3)
+        assert thread.is_alive(), f"the analysis did not wait for the person's change: {outcome}"
+    thread.join(timeout=30)
+    assert set(outcome) == {"result"}, outcome
+    assert Cell.objects.get(pk=cell.pk).box == moved
+
+
+def test_analysing_again_leaves_no_file_of_the_cells_it_replaced(active_classifier, analyzed_slide,
+                                                                  django_capture_on_commit_callbacks):
+    from pathlib import Path
+
+    from django.conf import settings
+
+    def heatmaps():
+        return sorted(p.name for p in Path(settings.MEDIA_ROOT).rglob("*") if p.is_file() and "heatmap" in str(p))
+
+    before = heatmaps()
+    assert before and len(before) == analyzed_slide.cells.count()
+    job = slide_analyze_request(slide=analyzed_slide, user=None)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert job_execute(job_id=job.pk).status == Job.Status.SUCCEEDED
+    assert len(heatmaps()) == Cell.objects.filter(slide=analyzed_slide).count()  # none left of the replaced
