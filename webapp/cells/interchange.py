@@ -248,7 +248,7 @@ def boxes_import(*, slide: Slide, files: Iterable, user: User, labels: list[str]
     slide already has (within a pixel) is not added twice; boxes of no area are counted as empty. VOC's
     ``<difficult>`` flag marks the cell difficult.
     Everything is checked before anything is stored: a bad file adds nothing."""
-    from webapp.cells.services import slide_hold_open, cell_answer_request, cell_create
+    from webapp.cells.services import cell_answer_request, cell_create, slide_hold_open
 
     images = list(slide.images.order_by("position", "pk"))
     known = _known_classes()
