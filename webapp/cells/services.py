@@ -259,8 +259,8 @@ def cell_create(*, image, box: list[float], label: str, user: User, answer: bool
 def cell_delete(*, cell: Cell, user: User) -> None:
     _lock(cell)
     _event(cell=cell, action=CellEvent.Action.DELETE, actor=user, before=cell_snapshot(cell), after=None)
-    _delete_files(cell)
     cell.delete()
+    transaction.on_commit(lambda: _delete_files(cell))  # the files once the row is gone: a rollback keeps both
 
 
 ANSWER_JOB = "cell_classify"

@@ -1,4 +1,6 @@
 """Analysis results, review and history of cells."""
+from pathlib import Path
+
 import pytest
 
 from tests.helpers import in_a_thread, iou, needs_row_locks, smear_field
@@ -314,8 +316,6 @@ def test_a_cell_moved_while_the_analysis_stores_its_answers_is_kept(analyzed_sli
 
 def test_analysing_again_leaves_no_file_of_the_cells_it_replaced(active_classifier, analyzed_slide,
                                                                   django_capture_on_commit_callbacks):
-    from pathlib import Path
-
     from django.conf import settings
 
     def heatmaps():
@@ -327,3 +327,19 @@ def test_analysing_again_leaves_no_file_of_the_cells_it_replaced(active_classifi
     with django_capture_on_commit_callbacks(execute=True):
         assert job_execute(job_id=job.pk).status == Job.Status.SUCCEEDED
     assert len(heatmaps()) == Cell.objects.filter(slide=analyzed_slide).count()  # none left of the replaced
+
+
+def test_a_cell_deletion_that_fails_keeps_the_cells_files_and_one_that_commits_removes_them(
+        active_classifier, analyzed_slide, make_user, django_capture_on_commit_callbacks):
+    from django.db import transaction
+
+    annotator = make_user("annotator")
+    cell = Cell.objects.filter(slide=analyzed_slide).exclude(heatmap="").first()
+    heatmap = cell.heatmap.path
+    with pytest.raises(RuntimeError), transaction.atomic():
+        cell_delete(cell=Cell.objects.get(pk=cell.pk), user=annotator)
+        raise RuntimeError("the deletion's transaction fails after the row is deleted")
+    assert Cell.objects.filter(pk=cell.pk).exists() and Path(heatmap).is_file()
+    with django_capture_on_commit_callbacks(execute=True):
+        cell_delete(cell=Cell.objects.get(pk=cell.pk), user=annotator)
+    assert not Cell.objects.filter(pk=cell.pk).exists() and not Path(heatmap).exists()
