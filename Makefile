@@ -5,11 +5,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FRONTEND_SOURCES := $(shell find frontend -path frontend/node_modules -prune -o -path frontend/dist -prune -o -type f -print 2>/dev/null)
 
-.PHONY: run test install frontend models demo migrate serve lint clean help
+.PHONY: run test install frontend models demo migrate serve clean help
 
 help:
 	@echo "make run   install, migrate, seed demo data, make sure a model exists, serve on localhost:8000"
 	@echo "make test  the whole test suite"
+	@echo "make serve serve what is installed, without the install and demo steps"
 
 $(VENV)/.installed: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +39,9 @@ demo: models
 	$(PY) manage.py seed_demo
 
 run: install demo
+	VENV=$(VENV) deploy/run.sh
+
+serve:  # the app (and, with REDIS_URL, a worker and beat) as it is, without installing or seeding
 	VENV=$(VENV) deploy/run.sh
 
 test: install
