@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.heatmaps.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ValueError(f"--heatmaps {args.heatmaps}: {exc.strerror or exc}") from exc
-        from ml.imageio import load_image
+        from ml.imageio import is_grey, load_image
         from ml.localization import load_localizer
 
         from ml.localization.scale import parse_rescale
@@ -242,18 +242,26 @@ def main(argv: list[str] | None = None) -> int:
         # An image that cannot be read is reported (on stderr, and as its entry's "error") and the
         # others are analyzed: one broken file does not cost a run over a slide's fields.
         unreadable: dict[int, str] = {}
+        # A grey image is analyzed, and said to be one (on stderr, and as its entry's "warning"): the
+        # cells are found by the stain's colours and classified in colour.
+        grey: dict[int, str] = {}
 
         def read(i: int, path: Path) -> np.ndarray | None:
             if i in unreadable:
                 return None
             try:
-                return load_image(path)
+                image = load_image(path)
             except (MemoryError, KeyboardInterrupt):
                 raise
             except Exception as exc:  # Pillow raises several types for files it cannot decode
                 unreadable[i] = f"cannot read image {path}: {exc}"
                 print(f"error: {unreadable[i]}", file=sys.stderr)
                 return None
+            if i not in grey and is_grey(image):
+                grey[i] = ("a grey image (no colour): white cells are found by the stain's colours and classified "
+                           "in colour, so few or none are found and their classes are unreliable")
+                print(f"warning: {path}: {grey[i]}", file=sys.stderr)
+            return image
 
         found: dict[int, list[Box]] = {}
         if classifier is not None and norm is not None:
@@ -291,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
                     if c.heatmap_overlay is not None:
                         save_png(args.heatmaps / name, c.heatmap_overlay)
                         entry["heatmap"] = str(args.heatmaps / name)
-            listed[i] = {"path": str(path), "cells": entries}
+            listed[i] = {"path": str(path), "cells": entries, **({"warning": grey[i]} if i in grey else {})}
         out = [listed[i] for i in sorted(listed)]  # in the order given
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -86,6 +86,22 @@ def test_cli_prints_one_json_object_with_boxes_in_original_pixels(run_dir, tmp_p
     assert len(list((tmp_path / "hm").glob("*.png"))) == len(image["cells"])
 
 
+def test_cli_says_which_images_are_grey_and_still_answers_for_them(tmp_path, capsys):
+    from PIL import Image
+
+    from ml.localization.synthetic import synthetic_field
+
+    field, _ = synthetic_field(seed=3, n_wbc=2)
+    Image.fromarray(field).save(tmp_path / "colour.png")
+    Image.fromarray(field).convert("L").save(tmp_path / "grey.png")
+    assert main([str(tmp_path / "colour.png"), str(tmp_path / "grey.png"), "--json"]) == 0
+    captured = capsys.readouterr()
+    colour, grey = json.loads(captured.out)["images"]
+    assert "warning" not in colour and len(colour["cells"]) == 2
+    assert grey["warning"].startswith("a grey image (no colour)") and "cells" in grey
+    assert captured.err.count("warning:") == 1 and "grey.png" in captured.err
+
+
 def test_cli_bad_image_is_a_clear_error(tmp_path, capsys):
     assert main([str(tmp_path / "missing.png"), "--json"]) == 2
     assert "error:" in capsys.readouterr().err
