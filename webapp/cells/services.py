@@ -16,6 +16,7 @@ from webapp.cells.models import Cell, CellEvent
 from webapp.common.exceptions import ApplicationError
 from webapp.jobs.models import Job
 from webapp.slides.models import Slide, SlideImage
+from webapp.slides.services import slide_hold
 
 
 def cell_snapshot(cell: Cell) -> dict:
@@ -102,7 +103,7 @@ def cells_replace_from_model(*, image, results, classifier_version=None, localiz
     of the model's own.
     """
     with transaction.atomic():
-        Slide.objects.select_for_update().filter(pk=image.slide_id).first()
+        slide_hold(slide_id=image.slide_id)
         return _cells_replace(image=image, results=results, classifier_version=classifier_version,
                               localizer_version=localizer_version, crops=crops)
 
@@ -149,12 +150,9 @@ def _check_open(slide) -> None:
 
 
 def slide_hold_open(slide_id: int) -> Slide:
-    """The slide, its row held until the transaction ends, and not signed off. Every change to a slide's
-    cells and its sign-off take that row first, so they happen one after the other: no cell changes once
-    its slide is signed off, and two changes of one cell see each other."""
-    slide = Slide.objects.select_for_update().filter(pk=slide_id).first()
-    if slide is None:
-        raise ApplicationError("This slide has just been deleted.", status_code=404)
+    """The slide, its row held until the transaction ends (``slides.services.slide_hold``), and not signed
+    off: no cell changes once its slide is signed off, and two changes of one cell see each other."""
+    slide = slide_hold(slide_id=slide_id)
     _check_open(slide)
     return slide
 

@@ -70,15 +70,22 @@ def slide_upload(
     return slide, job
 
 
+def slide_hold(*, slide_id: int) -> Slide:
+    """The slide, its row held until the transaction ends. Every change to a slide's cells, the request of
+    its analysis, the storing of its answers and its sign-off take the row first, so they happen one after
+    the other. A slide deleted meanwhile is a 404."""
+    slide = Slide.objects.select_for_update().filter(pk=slide_id).first()
+    if slide is None:
+        raise ApplicationError("This slide has just been deleted.", status_code=404)
+    return slide
+
+
 @transaction.atomic
 def slide_analyze_request(*, slide: Slide, user: User | None) -> Job:
     """Queue the analysis of a slide (idempotent: a queued or running analysis is returned). The slide's
-    row is held as a sign-off holds it: a sign-off that came first refuses the analysis, one that comes
+    row is held (:func:`slide_hold`): a sign-off that came first refuses the analysis, one that comes
     after finds the slide queued and refuses itself."""
-    held = Slide.objects.select_for_update().filter(pk=slide.pk).first()
-    if held is None:
-        raise ApplicationError("This slide has just been deleted.", status_code=404)
-    if held.signed_off_at is not None:
+    if slide_hold(slide_id=slide.pk).signed_off_at is not None:
         raise ApplicationError("This slide is signed off; its analysis can no longer change.", status_code=409)
     job = job_enqueue(
         kind="slide_analyze",
@@ -380,11 +387,9 @@ def slide_delete(*, slide: Slide, user: User) -> None:
 @transaction.atomic
 def slide_sign_off(*, slide: Slide, user: User) -> Slide:
     """Sign a slide off: its cells can no longer change. The slide's row is held while it is checked and
-    signed, as every change to its cells holds it (``cells.services.slide_hold_open``): a change that
-    came first is in what is signed, one that comes after is refused."""
-    held = Slide.objects.select_for_update().filter(pk=slide.pk).first()
-    if held is None:
-        raise ApplicationError("This slide has just been deleted.", status_code=404)
+    signed (:func:`slide_hold`): a change to its cells that came first is in what is signed, one that
+    comes after is refused."""
+    slide_hold(slide_id=slide.pk)
     slide.refresh_from_db()
     if slide.status != Slide.Status.ANALYZED:
         raise ApplicationError(f"Only an analyzed slide can be signed off; this one is {slide.status}.", status_code=409)
