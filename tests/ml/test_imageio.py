@@ -109,3 +109,81 @@ def test_transparent_parts_are_the_bright_background_and_extra_pages_are_named(t
     with caplog.at_level(logging.WARNING):
         assert (load_image(tmp_path / "pages.tif") == 255).all()
     assert "pages.tif: a TIFF of 2 pages; only its first page is read" in caplog.text
+
+
+# sRGB's primaries and white point as an ICC profile states them (adapted to D50), XYZ
+SRGB_PRIMARIES = [(0.4360, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141)]
+
+
+def _rgb_profile(primaries, gamma: float = 2.2, name: str = "Test RGB") -> bytes:
+    """A minimal ICC v2 display profile (matrix and gamma curves): ``primaries`` are the XYZ of the
+    file's red, green and blue. Pillow cannot make one other than sRGB and the machine may have none."""
+    import struct
+
+    def s15(v: float) -> bytes:
+        return struct.pack(">i", round(v * 65536))
+
+    def xyz(x: float, y: float, z: float) -> bytes:
+        return b"XYZ " + bytes(4) + s15(x) + s15(y) + s15(z)
+
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256))
+    text = name.encode() + b"\0"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(8 + 3 + 67)
+    red, green, blue = primaries
+    tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", xyz(*red)), (b"gXYZ", xyz(*green)),
+            (b"bXYZ", xyz(*blue)), (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve),
+            (b"cprt", b"text" + bytes(4) + b"none\0")]
+    offset, table, data = 128 + 4 + 12 * len(tags), b"", b""
+    for sig, body in tags:
+        body += bytes(-len(body) % 4)
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    header = (struct.pack(">I", offset + len(data)) + bytes(4) + bytes([2, 0x10, 0, 0]) + b"mntrRGB XYZ " + bytes(12)
+              + b"acsp" + bytes(28) + s15(0.9642) + s15(1.0) + s15(0.8249) + bytes(48))
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "TIFF"])
+def test_colours_saved_in_another_profile_are_read_in_srgb(fmt):
+    """A file whose profile says its first channel is blue (red and blue swapped) reads blue where its
+    pixels store (200, 40, 30), strip by strip as the whole image converts; before, the profile was
+    ignored and the cell's stain read in the wrong colours."""
+    from PIL import ImageCms
+
+    icc = _rgb_profile([SRGB_PRIMARIES[2], SRGB_PRIMARIES[1], SRGB_PRIMARIES[0]])
+    pixels = np.zeros((STRIP_ROWS * 2 + 37, 90, 3), np.uint8)
+    pixels[:] = (200, 40, 30)
+    pixels[STRIP_ROWS + 5:, 45:] = (30, 40, 200)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format=fmt, icc_profile=icc, **({"quality": 95} if fmt == "JPEG" else {}))
+    got = load_image(io.BytesIO(buf.getvalue())).astype(int)
+    top, bottom = got[0, 0], got[-1, -1]
+    assert top[2] > 180 and top[0] < 50, top  # stored red, shown blue
+    assert bottom[0] > 180 and bottom[2] < 50, bottom
+    with Image.open(io.BytesIO(buf.getvalue())) as im:
+        whole = ImageCms.profileToProfile(im, ImageCms.ImageCmsProfile(io.BytesIO(icc)), ImageCms.createProfile("sRGB"))
+        assert np.array_equal(got, np.asarray(whole).astype(int))
+
+
+def test_an_srgb_profile_or_none_leaves_the_pixels_and_a_broken_one_is_named(caplog):
+    import logging
+
+    from PIL import ImageCms
+
+    pixels = _smooth(40, 60)
+    plain = load_image(io.BytesIO(_encoded(Image.fromarray(pixels), "PNG")))
+    assert np.array_equal(plain, pixels)
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    for icc in (srgb, b"not a profile"):
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="PNG", icc_profile=icc)
+        buf.name = "field.png"
+        with caplog.at_level(logging.WARNING):
+            assert np.array_equal(load_image(buf), pixels)
+    assert caplog.text.count("field.png: its colour profile is not used") == 1
+    # an RGB profile on CMYK pixels does not fit them: Pillow's plain conversion, with a warning
+    buf = io.BytesIO()
+    Image.new("CMYK", (20, 20), (0, 200, 200, 0)).save(buf, format="JPEG", icc_profile=_rgb_profile(SRGB_PRIMARIES))
+    with caplog.at_level(logging.WARNING):
+        assert tuple(load_image(buf)[0, 0]) == tuple(Image.open(io.BytesIO(buf.getvalue())).convert("RGB").getpixel((0, 0)))
+    assert "a RGB profile on CMYK pixels" in caplog.text
