@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from contextlib import contextmanager
 
 import numpy as np
 from django.conf import settings
@@ -72,26 +73,50 @@ def cell_crops_of(array: np.ndarray, results) -> list[np.ndarray]:
     return out
 
 
+def _files_of(cell: Cell) -> list[tuple]:
+    """The cell's stored files (heatmap, crop) as ``(storage, name)``: what to delete once its change is
+    committed, whatever the cell's fields say by then."""
+    return [(f.storage, f.name) for f in (cell.heatmap, cell.crop) if f]
+
+
+def _remove(files: list[tuple]) -> None:
+    for storage, name in files:
+        storage.delete(name)
+
+
 def _delete_files(cell: Cell) -> None:
-    for f in (cell.heatmap, cell.crop):
-        if f:
-            f.delete(save=False)
+    _remove(_files_of(cell))
 
 
-def _set_model_answer(cell: Cell, result, *, classifier_version, crop) -> None:
+@contextmanager
+def _undone_on_failure():
+    """A list for the files written within the block (``(storage, name)``), deleted again where the block
+    fails: put it outside the transaction that saves the rows naming them, so that a failed commit also
+    takes them (a file is written before its row, and no row is left to find it by)."""
+    written: list[tuple] = []
+    try:
+        yield written
+    except BaseException:
+        _remove(written)
+        raise
+
+
+def _set_model_answer(cell: Cell, result, *, classifier_version, crop, written: list) -> None:
     """Put a classified ``result`` (``ml.analyze.CellResult``) into an unsaved cell: class,
-    probabilities, confidence, the version that answered, heatmap and, for a scan, its crop."""
+    probabilities, confidence, the version that answered, heatmap and, for a scan, its crop (each file
+    written is added to ``written``, :func:`_undone_on_failure`)."""
     cell.predicted_class = result.label or ""
     cell.probabilities = {k: float(v) for k, v in (result.probabilities or {}).items()}
     cell.confidence = result.confidence
     cell.model_version = classifier_version if result.label else None
     if result.heatmap_overlay is not None:
         cell.heatmap.save(f"cell-{cell.slide_id}-{cell.image_id}.png", _png(result.heatmap_overlay), save=False)
+        written.append((cell.heatmap.storage, cell.heatmap.name))
     if crop is not None:
         cell.crop.save(f"cell-{cell.slide_id}-{cell.image_id}.jpg", _jpeg(crop), save=False)
+        written.append((cell.crop.storage, cell.crop.name))
 
 
-@transaction.atomic
 def cells_replace_from_model(*, image, results, classifier_version=None, localizer_version=None,
                              crops: list | None = None) -> list[Cell]:
     """Store the analysis of one image, replacing earlier model cells nobody has reviewed or edited.
@@ -100,15 +125,16 @@ def cells_replace_from_model(*, image, results, classifier_version=None, localiz
     ``crops``: each result's full-resolution crop (:func:`cell_crops_of`), kept with the cell, where
     the browser is shown a reduced preview of the image (a scan). The slide's row is held meanwhile, as a
     person's change to a cell holds it: a cell edited while the analysis ran is kept, never taken for one
-    of the model's own.
+    of the model's own. All or nothing: where it fails, the earlier cells and their files stay, and the
+    files it wrote go.
     """
-    with transaction.atomic():
+    with _undone_on_failure() as written, transaction.atomic():
         slide_hold(slide_id=image.slide_id)
         return _cells_replace(image=image, results=results, classifier_version=classifier_version,
-                              localizer_version=localizer_version, crops=crops)
+                              localizer_version=localizer_version, crops=crops, written=written)
 
 
-def _cells_replace(*, image, results, classifier_version, localizer_version, crops) -> list[Cell]:
+def _cells_replace(*, image, results, classifier_version, localizer_version, crops, written) -> list[Cell]:
     stale = list(Cell.objects.filter(image=image, source=Cell.Source.MODEL, reviewed_class="").exclude(
         events__actor__isnull=False
     ))
@@ -127,7 +153,8 @@ def _cells_replace(*, image, results, classifier_version, localizer_version, cro
             localizer_score=float(box.score),
             localizer_version=localizer_version,
         )
-        _set_model_answer(cell, result, classifier_version=classifier_version, crop=crops[k] if crops is not None else None)
+        _set_model_answer(cell, result, classifier_version=classifier_version, crop=crops[k] if crops is not None else None,
+                          written=written)
         cell.save()
         _event(cell=cell, action=CellEvent.Action.CREATE, actor=None, before=None, after=cell_snapshot(cell))
         created.append(cell)
@@ -380,14 +407,15 @@ def cell_classify(*, slide_id: int, cells: list[dict], job_id: int | None = None
     report(0.95, "storing the answers")
     written = 0
     for target, result, crop in answers:
-        with transaction.atomic():
+        with _undone_on_failure() as new_files, transaction.atomic():
             cell = Cell.objects.select_for_update().filter(pk=target.pk).first()
             if cell is None or cell.box != wanted[cell.pk]:
                 continue
             before = cell_snapshot(cell)
-            _delete_files(cell)
+            old_files = _files_of(cell)
+            transaction.on_commit(lambda old_files=old_files: _remove(old_files))  # a failure keeps the old answer's
             cell.heatmap = cell.crop = None
-            _set_model_answer(cell, result, classifier_version=classifier_mv, crop=crop)
+            _set_model_answer(cell, result, classifier_version=classifier_mv, crop=crop, written=new_files)
             cell.save()
             _event(cell=cell, action=CellEvent.Action.ANSWER, actor=None, before=before, after=cell_snapshot(cell))
             written += 1

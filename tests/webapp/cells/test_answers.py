@@ -65,7 +65,8 @@ def test_a_drawn_box_gets_the_models_answer_and_heatmap_and_keeps_the_persons_cl
     assert answer.after["predicted_class"] == cell.predicted_class
 
 
-def test_a_moved_box_is_answered_again_and_only_for_where_it_is_now(classified_slide, make_user):
+def test_a_moved_box_is_answered_again_and_only_for_where_it_is_now(classified_slide, make_user,
+                                                                    django_capture_on_commit_callbacks):
     annotator = make_user("annotator", username="ann")
     cell = classified_slide.cells.first()
     first_box = cell.box
@@ -79,13 +80,39 @@ def test_a_moved_box_is_answered_again_and_only_for_where_it_is_now(classified_s
 
     _run(stale)  # queued for a box the cell no longer has: writes nothing
     assert not CellEvent.objects.filter(cell_ref=cell.pk, action="answer").exists()
-    _run(current)
+    with django_capture_on_commit_callbacks(execute=True):  # the old answer's files go once the new one is in
+        _run(current)
     cell.refresh_from_db()
     assert cell.heatmap and cell.heatmap.read() != heatmap  # the crop of the box as it is now
     files = {p.name for p in Path(cell.heatmap.path).parent.iterdir()}
     kept = {Path(c.heatmap.name).name for c in Cell.objects.filter(slide=classified_slide) if c.heatmap}
     assert files == kept, "the old box's heatmap is removed"
     assert CellEvent.objects.filter(cell_ref=cell.pk, action="answer").count() == 1
+
+
+def test_an_answer_that_fails_to_be_stored_keeps_the_old_answers_files_and_leaves_none_of_its_own(
+        classified_slide, make_user, monkeypatch):
+    """The answer's heatmap is written before its row: where storing the row failed, the new file was left
+    behind, and the old answer's heatmap was already deleted (or overwritten by the new one under its name)
+    while the row still named it."""
+    from webapp.cells import services
+
+    cell = classified_slide.cells.first()
+    old_heatmap = Path(cell.heatmap.path)
+    old_bytes = old_heatmap.read_bytes()
+    before = sorted(p.name for p in old_heatmap.parent.iterdir())
+    x0, y0, x1, y1 = cell.box
+    cell_move(cell=cell, box=[x0 + 2, y0 + 2, x1 - 2, y1 - 2], user=make_user("annotator", username="ann"))
+    (job,) = _answer_jobs(cell)
+
+    def failing(**kwargs):
+        raise RuntimeError("the answer's history row cannot be written")
+
+    monkeypatch.setattr(services, "_event", failing)
+    assert job_execute(job_id=job.pk).status == Job.Status.FAILED
+    cell.refresh_from_db()
+    assert Path(cell.heatmap.path) == old_heatmap and old_heatmap.read_bytes() == old_bytes
+    assert sorted(p.name for p in old_heatmap.parent.iterdir()) == before
 
 
 def test_no_answer_is_queued_without_an_active_classifier(analyzed_slide, make_user):

@@ -343,3 +343,27 @@ def test_a_cell_deletion_that_fails_keeps_the_cells_files_and_one_that_commits_r
     with django_capture_on_commit_callbacks(execute=True):
         cell_delete(cell=Cell.objects.get(pk=cell.pk), user=annotator)
     assert not Cell.objects.filter(pk=cell.pk).exists() and not Path(heatmap).exists()
+
+
+def test_an_analysis_that_fails_to_store_its_cells_keeps_the_earlier_ones_and_leaves_no_file_of_its_own(
+        active_classifier, analyzed_slide, monkeypatch):
+    """Each cell's heatmap is written before its row: an analysis whose storing failed left the heatmaps of
+    the cells it had made so far, with no row naming them."""
+    from django.conf import settings
+
+    from webapp.cells import services
+
+    def files():
+        return sorted(str(p) for p in Path(settings.MEDIA_ROOT).rglob("*") if p.is_file() and "heatmap" in str(p))
+
+    before, cells = files(), sorted(analyzed_slide.cells.values_list("pk", flat=True))
+    assert before and len(before) == len(cells)
+
+    def failing(**kwargs):
+        raise RuntimeError("the new cell's history row cannot be written")
+
+    monkeypatch.setattr(services, "_event", failing)
+    job = slide_analyze_request(slide=analyzed_slide, user=None)
+    assert job_execute(job_id=job.pk).status == Job.Status.FAILED
+    assert sorted(analyzed_slide.cells.values_list("pk", flat=True)) == cells
+    assert files() == before
