@@ -329,6 +329,9 @@ export const api = {
   signOffSlide: (id: number) => request<Slide>('POST', `/api/slides/${id}/sign-off/`),
   deleteSlide: (id: number) => request<void>('DELETE', `/api/slides/${id}/`),
   cells: (slideId: number) => request<Cell[]>('GET', `/api/slides/${slideId}/cells/`),
+  /** Give a cell the class a person reviewed it as (the model's answer is kept beside it). */
+  reclassifyCell: (cellId: number, reviewedClass: string) =>
+    request<Cell>('PATCH', `/api/cells/${cellId}/`, { reviewed_class: reviewedClass }),
   differential: (slideId: number) => request<Differential>('GET', `/api/slides/${slideId}/differential/`),
   /** Add the white cells of box files (VOC .xml, COCO .json, YOLO .txt with its class names) to a slide. */
   importBoxes: (slideId: number, files: File[], yoloLabels = '') => {

@@ -392,6 +392,43 @@ def test_a_cell_the_model_is_unsure_of_reads_unidentified_with_its_guess(field_w
         page.close()
 
 
+def test_a_hematologist_reclassifies_a_cell_and_the_differential_follows(field_with_an_unsure_cell, live_server,
+                                                                        screenshots, browser):
+    """The class buttons of the selected cell: the likeliest first, the chosen one marked, the count moved
+    from "unidentified" to the class given, the change kept with who made it; none once signed off."""
+    slide, cell = field_with_an_unsure_cell
+    page, errors = _open_page(browser)
+    try:
+        _log_in(page, live_server, "hema")
+        page.goto(f"{live_server.url}/#/slides/{slide.pk}")
+        page.locator(f"#cell-table tr[data-cell-id='{cell.pk}']").click()
+        choices = page.locator("#reclassify button.class-choice")
+        choices.first.wait_for()
+        assert choices.evaluate_all("bs => bs.map(b => b.dataset.class)")[:2] == ["monocyte", "neutrophil"]
+        page.click("#reclassify button[data-class='neutrophil']")
+        page.wait_for_selector("#reclassify button[data-class='neutrophil'][aria-pressed='true']")
+        detail = page.inner_text("#cell-detail")
+        assert "Reviewed as" in detail and "by hema" in detail
+        row = page.locator(f"#cell-table tr[data-cell-id='{cell.pk}']")
+        assert "reviewed by hema" in row.inner_text() and "selected" in (row.get_attribute("class") or "")
+        differential = page.inner_text("#differential-table")
+        assert "unidentified" not in differential.lower() and "neutrophil" in differential.lower()
+        stored = page.request.get(f"{live_server.url}/api/cells/{cell.pk}/").json()
+        assert stored["reviewed_class"] == "neutrophil" and stored["reviewed_by"] == "hema"
+        assert stored["predicted_class"] == "monocyte"  # the model's answer is kept beside it
+        page.screenshot(path=str(screenshots / "e2e-8-reclassified.png"))
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.click("#sign-off")
+        page.wait_for_selector("text=signed off by hema")
+        page.locator(f"#cell-table tr[data-cell-id='{cell.pk}']").click()
+        page.wait_for_selector("#cell-detail img, #cell-detail .thumb")
+        assert page.locator("#reclassify").count() == 0
+        assert errors == [], f"JavaScript errors on the page: {errors}"
+    finally:
+        page.close()
+
+
 @pytest.fixture
 def scan_and_admin(analyzed_scan, make_user):
     """The analyzed scan, the folders its files and zoom tiles are kept in, and an admin to delete it."""

@@ -1,5 +1,5 @@
 // Pure display helpers: no DOM, no API calls (unit-tested in tests/app/format.test.ts).
-import type { Differential, Job, Slide } from '../api';
+import type { Cell, Differential, Job, Slide } from '../api';
 
 /** A percentage for display: 33.333 -> "33.3 %"; keeps one decimal, drops it for whole numbers. */
 export function formatPercent(percent: number): string {
@@ -89,4 +89,13 @@ export function topProbabilities(probabilities: Record<string, number> | null | 
     .filter(([, p]) => Number.isFinite(p))
     .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))
     .slice(0, n);
+}
+
+/** The classes a person may give a cell: the model's classes (those its probabilities name, or those of
+ * the slide's other cells where it has none yet, e.g. a box just drawn), the likeliest for it first. */
+export function classChoices(cells: Pick<Cell, 'probabilities'>[], cell: Pick<Cell, 'probabilities'>): string[] {
+  const p = cell.probabilities ?? {};
+  const own = Object.keys(p);
+  const known = own.length ? own : [...new Set(cells.flatMap((c) => Object.keys(c.probabilities ?? {})))];
+  return known.sort((a, b) => (p[b] ?? 0) - (p[a] ?? 0) || a.localeCompare(b));
 }

@@ -24,6 +24,7 @@ export const canCreatePatient = (user: User | null): boolean => may(user, 'patie
 export const canUpload = (user: User | null): boolean => may(user, 'slides.add_slide');
 export const canAnalyze = (user: User | null): boolean => may(user, 'slides.analyze_slide');
 export const canSignOff = (user: User | null): boolean => may(user, 'slides.signoff_slide');
+export const canReclassify = (user: User | null): boolean => may(user, 'cells.reclassify_cell');
 export const canAddCells = (user: User | null): boolean => may(user, 'cells.add_cell');
 export const canDeleteSlide = (user: User | null): boolean => may(user, 'slides.delete_slide');
 export const canDeletePatient = (user: User | null): boolean => may(user, 'patients.delete_patient');

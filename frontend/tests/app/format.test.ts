@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { topProbabilities, differentialLines, formatConfidence, formatPercent, isAcceptedImageName, isSlideInProgress, progressPercent } from '../../src/app/format';
+import { classChoices, topProbabilities, differentialLines, formatConfidence, formatPercent, isAcceptedImageName, isSlideInProgress, progressPercent } from '../../src/app/format';
 
 describe('formatPercent', () => {
   it('keeps one decimal and drops it for whole numbers', () => {
@@ -71,5 +71,18 @@ describe('topProbabilities', () => {
       ['lymphocyte', 0.2],
     ]);
     expect(topProbabilities({}, 3)).toEqual([]);
+  });
+});
+
+describe('classChoices', () => {
+  it("offers the model's classes, the likeliest for the cell first", () => {
+    const cell = { probabilities: { lymphocyte: 0.2, neutrophil: 0.7, basophil: 0.1 } };
+    expect(classChoices([cell], cell)).toEqual(['neutrophil', 'lymphocyte', 'basophil']);
+  });
+  it("offers the slide's classes for a cell the model has not answered for yet", () => {
+    const drawn: { probabilities: Record<string, number> } = { probabilities: {} };
+    const others: { probabilities: Record<string, number> }[] = [{ probabilities: { monocyte: 0.9, eosinophil: 0.1 } }, { probabilities: { eosinophil: 1 } }, drawn];
+    expect(classChoices(others, drawn)).toEqual(['eosinophil', 'monocyte']);
+    expect(classChoices([drawn], drawn)).toEqual([]);
   });
 });

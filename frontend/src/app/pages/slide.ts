@@ -9,12 +9,13 @@ import {
   formatClass,
   formatConfidence,
   formatDateTime,
+  classChoices,
   isSlideInProgress,
   topProbabilities,
 } from '../format';
 import { followJob } from '../jobs';
 import { navigate, type RouteContext } from '../router';
-import { canAddCells, canAnalyze, canDeleteSlide, canSignOff, currentUser } from '../session';
+import { canAddCells, canAnalyze, canDeleteSlide, canReclassify, canSignOff, currentUser } from '../session';
 import { downloadLink, progressBar, statusBadge } from '../widgets';
 
 export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
@@ -227,9 +228,28 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
       }
     }
 
-    const detail = h('section', { class: 'card', id: 'cell-detail' }, ...cellDetail(null, undefined));
+    const detail = h('section', { class: 'card', id: 'cell-detail' }, ...cellDetail(null, undefined, null));
     const showDetail = (cell: Cell | null): void => {
-      detail.replaceChildren(...cellDetail(cell, cell ? images.get(cell.image) : undefined));
+      const review = cell && mayReclassify ? { choices: classChoices(cells, cell), choose: (label: string) => reclassify(cell, label) } : null;
+      detail.replaceChildren(...cellDetail(cell, cell ? images.get(cell.image) : undefined, review));
+    };
+    const mayReclassify = canReclassify(currentUser()) && !slide.signed_off_at;
+    let saving = false;
+    const reclassify = async (cell: Cell, label: string): Promise<void> => {
+      if (saving) return;
+      saving = true;
+      detail.classList.add('saving');
+      showError(errorSlot, null);
+      try {
+        await api.reclassifyCell(cell.id, label);
+        const [fresh, freshDiff] = await Promise.all([api.cells(slide.id), api.differential(slide.id)]);
+        if (!ctx.signal.aborted) applyFresh(fresh, freshDiff, true);
+      } catch (err) {
+        showError(errorSlot, err);
+      } finally {
+        saving = false;
+        detail.classList.remove('saving');
+      }
     };
 
     const fitButton = h('button', { type: 'button', class: 'btn btn-small' }, 'Fit');
@@ -261,21 +281,29 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
         if (ctx.signal.aborted) return;
         const answered = fresh.filter((c) => !c.model_pending && cells.find((old) => old.id === c.id)?.model_pending);
         if (!answered.length) continue;
-        cells.splice(0, cells.length, ...fresh);
-        viewer?.setBoxes(cells.filter((c) => c.image === currentImage?.id).map(toViewerBox));
-        if (selectedId !== null) viewer?.select(selectedId);
-        cellTableEl = cellTable(cells, images, (cell) => selectCell(cell, false));
-        fillCellsCard();
-        if (selectedId !== null) highlightRow(cellTableEl, selectedId);
-        const nextLegend = legend(cells);
-        legendEl.replaceWith(nextLegend);
-        legendEl = nextLegend;
-        const nextDiff = differentialTable(freshDiff);
-        differentialEl.replaceWith(nextDiff);
-        differentialEl = nextDiff;
-        const selected = cells.find((c) => c.id === selectedId);
-        if (selected && answered.some((c) => c.id === selected.id)) showDetail(selected);
+        applyFresh(fresh, freshDiff, answered.some((c) => c.id === selectedId));
       }
+    };
+
+    /** The slide's cells and differential as the server has them now; the selected cell stays selected
+     * (its detail drawn again where ``redrawDetail``). */
+    const applyFresh = (fresh: Cell[], freshDiff: Differential, redrawDetail: boolean): void => {
+      cells.splice(0, cells.length, ...fresh);
+      viewer?.setBoxes(cells.filter((c) => c.image === currentImage?.id).map(toViewerBox));
+      if (selectedId !== null) viewer?.select(selectedId);
+      const scrolled = cellTableEl.scrollTop;
+      cellTableEl = cellTable(cells, images, (cell) => selectCell(cell, false));
+      fillCellsCard();
+      cellTableEl.scrollTop = scrolled;
+      if (selectedId !== null) highlightRow(cellTableEl, selectedId);
+      const nextLegend = legend(cells);
+      legendEl.replaceWith(nextLegend);
+      legendEl = nextLegend;
+      const nextDiff = differentialTable(freshDiff);
+      differentialEl.replaceWith(nextDiff);
+      differentialEl = nextDiff;
+      const selected = cells.find((c) => c.id === selectedId);
+      if (redrawDetail) showDetail(selected ?? null);
     };
 
     resultsSlot.append(
@@ -434,8 +462,42 @@ function cropThumb(cell: Cell, img: SlideImage | undefined, size = 48): HTMLElem
   return el;
 }
 
-/** The selected cell up close: its crop, heatmap and the classifier's top probabilities. */
-function cellDetail(cell: Cell | null, img: SlideImage | undefined): (Node | string)[] {
+interface Review {
+  choices: string[];
+  choose: (label: string) => void;
+}
+
+/** Buttons that give the cell a reviewed class; the one it has is marked. */
+function reviewButtons(cell: Cell, review: Review): HTMLElement {
+  const buttons = review.choices.map((label) => {
+    const current = cell.reviewed_class === label;
+    const button = h(
+      'button',
+      {
+        type: 'button',
+        class: `btn btn-small class-choice${current ? ' btn-primary' : ''}`,
+        'data-class': label,
+        'aria-pressed': current ? 'true' : 'false',
+      },
+      h('span', { class: 'swatch', style: `background:${classColor(label)}` }),
+      formatClass(label),
+    ) as HTMLButtonElement;
+    button.addEventListener('click', () => {
+      if (!current) review.choose(label);
+    });
+    return button;
+  });
+  return h(
+    'div',
+    { class: 'review', id: 'reclassify' },
+    h('h3', {}, cell.reviewed_class ? 'Reviewed as' : 'Review: the class is'),
+    h('div', { class: 'class-choices' }, buttons),
+  );
+}
+
+/** The selected cell up close: its crop, heatmap, the classifier's top probabilities and, for a person
+ * who may review it, the classes to give it. */
+function cellDetail(cell: Cell | null, img: SlideImage | undefined, review: Review | null): (Node | string)[] {
   if (!cell) return [h('h2', {}, 'Cell'), h('p', { class: 'muted' }, 'Click a box or a row to look at a cell.')];
   const probabilities = topProbabilities(cell.probabilities, 5);
   return [
@@ -487,6 +549,7 @@ function cellDetail(cell: Cell | null, img: SlideImage | undefined): (Node | str
           ),
         )
       : '',
+    review && review.choices.length ? reviewButtons(cell, review) : '',
   ];
 }
 
