@@ -392,16 +392,19 @@ def test_a_cell_the_model_is_unsure_of_reads_unidentified_with_its_guess(field_w
         page.close()
 
 
-def test_a_hematologist_reclassifies_a_cell_and_the_differential_follows(field_with_an_unsure_cell, live_server,
-                                                                        screenshots, browser):
-    """The class buttons of the selected cell: the likeliest first, the chosen one marked, the count moved
-    from "unidentified" to the class given, the change kept with who made it; none once signed off."""
+def test_a_hematologist_reclassifies_a_cell_from_the_gallery_and_the_differential_follows(
+        field_with_an_unsure_cell, live_server, screenshots, browser):
+    """The gallery groups the cells by class; a cell picked there offers the classes to give it: the likeliest
+    first, the chosen one marked, the cell moved to its new group and the count from "unidentified" to the
+    class given, the change kept with who made it; none once signed off."""
     slide, cell = field_with_an_unsure_cell
     page, errors = _open_page(browser)
     try:
         _log_in(page, live_server, "hema")
         page.goto(f"{live_server.url}/#/slides/{slide.pk}")
-        page.locator(f"#cell-table tr[data-cell-id='{cell.pk}']").click()
+        thumb = f".gallery-cell[data-cell-id='{cell.pk}']"
+        page.locator(f".gallery-group[data-class='unidentified'] {thumb}").click()
+        assert "selected" in (page.locator(f"#cell-table tr[data-cell-id='{cell.pk}']").get_attribute("class") or "")
         choices = page.locator("#reclassify button.class-choice")
         choices.first.wait_for()
         assert choices.evaluate_all("bs => bs.map(b => b.dataset.class)")[:2] == ["monocyte", "neutrophil"]
@@ -411,6 +414,8 @@ def test_a_hematologist_reclassifies_a_cell_and_the_differential_follows(field_w
         assert "Reviewed as" in detail and "by hema" in detail
         row = page.locator(f"#cell-table tr[data-cell-id='{cell.pk}']")
         assert "reviewed by hema" in row.inner_text() and "selected" in (row.get_attribute("class") or "")
+        assert page.locator(f".gallery-group[data-class='neutrophil'] {thumb}.selected").count() == 1
+        assert page.locator(f".gallery-group[data-class='unidentified'] {thumb}").count() == 0
         differential = page.inner_text("#differential-table")
         assert "unidentified" not in differential.lower() and "neutrophil" in differential.lower()
         stored = page.request.get(f"{live_server.url}/api/cells/{cell.pk}/").json()
@@ -421,6 +426,7 @@ def test_a_hematologist_reclassifies_a_cell_and_the_differential_follows(field_w
         page.once("dialog", lambda dialog: dialog.accept())
         page.click("#sign-off")
         page.wait_for_selector("text=signed off by hema")
+        page.wait_for_selector("#cell-detail >> text=Click a box or a row")  # the results drawn again
         page.locator(f"#cell-table tr[data-cell-id='{cell.pk}']").click()
         page.wait_for_selector("#cell-detail img, #cell-detail .thumb")
         assert page.locator("#reclassify").count() == 0

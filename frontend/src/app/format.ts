@@ -99,3 +99,25 @@ export function classChoices(cells: Pick<Cell, 'probabilities'>[], cell: Pick<Ce
   const known = own.length ? own : [...new Set(cells.flatMap((c) => Object.keys(c.probabilities ?? {})))];
   return known.sort((a, b) => (p[b] ?? 0) - (p[a] ?? 0) || a.localeCompare(b));
 }
+
+export interface GalleryGroup<C> {
+  /** The class the cells count as (null: none yet). */
+  class: string | null;
+  cells: C[];
+}
+
+type GalleryCell = Pick<Cell, 'id' | 'class' | 'confidence' | 'reviewed_class'>;
+
+/** A slide's cells grouped by the class they count as, the largest group first; within a group the cells
+ * a person has not reviewed come first, the model's least sure of them first (those to look at). */
+export function galleryGroups<C extends GalleryCell>(cells: C[]): GalleryGroup<C>[] {
+  const groups = new Map<string | null, C[]>();
+  for (const cell of cells) {
+    const key = cell.class ?? null;
+    groups.set(key, [...(groups.get(key) ?? []), cell]);
+  }
+  const doubt = (c: GalleryCell): number => (c.reviewed_class ? 2 : 0) + (c.confidence ?? -1);
+  return [...groups.entries()]
+    .map(([cls, members]) => ({ class: cls, cells: members.sort((a, b) => doubt(a) - doubt(b) || a.id - b.id) }))
+    .sort((a, b) => b.cells.length - a.cells.length || formatClass(a.class).localeCompare(formatClass(b.class)));
+}

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { classChoices, topProbabilities, differentialLines, formatConfidence, formatPercent, isAcceptedImageName, isSlideInProgress, progressPercent } from '../../src/app/format';
+import { classChoices, galleryGroups, topProbabilities, differentialLines, formatConfidence, formatPercent, isAcceptedImageName, isSlideInProgress, progressPercent } from '../../src/app/format';
 
 describe('formatPercent', () => {
   it('keeps one decimal and drops it for whole numbers', () => {
@@ -84,5 +84,22 @@ describe('classChoices', () => {
     const others: { probabilities: Record<string, number> }[] = [{ probabilities: { monocyte: 0.9, eosinophil: 0.1 } }, { probabilities: { eosinophil: 1 } }, drawn];
     expect(classChoices(others, drawn)).toEqual(['eosinophil', 'monocyte']);
     expect(classChoices([drawn], drawn)).toEqual([]);
+  });
+});
+
+describe('galleryGroups', () => {
+  it('groups cells by class, the largest group first, the cells in most doubt first', () => {
+    const cell = (id: number, cls: string | null, confidence: number | null, reviewed: string | null = null) => ({
+      id, class: cls, confidence, reviewed_class: reviewed,
+    });
+    const groups = galleryGroups([
+      cell(1, 'neutrophil', 0.99), cell(2, 'lymphocyte', 0.9), cell(3, 'neutrophil', 0.51),
+      cell(4, 'neutrophil', 0.3, 'neutrophil'), cell(5, 'neutrophil', null), cell(6, null, null),
+    ]);
+    expect(groups.map((g) => [g.class, g.cells.map((c) => c.id)])).toEqual([
+      ['neutrophil', [5, 3, 1, 4]],
+      ['lymphocyte', [2]],
+      [null, [6]],
+    ]);
   });
 });

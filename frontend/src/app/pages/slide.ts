@@ -4,12 +4,13 @@ import { classColor } from '../../viewer/colors';
 import { h } from '../dom';
 import { errorBox, showError } from '../errors';
 import {
+  classChoices,
   differentialLines,
   formatBox,
   formatClass,
   formatConfidence,
   formatDateTime,
-  classChoices,
+  galleryGroups,
   isSlideInProgress,
   topProbabilities,
 } from '../format';
@@ -198,6 +199,7 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
           selectedId = cellId;
           const cell = cells.find((c) => c.id === cellId);
           highlightRow(cellTableEl, cellId);
+          highlightThumb(galleryEl, cellId);
           showDetail(cell ?? null);
           const row = cell ? cellTableEl.querySelector<HTMLElement>(`tr[data-cell-id="${cell.id}"]`) : null;
           if (row) scrollWithin(cellTableEl, row);
@@ -215,6 +217,7 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
       viewer?.select(cell.id);
       if (!fromViewer) viewer?.show(cell.id); // a scan's cell is a speck until zoomed in on
       highlightRow(cellTableEl, cell.id);
+      highlightThumb(galleryEl, cell.id);
       showDetail(cell);
       if (!fromViewer) viewerBox.scrollIntoView({ block: 'nearest', behavior: 'smooth' });
     };
@@ -265,6 +268,7 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
       );
     };
     fillCellsCard();
+    let galleryEl = gallery(cells, images, (cell) => selectCell(cell, false));
 
     /** Boxes drawn or moved by a person get the model's answer in a job: show it when it comes. */
     const awaitAnswers = async (): Promise<void> => {
@@ -296,6 +300,11 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
       fillCellsCard();
       cellTableEl.scrollTop = scrolled;
       if (selectedId !== null) highlightRow(cellTableEl, selectedId);
+      const nextGallery = gallery(cells, images, (cell) => selectCell(cell, false));
+      nextGallery.scrollTop = galleryEl.scrollTop;
+      galleryEl.replaceWith(nextGallery);
+      galleryEl = nextGallery;
+      highlightThumb(galleryEl, selectedId);
       const nextLegend = legend(cells);
       legendEl.replaceWith(nextLegend);
       legendEl = nextLegend;
@@ -324,6 +333,7 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
           detail,
         ),
       ),
+      cells.length ? h('section', { class: 'card' }, h('h2', {}, 'Gallery by class'), galleryEl) : '',
       cellsCard,
       trainingCard(slide, cells, errorSlot, importNotice, (notice) => {
         importNotice = notice;
@@ -629,6 +639,53 @@ function scrollWithin(scroller: HTMLElement, row: HTMLElement): void {
   if (top < scroller.scrollTop || row.offsetTop + row.offsetHeight > scroller.scrollTop + scroller.clientHeight) {
     scroller.scrollTop = Math.max(0, top);
   }
+}
+
+/** The cells as thumbnails in groups by class (``galleryGroups``): a group to look over at a glance, a
+ * thumbnail to pick a cell by (its detail then offers the classes to give it). */
+function gallery(cells: Cell[], images: Map<number, SlideImage>, onPick: (cell: Cell) => void): HTMLElement {
+  return h(
+    'div',
+    { class: 'gallery', id: 'gallery' },
+    galleryGroups(cells).map((group) =>
+      h(
+        'div',
+        { class: 'gallery-group', 'data-class': group.class ?? '' },
+        h(
+          'h3',
+          {},
+          h('span', { class: 'swatch', style: `background:${classColor(group.class)}` }),
+          `${formatClass(group.class)} (${group.cells.length})`,
+        ),
+        h(
+          'div',
+          { class: 'gallery-cells' },
+          group.cells.map((cell) => {
+            const thumb = h(
+              'button',
+              {
+                type: 'button',
+                class: `gallery-cell${cell.reviewed_class ? ' reviewed' : ''}`,
+                'data-cell-id': cell.id,
+                title: `${formatClass(cell.class)} ${formatConfidence(cell.confidence)}${cell.reviewed_class ? `, reviewed by ${cell.reviewed_by ?? '?'}` : ''}`,
+              },
+              cell.crop_url
+                ? h('img', { src: cell.crop_url, alt: 'cell', width: 64, height: 64, loading: 'lazy' })
+                : cropThumb(cell, images.get(cell.image), 64),
+              h('span', { class: 'gallery-caption' }, cell.reviewed_class ? '✓' : formatConfidence(cell.confidence)),
+            );
+            thumb.addEventListener('click', () => onPick(cell));
+            return thumb;
+          }),
+        ),
+      ),
+    ),
+  );
+}
+
+function highlightThumb(galleryEl: HTMLElement, cellId: number | null): void {
+  for (const el of galleryEl.querySelectorAll('.gallery-cell.selected')) el.classList.remove('selected');
+  if (cellId !== null) galleryEl.querySelector(`.gallery-cell[data-cell-id="${cellId}"]`)?.classList.add('selected');
 }
 
 function highlightRow(table: HTMLElement, cellId: number | null): void {
