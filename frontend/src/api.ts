@@ -329,6 +329,13 @@ export const api = {
   signOffSlide: (id: number) => request<Slide>('POST', `/api/slides/${id}/sign-off/`),
   deleteSlide: (id: number) => request<void>('DELETE', `/api/slides/${id}/`),
   cells: (slideId: number) => request<Cell[]>('GET', `/api/slides/${slideId}/cells/`),
+  /** Draw a cell's box on one of the slide's images; the model's answer for it follows in a job. */
+  createCell: (slideId: number, imageId: number, box: Box) =>
+    request<Cell>('POST', `/api/slides/${slideId}/cells/`, { image: imageId, box }),
+  /** Move or resize a cell's box; the model answers again for where it is now. */
+  moveCell: (cellId: number, box: Box) => request<Cell>('PATCH', `/api/cells/${cellId}/`, { box }),
+  /** Delete a cell (its history is kept). */
+  deleteCell: (cellId: number) => request<void>('DELETE', `/api/cells/${cellId}/`),
   /** Give a cell the class a person reviewed it as (the model's answer is kept beside it). */
   reclassifyCell: (cellId: number, reviewedClass: string) =>
     request<Cell>('PATCH', `/api/cells/${cellId}/`, { reviewed_class: reviewedClass }),

@@ -363,6 +363,88 @@ def test_an_annotator_adds_boxes_from_a_file_and_downloads_the_training_data(ana
         page.close()
 
 
+def _screen_point(page, x: float, y: float) -> tuple[float, float]:
+    """Where a point of the image (its pixels) is on the screen, from the part of the image in view."""
+    x0, y0, x1, _ = _view(page)
+    frame = page.locator("#slide-viewer .konvajs-content").bounding_box()
+    scale = frame["width"] / (x1 - x0)
+    return frame["x"] + (x - x0) * scale, frame["y"] + (y - y0) * scale
+
+
+def _drag(page, start: tuple[float, float], end: tuple[float, float]) -> None:
+    page.mouse.move(*_screen_point(page, *start))
+    page.mouse.down()
+    page.mouse.move(*_screen_point(page, *end), steps=8)
+    page.mouse.up()
+
+
+def test_an_annotator_draws_moves_resizes_and_deletes_a_box_on_the_image(analyzed_field, live_server, screenshots, browser):
+    """Draw mode: a drag draws a box, which is stored and selected; the selected box moves by dragging and
+    grows by its corner handle; "Delete this box" removes it; each change is in the slide's history, the
+    annotator's."""
+    slide, filename, width, height, found = analyzed_field
+    page, errors = _open_page(browser)
+
+    def stored(cell_id: int):
+        return page.request.get(f"{live_server.url}/api/cells/{cell_id}/")
+
+    def wait_box(cell_id: int, want: list[float]) -> None:
+        for _ in range(50):
+            box = stored(cell_id).json()["box"]
+            if all(abs(a - b) <= 3 for a, b in zip(box, want)):
+                page.wait_for_selector("#slide-viewer:not(.saving)")  # and the page has drawn it again
+                return
+            page.wait_for_timeout(100)
+        raise AssertionError(f"the box is {box}, not about {want}")
+
+    try:
+        _log_in(page, live_server, "anno")
+        page.goto(f"{live_server.url}/#/slides/{slide.pk}")
+        page.wait_for_selector(f"#slide-viewer[data-box-count='{found}'][data-image-state='loaded']")
+        page.click("#draw-box")
+        page.wait_for_selector("#slide-viewer[data-mode='draw']")
+        _drag(page, (300, 40), (400, 130))
+        page.wait_for_selector(f"#slide-viewer[data-box-count='{found + 1}']")
+        row = page.locator("#cell-table tr.selected")
+        row.wait_for()
+        cell_id = int(row.get_attribute("data-cell-id"))
+        wait_box(cell_id, [300, 40, 400, 130])
+        assert "added by a person" in row.inner_text()
+        page.keyboard.press("Escape")
+        page.wait_for_selector("#slide-viewer[data-mode='view']")
+
+        _drag(page, (350, 85), (380, 105))  # the selected box, by its middle: moved by (30, 20)
+        wait_box(cell_id, [330, 60, 430, 150])
+        _drag(page, (430, 150), (450, 170))  # its bottom-right handle: grown by 20 each way
+        wait_box(cell_id, [330, 60, 450, 170])
+        page.screenshot(path=str(screenshots / "e2e-9-box-edited.png"))
+
+        page.click("#delete-cell")
+        page.wait_for_selector(f"#slide-viewer[data-box-count='{found}']")
+        page.wait_for_function(f"document.querySelectorAll('#cell-table tbody tr').length === {found}")
+        assert stored(cell_id).status == 404
+        history = page.request.get(f"{live_server.url}/api/slides/{slide.pk}/history/").json()["results"]
+        mine = [(e["action"], e["actor"]) for e in history if e["cell"] == cell_id]
+        assert sorted(mine) == sorted([("create", "anno"), ("move", "anno"), ("move", "anno"), ("delete", "anno")]), mine
+        assert errors == [], f"JavaScript errors on the page: {errors}"
+    finally:
+        page.close()
+
+
+def test_a_hematologist_is_not_offered_to_draw_move_or_delete_boxes(analyzed_field, live_server, browser):
+    slide, *_ = analyzed_field
+    page, errors = _open_page(browser)
+    try:
+        _log_in(page, live_server, "hema")
+        page.goto(f"{live_server.url}/#/slides/{slide.pk}")
+        page.locator("#cell-table tbody tr").first.click()
+        page.wait_for_selector("#cell-detail dl")
+        assert page.locator("#draw-box").count() == 0 and page.locator("#delete-cell").count() == 0
+        assert errors == [], f"JavaScript errors on the page: {errors}"
+    finally:
+        page.close()
+
+
 @pytest.fixture
 def field_with_an_unsure_cell(analyzed_field):
     from webapp.cells.models import Cell

@@ -26,5 +26,7 @@ export const canAnalyze = (user: User | null): boolean => may(user, 'slides.anal
 export const canSignOff = (user: User | null): boolean => may(user, 'slides.signoff_slide');
 export const canReclassify = (user: User | null): boolean => may(user, 'cells.reclassify_cell');
 export const canAddCells = (user: User | null): boolean => may(user, 'cells.add_cell');
+export const canMoveCells = (user: User | null): boolean => may(user, 'cells.change_cell');
+export const canDeleteCells = (user: User | null): boolean => may(user, 'cells.delete_cell');
 export const canDeleteSlide = (user: User | null): boolean => may(user, 'slides.delete_slide');
 export const canDeletePatient = (user: User | null): boolean => may(user, 'patients.delete_patient');

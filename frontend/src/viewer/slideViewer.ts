@@ -1,5 +1,6 @@
 // Draws one smear image with cell boxes on a Konva stage. No app state: data in, callbacks out.
-// Wheel zooms around the pointer, dragging pans, double-click fits the image again.
+// Wheel zooms around the pointer, dragging pans, double-click fits the image again. Where editable, the
+// selected box is moved by dragging it and resized by its handles, and in draw mode a drag draws a box.
 import Konva from 'konva';
 import type { Box, ImageTiles } from '../api';
 
@@ -21,6 +22,11 @@ export interface SlideViewerOptions {
   /** A large scan's tiles: drawn over the (reduced) image where it is zoomed in past the image's detail. */
   tiles?: ImageTiles | null;
   onSelect?: (id: number | null) => void;
+  /** The selected box may be moved and resized (``onChange`` gets its new box). */
+  editable?: boolean;
+  onChange?: (id: number, box: Box) => void;
+  /** A box drawn in draw mode (``setDrawing``), in image pixels. */
+  onDraw?: (box: Box) => void;
 }
 
 export interface SlideViewer {
@@ -29,6 +35,8 @@ export interface SlideViewer {
   /** Bring a box into view: centred, and zoomed in where it is too small on screen to be seen. */
   show(id: number): void;
   fit(): void;
+  /** Draw mode: a drag draws a box (``onDraw``) instead of panning. */
+  setDrawing(on: boolean): void;
   destroy(): void;
 }
 
@@ -40,6 +48,8 @@ const MIN_SHOWN_PX = 40;
 const SHOWN_SHARE = 0.3;
 /** Tiles kept beyond those in view (each one decoded in the browser's memory, 1 MB at 512 px). */
 const MAX_TILES = 64;
+/** The smallest box drawn or resized, image pixels a side. */
+const MIN_BOX = 4;
 
 export function createSlideViewer(container: HTMLDivElement, opts: SlideViewerOptions): SlideViewer {
   const imgW = Math.max(1, opts.width);
@@ -91,7 +101,22 @@ export function createSlideViewer(container: HTMLDivElement, opts: SlideViewerOp
 
   let boxes: ViewerBox[] = [];
   let selected: number | null = null;
+  let drawing = false;
   const groups = new Map<number, { rect: Konva.Rect; label: Konva.Label; color: string }>();
+  let transformer: Konva.Transformer | null = null;
+
+  /** A point in image pixels, kept inside the image. */
+  const clampPoint = (p: { x: number; y: number }): { x: number; y: number } => ({
+    x: Math.min(imgW, Math.max(0, p.x)),
+    y: Math.min(imgH, Math.max(0, p.y)),
+  });
+
+  /** The box a rectangle on the stage stands for, in whole image pixels inside the image. */
+  const boxOf = (rect: Konva.Rect): Box => {
+    const a = clampPoint({ x: rect.x(), y: rect.y() });
+    const b = clampPoint({ x: rect.x() + rect.width() * rect.scaleX(), y: rect.y() + rect.height() * rect.scaleY() });
+    return [Math.round(Math.min(a.x, b.x)), Math.round(Math.min(a.y, b.y)), Math.round(Math.max(a.x, b.x)), Math.round(Math.max(a.y, b.y))];
+  };
 
   const labelScale = (): number => 1 / stage.scaleX();
 
@@ -107,12 +132,16 @@ export function createSlideViewer(container: HTMLDivElement, opts: SlideViewerOp
   const restyle = (): void => {
     for (const [id, g] of groups) {
       const isSelected = id === selected;
+      g.rect.draggable(Boolean(opts.editable) && isSelected && !drawing);
       g.rect.strokeWidth(isSelected ? 4 : 2);
       g.rect.stroke(isSelected ? '#ffffff' : g.color);
       g.rect.shadowEnabled(isSelected);
       g.label.visible(isSelected || boxes.length <= 300);
       if (isSelected) g.label.moveToTop();
     }
+    const chosen = selected !== null ? groups.get(selected) : undefined;
+    transformer?.nodes(opts.editable && chosen && !drawing ? [chosen.rect] : []);
+    transformer?.moveToTop();
     boxLayer.batchDraw();
   };
 
@@ -149,10 +178,45 @@ export function createSlideViewer(container: HTMLDivElement, opts: SlideViewerOp
         select(b.id);
         opts.onSelect?.(b.id);
       });
-      rect.on('mouseenter', () => (container.style.cursor = 'pointer'));
-      rect.on('mouseleave', () => (container.style.cursor = ''));
+      rect.on('mouseenter', () => {
+        if (!drawing) container.style.cursor = rect.draggable() ? 'move' : 'pointer';
+      });
+      rect.on('mouseleave', () => {
+        if (!drawing) container.style.cursor = '';
+      });
+      if (opts.editable) {
+        const follow = (): void => {
+          label.position({ x: rect.x(), y: rect.y() });
+          placeLabels();
+        };
+        rect.on('dragmove transform', follow);
+        rect.on('dragend transformend', () => {
+          const box = boxOf(rect);
+          rect.scale({ x: 1, y: 1 });
+          rect.position({ x: box[0], y: box[1] });
+          rect.size({ width: Math.max(1, box[2] - box[0]), height: Math.max(1, box[3] - box[1]) });
+          follow();
+          if (box.some((v, i) => v !== Math.round(b.box[i]))) opts.onChange?.(b.id, box);
+        });
+      }
       boxLayer.add(rect, label);
       groups.set(b.id, { rect, label, color: b.color });
+    }
+    if (opts.editable) {
+      transformer = new Konva.Transformer({
+        rotateEnabled: false,
+        flipEnabled: false,
+        keepRatio: false,
+        ignoreStroke: true,
+        anchorSize: 9,
+        anchorStroke: '#ffffff',
+        anchorFill: '#7a1f3d',
+        borderStroke: '#ffffff',
+        // no smaller than MIN_BOX image pixels a side (the transformer measures in screen pixels)
+        boundBoxFunc: (old, next) =>
+          next.width < MIN_BOX * stage.scaleX() || next.height < MIN_BOX * stage.scaleX() ? old : next,
+      });
+      boxLayer.add(transformer);
     }
     container.dataset.boxCount = String(boxes.length);
     placeLabels();
@@ -277,8 +341,53 @@ export function createSlideViewer(container: HTMLDivElement, opts: SlideViewerOp
     const anchor = { x: (pointer.x - stage.x()) / old, y: (pointer.y - stage.y()) / old };
     applyScale(scale, { x: pointer.x - anchor.x * scale, y: pointer.y - anchor.y * scale });
   });
-  stage.on('dblclick dbltap', fit);
+  let draft: Konva.Rect | null = null;
+  let draftStart = { x: 0, y: 0 };
+  const pointerInImage = (): { x: number; y: number } | null => {
+    const p = stage.getRelativePointerPosition();
+    return p ? clampPoint(p) : null;
+  };
+  stage.on('mousedown touchstart', () => {
+    if (!drawing) return;
+    const p = pointerInImage();
+    if (!p) return;
+    draftStart = p;
+    draft = new Konva.Rect({
+      x: p.x, y: p.y, width: 0, height: 0, stroke: '#ffffff', strokeWidth: 2, dash: [6, 4], strokeScaleEnabled: false, listening: false,
+    });
+    boxLayer.add(draft);
+  });
+  stage.on('mousemove touchmove', () => {
+    const p = draft ? pointerInImage() : null;
+    if (!draft || !p) return;
+    draft.position({ x: Math.min(p.x, draftStart.x), y: Math.min(p.y, draftStart.y) });
+    draft.size({ width: Math.abs(p.x - draftStart.x), height: Math.abs(p.y - draftStart.y) });
+    boxLayer.batchDraw();
+  });
+  const endDraft = (): void => {
+    if (!draft) return;
+    const box = boxOf(draft);
+    draft.destroy();
+    draft = null;
+    boxLayer.batchDraw();
+    if (box[2] - box[0] >= MIN_BOX && box[3] - box[1] >= MIN_BOX) opts.onDraw?.(box);
+  };
+  stage.on('mouseup touchend', endDraft);
+  stage.on('mouseleave', endDraft);
+
+  const setDrawing = (on: boolean): void => {
+    drawing = on && Boolean(opts.editable || opts.onDraw);
+    stage.draggable(!drawing);
+    container.style.cursor = drawing ? 'crosshair' : '';
+    container.dataset.mode = drawing ? 'draw' : 'view';
+    restyle();
+  };
+
+  stage.on('dblclick dbltap', () => {
+    if (!drawing) fit();
+  });
   stage.on('click tap', (evt) => {
+    if (drawing) return;
     if (evt.target === stage || evt.target.getLayer() === imageLayer) {
       select(null);
       opts.onSelect?.(null);
@@ -290,12 +399,14 @@ export function createSlideViewer(container: HTMLDivElement, opts: SlideViewerOp
 
   setBoxes(opts.boxes);
   fit();
+  container.dataset.mode = 'view';
 
   return {
     setBoxes,
     select,
     show,
     fit,
+    setDrawing,
     destroy: () => {
       observer.disconnect();
       image.onload = null;

@@ -16,7 +16,16 @@ import {
 } from '../format';
 import { followJob } from '../jobs';
 import { navigate, type RouteContext } from '../router';
-import { canAddCells, canAnalyze, canDeleteSlide, canReclassify, canSignOff, currentUser } from '../session';
+import {
+  canAddCells,
+  canAnalyze,
+  canDeleteCells,
+  canDeleteSlide,
+  canMoveCells,
+  canReclassify,
+  canSignOff,
+  currentUser,
+} from '../session';
 import { downloadLink, progressBar, statusBadge } from '../widgets';
 
 export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
@@ -179,6 +188,12 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
     resultsSlot.replaceChildren();
 
     const images = new Map(slide.images.map((img) => [img.id, img]));
+    // what this user may do to the cells (the server decides again); nothing once the slide is signed off
+    const open = !slide.signed_off_at;
+    const mayReclassify = open && canReclassify(currentUser());
+    const mayDraw = open && canAddCells(currentUser());
+    const mayMove = open && canMoveCells(currentUser());
+    const mayDelete = open && canDeleteCells(currentUser());
     let currentImage = slide.images[0];
     let selectedId: number | null = null;
     const viewerBox = h('div', { class: 'viewer', id: 'slide-viewer' });
@@ -195,6 +210,9 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
         height: img.height,
         tiles: img.tiles ?? null,
         boxes: cells.filter((c) => c.image === img.id).map(toViewerBox),
+        editable: mayMove,
+        onChange: (cellId, box) => void change(async () => void (await api.moveCell(cellId, box))),
+        onDraw: mayDraw ? (box) => void change(async () => (await api.createCell(slide.id, img.id, box)).id) : undefined,
         onSelect: (cellId) => {
           selectedId = cellId;
           const cell = cells.find((c) => c.id === cellId);
@@ -205,6 +223,7 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
           if (row) scrollWithin(cellTableEl, row);
         },
       });
+      viewer.setDrawing(drawing);
       for (const tab of tabs.children) tab.classList.toggle('active', tab.getAttribute('data-image-id') === String(img.id));
     };
 
@@ -233,29 +252,63 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
 
     const detail = h('section', { class: 'card', id: 'cell-detail' }, ...cellDetail(null, undefined, null));
     const showDetail = (cell: Cell | null): void => {
-      const review = cell && mayReclassify ? { choices: classChoices(cells, cell), choose: (label: string) => reclassify(cell, label) } : null;
-      detail.replaceChildren(...cellDetail(cell, cell ? images.get(cell.image) : undefined, review));
+      const actions: CellActions | null = cell
+        ? {
+            choices: mayReclassify ? classChoices(cells, cell) : [],
+            choose: (label) => void change(async () => void (await api.reclassifyCell(cell.id, label))),
+            remove: mayDelete ? () => void change(async () => (await api.deleteCell(cell.id), null)) : null,
+          }
+        : null;
+      detail.replaceChildren(...cellDetail(cell, cell ? images.get(cell.image) : undefined, actions));
     };
-    const mayReclassify = canReclassify(currentUser()) && !slide.signed_off_at;
     let saving = false;
-    const reclassify = async (cell: Cell, label: string): Promise<void> => {
+    /** A change to the slide's cells on the server, then the page as the server has it now. ``action``
+     * answers the cell to select after it (null: none; undefined: the one selected). */
+    const change = async (action: () => Promise<number | null | undefined>): Promise<void> => {
       if (saving) return;
       saving = true;
       detail.classList.add('saving');
+      viewerBox.classList.add('saving');
       showError(errorSlot, null);
       try {
-        await api.reclassifyCell(cell.id, label);
+        const pick = await action();
         const [fresh, freshDiff] = await Promise.all([api.cells(slide.id), api.differential(slide.id)]);
-        if (!ctx.signal.aborted) applyFresh(fresh, freshDiff, true);
+        if (ctx.signal.aborted) return;
+        if (pick !== undefined) selectedId = pick;
+        applyFresh(fresh, freshDiff, true);
+        void awaitAnswers();
       } catch (err) {
         showError(errorSlot, err);
+        // a refused move leaves the box where it was dropped: draw the boxes as the server has them
+        viewer?.setBoxes(cells.filter((c) => c.image === currentImage?.id).map(toViewerBox));
+        viewer?.select(selectedId);
       } finally {
         saving = false;
         detail.classList.remove('saving');
+        viewerBox.classList.remove('saving');
       }
     };
 
+    let drawing = false;
+    const drawButton = h('button', { type: 'button', class: 'btn btn-small', id: 'draw-box', 'aria-pressed': 'false' }, 'Draw boxes');
+    const setDrawing = (on: boolean): void => {
+      drawing = on;
+      viewer?.setDrawing(on);
+      drawButton.setAttribute('aria-pressed', String(on));
+      drawButton.classList.toggle('btn-primary', on);
+      drawButton.textContent = on ? 'Drawing (Esc to stop)' : 'Draw boxes';
+    };
+    drawButton.addEventListener('click', () => setDrawing(!drawing));
+    document.addEventListener(
+      'keydown',
+      (evt) => {
+        if (evt.key === 'Escape' && drawing && drawButton.isConnected) setDrawing(false);
+      },
+      { signal: ctx.signal },
+    );
+
     const fitButton = h('button', { type: 'button', class: 'btn btn-small' }, 'Fit');
+    const editHint = mayMove ? 'Drag the selected box to move it, its handles to resize it.' : '';
     fitButton.addEventListener('click', () => viewer?.fit());
 
     let legendEl = legend(cells);
@@ -271,7 +324,17 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
     let galleryEl = gallery(cells, images, (cell) => selectCell(cell, false));
 
     /** Boxes drawn or moved by a person get the model's answer in a job: show it when it comes. */
+    let awaiting = false;
     const awaitAnswers = async (): Promise<void> => {
+      if (awaiting) return;
+      awaiting = true;
+      try {
+        await answersLoop();
+      } finally {
+        awaiting = false;
+      }
+    };
+    const answersLoop = async (): Promise<void> => {
       while (!ctx.signal.aborted && cells.some((c) => c.model_pending)) {
         await new Promise((resolve) => window.setTimeout(resolve, 1500));
         if (ctx.signal.aborted) return;
@@ -293,6 +356,7 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
      * (its detail drawn again where ``redrawDetail``). */
     const applyFresh = (fresh: Cell[], freshDiff: Differential, redrawDetail: boolean): void => {
       cells.splice(0, cells.length, ...fresh);
+      if (!cells.some((c) => c.id === selectedId)) selectedId = null;
       viewer?.setBoxes(cells.filter((c) => c.image === currentImage?.id).map(toViewerBox));
       if (selectedId !== null) viewer?.select(selectedId);
       const scrolled = cellTableEl.scrollTop;
@@ -322,7 +386,15 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
         h(
           'section',
           { class: 'card viewer-card' },
-          h('div', { class: 'viewer-head' }, h('h2', {}, 'Image'), tabs, h('span', { class: 'muted small' }, 'Scroll to zoom, drag to pan, double-click to fit.'), fitButton),
+          h(
+            'div',
+            { class: 'viewer-head' },
+            h('h2', {}, 'Image'),
+            tabs,
+            h('span', { class: 'muted small' }, `Scroll to zoom, drag to pan, double-click to fit. ${editHint}`),
+            mayDraw ? drawButton : '',
+            fitButton,
+          ),
           viewerBox,
           legendEl,
         ),
@@ -472,13 +544,15 @@ function cropThumb(cell: Cell, img: SlideImage | undefined, size = 48): HTMLElem
   return el;
 }
 
-interface Review {
+/** What a person may do to the selected cell: the classes to give it, and its deletion (null: not theirs). */
+interface CellActions {
   choices: string[];
   choose: (label: string) => void;
+  remove: (() => void) | null;
 }
 
 /** Buttons that give the cell a reviewed class; the one it has is marked. */
-function reviewButtons(cell: Cell, review: Review): HTMLElement {
+function reviewButtons(cell: Cell, review: CellActions): HTMLElement {
   const buttons = review.choices.map((label) => {
     const current = cell.reviewed_class === label;
     const button = h(
@@ -505,9 +579,15 @@ function reviewButtons(cell: Cell, review: Review): HTMLElement {
   );
 }
 
+function deleteButton(remove: () => void): HTMLElement {
+  const button = h('button', { type: 'button', class: 'btn btn-small btn-danger', id: 'delete-cell' }, 'Delete this box');
+  button.addEventListener('click', remove);
+  return h('p', { class: 'cell-actions' }, button, h('span', { class: 'muted small' }, ' not a white cell, or a box twice; kept in the history'));
+}
+
 /** The selected cell up close: its crop, heatmap, the classifier's top probabilities and, for a person
  * who may review it, the classes to give it. */
-function cellDetail(cell: Cell | null, img: SlideImage | undefined, review: Review | null): (Node | string)[] {
+function cellDetail(cell: Cell | null, img: SlideImage | undefined, actions: CellActions | null): (Node | string)[] {
   if (!cell) return [h('h2', {}, 'Cell'), h('p', { class: 'muted' }, 'Click a box or a row to look at a cell.')];
   const probabilities = topProbabilities(cell.probabilities, 5);
   return [
@@ -559,7 +639,8 @@ function cellDetail(cell: Cell | null, img: SlideImage | undefined, review: Revi
           ),
         )
       : '',
-    review && review.choices.length ? reviewButtons(cell, review) : '',
+    actions && actions.choices.length ? reviewButtons(cell, actions) : '',
+    actions?.remove ? deleteButton(actions.remove) : '',
   ];
 }
 
