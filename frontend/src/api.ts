@@ -334,6 +334,8 @@ export const api = {
     request<Cell>('POST', `/api/slides/${slideId}/cells/`, { image: imageId, box }),
   /** Move or resize a cell's box; the model answers again for where it is now. */
   moveCell: (cellId: number, box: Box) => request<Cell>('PATCH', `/api/cells/${cellId}/`, { box }),
+  /** Mark a cell hard to make out (localization scores leave it out), or take the mark off. */
+  markCell: (cellId: number, difficult: boolean) => request<Cell>('PATCH', `/api/cells/${cellId}/`, { difficult }),
   /** Delete a cell (its history is kept). */
   deleteCell: (cellId: number) => request<void>('DELETE', `/api/cells/${cellId}/`),
   /** Give a cell the class a person reviewed it as (the model's answer is kept beside it). */

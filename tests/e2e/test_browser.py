@@ -417,6 +417,9 @@ def test_an_annotator_draws_moves_resizes_and_deletes_a_box_on_the_image(analyze
         wait_box(cell_id, [330, 60, 430, 150])
         _drag(page, (430, 150), (450, 170))  # its bottom-right handle: grown by 20 each way
         wait_box(cell_id, [330, 60, 450, 170])
+        page.check("#mark-difficult")
+        page.wait_for_selector("#cell-detail >> text=difficult: hard to make out")
+        assert stored(cell_id).json()["difficult"] is True
         page.screenshot(path=str(screenshots / "e2e-9-box-edited.png"))
 
         page.click("#delete-cell")
@@ -425,7 +428,8 @@ def test_an_annotator_draws_moves_resizes_and_deletes_a_box_on_the_image(analyze
         assert stored(cell_id).status == 404
         history = page.request.get(f"{live_server.url}/api/slides/{slide.pk}/history/").json()["results"]
         mine = [(e["action"], e["actor"]) for e in history if e["cell"] == cell_id]
-        assert sorted(mine) == sorted([("create", "anno"), ("move", "anno"), ("move", "anno"), ("delete", "anno")]), mine
+        assert sorted(mine) == sorted([("create", "anno"), ("move", "anno"), ("move", "anno"), ("mark", "anno"),
+                                       ("delete", "anno")]), mine
         assert errors == [], f"JavaScript errors on the page: {errors}"
     finally:
         page.close()
@@ -504,6 +508,20 @@ def test_a_hematologist_reclassifies_a_cell_from_the_gallery_and_the_differentia
         assert stored["reviewed_class"] == "neutrophil" and stored["reviewed_by"] == "hema"
         assert stored["predicted_class"] == "monocyte"  # the model's answer is kept beside it
         page.screenshot(path=str(screenshots / "e2e-8-reclassified.png"))
+
+        # the keyboard: N picks the next cell nobody has reviewed (the analysis's), 1 gives it the first class
+        page.keyboard.press("n")
+        other = page.locator("#cell-table tr.selected")
+        other.wait_for()
+        other_id = int(other.get_attribute("data-cell-id"))
+        assert other_id != cell.pk
+        first = page.locator("#reclassify button.class-choice").first.get_attribute("data-class")
+        page.keyboard.press("1")
+        page.wait_for_selector(f"#reclassify button[data-class='{first}'][aria-pressed='true']")
+        assert page.request.get(f"{live_server.url}/api/cells/{other_id}/").json()["reviewed_class"] == first
+        page.keyboard.press("n")  # nothing left to review: the selection stays
+        page.wait_for_timeout(200)
+        assert page.locator("#cell-table tr.selected").get_attribute("data-cell-id") == str(other_id)
 
         page.once("dialog", lambda dialog: dialog.accept())
         page.click("#sign-off")

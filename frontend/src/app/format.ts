@@ -121,3 +121,15 @@ export function galleryGroups<C extends GalleryCell>(cells: C[]): GalleryGroup<C
     .map(([cls, members]) => ({ class: cls, cells: members.sort((a, b) => doubt(a) - doubt(b) || a.id - b.id) }))
     .sort((a, b) => b.cells.length - a.cells.length || formatClass(a.class).localeCompare(formatClass(b.class)));
 }
+
+/** The cell to review after ``currentId``: the next one nobody has reviewed in the gallery's order
+ * (``galleryGroups``), from the start again past the end; null when every cell is reviewed. */
+export function nextToReview<C extends GalleryCell>(cells: C[], currentId: number | null): C | null {
+  const order = galleryGroups([...cells]).flatMap((g) => g.cells);
+  const at = order.findIndex((c) => c.id === currentId);
+  for (let k = 1; k <= order.length; k++) {
+    const cell = order[(at + k + order.length) % order.length];
+    if (!cell.reviewed_class && cell.id !== currentId) return cell;
+  }
+  return null;
+}

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { classChoices, galleryGroups, topProbabilities, differentialLines, formatConfidence, formatPercent, isAcceptedImageName, isSlideInProgress, progressPercent } from '../../src/app/format';
+import { classChoices, galleryGroups, nextToReview, topProbabilities, differentialLines, formatConfidence, formatPercent, isAcceptedImageName, isSlideInProgress, progressPercent } from '../../src/app/format';
 
 describe('formatPercent', () => {
   it('keeps one decimal and drops it for whole numbers', () => {
@@ -101,5 +101,26 @@ describe('galleryGroups', () => {
       ['lymphocyte', [2]],
       [null, [6]],
     ]);
+  });
+});
+
+describe('nextToReview', () => {
+  const cell = (id: number, cls: string, confidence: number, reviewed: string | null = null) => ({
+    id, class: cls, confidence, reviewed_class: reviewed,
+  });
+  const cells = [cell(1, 'neutrophil', 0.9), cell(2, 'neutrophil', 0.6), cell(3, 'lymphocyte', 0.8, 'lymphocyte'),
+    cell(4, 'lymphocyte', 0.7), cell(5, 'neutrophil', 0.95)];
+  it("goes through the unreviewed cells in the gallery's order and round again", () => {
+    // gallery order: neutrophil 2, 1, 5; lymphocyte 4, 3 (reviewed)
+    expect(nextToReview(cells, null)?.id).toBe(2);
+    expect(nextToReview(cells, 2)?.id).toBe(1);
+    expect(nextToReview(cells, 1)?.id).toBe(5);
+    expect(nextToReview(cells, 5)?.id).toBe(4);
+    expect(nextToReview(cells, 4)?.id).toBe(2);
+    expect(nextToReview(cells, 3)?.id).toBe(2);
+  });
+  it('answers null when nothing is left to review', () => {
+    expect(nextToReview([cell(1, 'neutrophil', 0.9, 'neutrophil')], 1)).toBeNull();
+    expect(nextToReview([cell(1, 'neutrophil', 0.9)], 1)).toBeNull();
   });
 });

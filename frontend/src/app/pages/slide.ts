@@ -12,6 +12,7 @@ import {
   formatDateTime,
   galleryGroups,
   isSlideInProgress,
+  nextToReview,
   topProbabilities,
 } from '../format';
 import { followJob } from '../jobs';
@@ -257,10 +258,13 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
             choices: mayReclassify ? classChoices(cells, cell) : [],
             choose: (label) => void change(async () => void (await api.reclassifyCell(cell.id, label))),
             remove: mayDelete ? () => void change(async () => (await api.deleteCell(cell.id), null)) : null,
+            mark: mayMove ? (difficult) => void change(async () => void (await api.markCell(cell.id, difficult))) : null,
           }
         : null;
+      shownActions = actions;
       detail.replaceChildren(...cellDetail(cell, cell ? images.get(cell.image) : undefined, actions));
     };
+    let shownActions: CellActions | null = null; // the selected cell's, for the keyboard
     let saving = false;
     /** A change to the slide's cells on the server, then the page as the server has it now. ``action``
      * answers the cell to select after it (null: none; undefined: the one selected). */
@@ -299,10 +303,26 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
       drawButton.textContent = on ? 'Drawing (Esc to stop)' : 'Draw boxes';
     };
     drawButton.addEventListener('click', () => setDrawing(!drawing));
+    const reviewNext = (): void => {
+      const next = nextToReview(cells, selectedId);
+      if (next) selectCell(next, false);
+    };
+    const nextButton = h('button', { type: 'button', class: 'btn btn-small', id: 'next-to-review', title: 'key N' }, 'Next to review');
+    nextButton.addEventListener('click', reviewNext);
+    // keys: Esc stops drawing, 1-9 give the selected cell the class of that button, N picks the next cell to review
     document.addEventListener(
       'keydown',
       (evt) => {
-        if (evt.key === 'Escape' && drawing && drawButton.isConnected) setDrawing(false);
+        if (!drawButton.isConnected && !nextButton.isConnected) return; // a page drawn since
+        const target = evt.target as HTMLElement | null;
+        if (evt.ctrlKey || evt.metaKey || evt.altKey || target?.closest('input, textarea, select')) return;
+        if (evt.key === 'Escape' && drawing) setDrawing(false);
+        else if (/^[1-9]$/.test(evt.key) && shownActions && selectedId !== null) {
+          const label = shownActions.choices[Number(evt.key) - 1];
+          if (label && cells.find((c) => c.id === selectedId)?.reviewed_class !== label) shownActions.choose(label);
+        } else if ((evt.key === 'n' || evt.key === 'N') && nextButton.isConnected) reviewNext();
+        else return;
+        evt.preventDefault();
       },
       { signal: ctx.signal },
     );
@@ -405,7 +425,14 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
           detail,
         ),
       ),
-      cells.length ? h('section', { class: 'card' }, h('h2', {}, 'Gallery by class'), galleryEl) : '',
+      cells.length
+        ? h(
+            'section',
+            { class: 'card' },
+            h('div', { class: 'card-head' }, h('h2', {}, 'Gallery by class'), mayReclassify ? nextButton : ''),
+            galleryEl,
+          )
+        : '',
       cellsCard,
       trainingCard(slide, cells, errorSlot, importNotice, (notice) => {
         importNotice = notice;
@@ -549,11 +576,13 @@ interface CellActions {
   choices: string[];
   choose: (label: string) => void;
   remove: (() => void) | null;
+  /** Mark the cell hard to make out, or take the mark off. */
+  mark: ((difficult: boolean) => void) | null;
 }
 
 /** Buttons that give the cell a reviewed class; the one it has is marked. */
 function reviewButtons(cell: Cell, review: CellActions): HTMLElement {
-  const buttons = review.choices.map((label) => {
+  const buttons = review.choices.map((label, i) => {
     const current = cell.reviewed_class === label;
     const button = h(
       'button',
@@ -562,7 +591,9 @@ function reviewButtons(cell: Cell, review: CellActions): HTMLElement {
         class: `btn btn-small class-choice${current ? ' btn-primary' : ''}`,
         'data-class': label,
         'aria-pressed': current ? 'true' : 'false',
+        title: i < 9 ? `key ${i + 1}` : '',
       },
+      i < 9 ? h('kbd', {}, String(i + 1)) : '',
       h('span', { class: 'swatch', style: `background:${classColor(label)}` }),
       formatClass(label),
     ) as HTMLButtonElement;
@@ -579,10 +610,22 @@ function reviewButtons(cell: Cell, review: CellActions): HTMLElement {
   );
 }
 
-function deleteButton(remove: () => void): HTMLElement {
-  const button = h('button', { type: 'button', class: 'btn btn-small btn-danger', id: 'delete-cell' }, 'Delete this box');
-  button.addEventListener('click', remove);
-  return h('p', { class: 'cell-actions' }, button, h('span', { class: 'muted small' }, ' not a white cell, or a box twice; kept in the history'));
+/** An annotator's actions on the selected box: delete it, mark it hard to make out. */
+function boxActions(cell: Cell, actions: CellActions): HTMLElement {
+  const parts: (Node | string)[] = [];
+  if (actions.mark) {
+    const mark = actions.mark;
+    const box = h('input', { type: 'checkbox', id: 'mark-difficult' }) as HTMLInputElement;
+    box.checked = cell.difficult;
+    box.addEventListener('change', () => mark(box.checked));
+    parts.push(h('label', { class: 'small', title: 'left out of localization scores' }, box, 'hard to make out'));
+  }
+  if (actions.remove) {
+    const button = h('button', { type: 'button', class: 'btn btn-small btn-danger', id: 'delete-cell', title: 'not a white cell, or a box twice; kept in the history' }, 'Delete this box');
+    button.addEventListener('click', actions.remove);
+    parts.push(button);
+  }
+  return h('div', { class: 'cell-actions' }, parts);
 }
 
 /** The selected cell up close: its crop, heatmap, the classifier's top probabilities and, for a person
@@ -640,7 +683,7 @@ function cellDetail(cell: Cell | null, img: SlideImage | undefined, actions: Cel
         )
       : '',
     actions && actions.choices.length ? reviewButtons(cell, actions) : '',
-    actions?.remove ? deleteButton(actions.remove) : '',
+    actions && (actions.remove || actions.mark) ? boxActions(cell, actions) : '',
   ];
 }
 
