@@ -91,13 +91,20 @@ export function topProbabilities(probabilities: Record<string, number> | null | 
     .slice(0, n);
 }
 
+/** The order in which a differential lists white cells (then the rest of a model's classes, by name). */
+const CLASS_ORDER = ['neutrophil', 'lymphocyte', 'monocyte', 'eosinophil', 'basophil', 'ig', 'erythroblast', 'platelet'];
+
 /** The classes a person may give a cell: the model's classes (those its probabilities name, or those of
- * the slide's other cells where it has none yet, e.g. a box just drawn), the likeliest for it first. */
+ * the slide's other cells where it has none yet, e.g. a box just drawn), always in the same order (a
+ * differential's, then by name) so that a button's place and key stay one class from cell to cell. */
 export function classChoices(cells: Pick<Cell, 'probabilities'>[], cell: Pick<Cell, 'probabilities'>): string[] {
-  const p = cell.probabilities ?? {};
-  const own = Object.keys(p);
+  const own = Object.keys(cell.probabilities ?? {});
   const known = own.length ? own : [...new Set(cells.flatMap((c) => Object.keys(c.probabilities ?? {})))];
-  return known.sort((a, b) => (p[b] ?? 0) - (p[a] ?? 0) || a.localeCompare(b));
+  const rank = (name: string): number => {
+    const k = CLASS_ORDER.indexOf(name.toLowerCase());
+    return k < 0 ? CLASS_ORDER.length : k;
+  };
+  return known.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
 }
 
 export interface GalleryGroup<C> {

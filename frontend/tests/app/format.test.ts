@@ -75,14 +75,14 @@ describe('topProbabilities', () => {
 });
 
 describe('classChoices', () => {
-  it("offers the model's classes, the likeliest for the cell first", () => {
-    const cell = { probabilities: { lymphocyte: 0.2, neutrophil: 0.7, basophil: 0.1 } };
-    expect(classChoices([cell], cell)).toEqual(['neutrophil', 'lymphocyte', 'basophil']);
+  it("offers the model's classes in a differential's order whatever the cell's probabilities, others by name", () => {
+    const cell = { probabilities: { lymphocyte: 0.2, neutrophil: 0.1, basophil: 0.6, blast: 0.05, atypical: 0.05 } };
+    expect(classChoices([cell], cell)).toEqual(['neutrophil', 'lymphocyte', 'basophil', 'atypical', 'blast']);
   });
   it("offers the slide's classes for a cell the model has not answered for yet", () => {
     const drawn: { probabilities: Record<string, number> } = { probabilities: {} };
     const others: { probabilities: Record<string, number> }[] = [{ probabilities: { monocyte: 0.9, eosinophil: 0.1 } }, { probabilities: { eosinophil: 1 } }, drawn];
-    expect(classChoices(others, drawn)).toEqual(['eosinophil', 'monocyte']);
+    expect(classChoices(others, drawn)).toEqual(['monocyte', 'eosinophil']);
     expect(classChoices([drawn], drawn)).toEqual([]);
   });
 });

@@ -283,9 +283,10 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
         void awaitAnswers();
       } catch (err) {
         showError(errorSlot, err);
-        // a refused move leaves the box where it was dropped: draw the boxes as the server has them
+        // a refused change leaves the box where it was dropped, the box ticked: draw them as they were
         viewer?.setBoxes(cells.filter((c) => c.image === currentImage?.id).map(toViewerBox));
         viewer?.select(selectedId);
+        showDetail(cells.find((c) => c.id === selectedId) ?? null);
       } finally {
         saving = false;
         detail.classList.remove('saving');
@@ -571,7 +572,8 @@ function cropThumb(cell: Cell, img: SlideImage | undefined, size = 48): HTMLElem
   return el;
 }
 
-/** What a person may do to the selected cell: the classes to give it, and its deletion (null: not theirs). */
+/** What a person may do to the selected cell: the classes to give it ([]: none), its deletion and its mark
+ * (null: not theirs to do). */
 interface CellActions {
   choices: string[];
   choose: (label: string) => void;
