@@ -138,8 +138,10 @@ export interface ModelVersion {
   architecture: string;
   version: string;
   status: 'candidate' | 'active' | 'retired';
+  parameters?: Record<string, unknown>;
   metrics: Record<string, unknown>;
   created_at: string;
+  activated_at?: string | null;
 }
 
 export interface SlideUpload {
@@ -354,7 +356,10 @@ export const api = {
   jobs: (opts: { status?: JobStatus; page?: number } = {}) =>
     request<Page<Job>>('GET', `/api/jobs/${query({ status: opts.status, page: opts.page })}`),
 
-  modelVersions: () => request<Page<ModelVersion>>('GET', '/api/model-versions/'),
+  modelVersions: (opts: { kind?: ModelVersion['kind']; page?: number } = {}) =>
+    request<Page<ModelVersion>>('GET', `/api/model-versions/${query({ kind: opts.kind, page: opts.page })}`),
+  /** Make a version the active one of its kind (a rollback where it was active before). */
+  promoteModelVersion: (id: number) => request<ModelVersion>('POST', `/api/model-versions/${id}/promote/`),
 };
 
 export type Api = typeof api;

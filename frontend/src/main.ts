@@ -2,6 +2,7 @@ import './styles.css';
 import { api } from './api';
 import { h } from './app/dom';
 import { loginPage } from './app/pages/login';
+import { modelsPage } from './app/pages/models';
 import { patientPage } from './app/pages/patient';
 import { patientsPage } from './app/pages/patients';
 import { slidePage } from './app/pages/slide';
@@ -15,7 +16,7 @@ document.getElementById('app')!.append(
     'header',
     { class: 'topbar' },
     h('a', { class: 'brand', href: '#/patients' }, 'Leukolab'),
-    h('nav', {}, h('a', { href: '#/patients' }, 'Patients')),
+    h('nav', {}, h('a', { href: '#/patients' }, 'Patients'), h('a', { href: '#/models' }, 'Models')),
     userSlot,
   ),
   main,
@@ -70,4 +71,5 @@ new Router(main, notFound, guard)
   .add('/patients', patientsPage)
   .add('/patients/:id', patientPage)
   .add('/slides/:id', slidePage)
+  .add('/models', modelsPage)
   .start();

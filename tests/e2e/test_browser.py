@@ -584,3 +584,55 @@ def test_an_admin_deletes_a_slide_and_then_its_patient(scan_and_admin, live_serv
         assert errors == [], f"JavaScript errors on the page: {errors}"
     finally:
         page.close()
+
+
+@pytest.fixture
+def two_classifiers(make_user, hematologist):
+    """An active classifier and a newer candidate, with figures as training records them; an admin."""
+    from webapp.registry.services import model_version_register
+
+    make_user("admin", username="boss")
+    old = model_version_register(kind="classifier", architecture="cbam_cnn_small", version="cbam-old",
+                                 metrics={"test": {"accuracy": 0.9437, "macro_f1": 0.9434, "ece": 0.019, "n": 960},
+                                          "tecom_analyze": {"accuracy": 0.8167, "macro_f1": 0.5996}, "epochs_run": 61},
+                                 activate=True)
+    new = model_version_register(kind="classifier", architecture="resnet18", version="resnet-new",
+                                 metrics={"test": {"accuracy": 0.982, "macro_f1": 0.981, "ece": 0.012, "n": 960}})
+    return old, new
+
+
+def test_an_admin_compares_classifiers_makes_one_active_and_rolls_back(two_classifiers, live_server, screenshots, browser):
+    old, new = two_classifiers
+    page, errors = _open_page(browser)
+    try:
+        _log_in(page, live_server, "hema")  # a hematologist reads the figures, and is offered no change
+        page.goto(f"{live_server.url}/#/models")
+        page.wait_for_selector("#models-classifier table.models")
+        assert page.locator("[data-promote]").count() == 0
+        page.click("text=Log out")
+        page.wait_for_selector("#username")
+        _log_in(page, live_server, "boss")
+        page.goto(f"{live_server.url}/#/models")
+        table = page.locator("#models-classifier table.models")
+        table.wait_for()
+        heads = table.locator("thead th[data-version-id]").evaluate_all("ths => ths.map(th => th.dataset.versionId)")
+        assert heads == [str(old.pk), str(new.pk)]  # the active one first
+        accuracy = table.locator("tr", has_text="Held-out test accuracy").inner_text()
+        assert "0.944" in accuracy and "0.982" in accuracy
+        other_lab = table.locator("tr", has_text="Another lab, as analyses answer: macro-F1").inner_text()
+        assert "0.600" in other_lab and "–" in other_lab
+        page.screenshot(path=str(screenshots / "e2e-10-models.png"))
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.click(f"[data-promote='{new.pk}']")
+        page.wait_for_selector(f"[data-promote='{old.pk}']:text('Roll back to this')")
+        versions = {v["version"]: v["status"] for v in page.request.get(f"{live_server.url}/api/model-versions/?kind=classifier").json()["results"]}
+        assert versions == {"resnet-new": "active", "cbam-old": "retired"}
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.click(f"[data-promote='{old.pk}']")
+        page.wait_for_selector(f"[data-promote='{new.pk}']:text('Roll back to this')")
+        versions = {v["version"]: v["status"] for v in page.request.get(f"{live_server.url}/api/model-versions/?kind=classifier").json()["results"]}
+        assert versions == {"resnet-new": "retired", "cbam-old": "active"}
+        assert errors == [], f"JavaScript errors on the page: {errors}"
+    finally:
+        page.close()

@@ -1,5 +1,5 @@
 // Pure display helpers: no DOM, no API calls (unit-tested in tests/app/format.test.ts).
-import type { Cell, Differential, Job, Slide } from '../api';
+import type { Cell, Differential, Job, ModelVersion, Slide } from '../api';
 
 /** A percentage for display: 33.333 -> "33.3 %"; keeps one decimal, drops it for whole numbers. */
 export function formatPercent(percent: number): string {
@@ -139,4 +139,56 @@ export function nextToReview<C extends GalleryCell>(cells: C[], currentId: numbe
     if (!cell.reviewed_class && cell.id !== currentId) return cell;
   }
   return null;
+}
+
+/** One line of the model comparison: a label and each version's value, formatted ('–' where it has none). */
+export interface ModelRow {
+  label: string;
+  values: string[];
+}
+
+function pick(metrics: Record<string, unknown>, path: string): unknown {
+  let value: unknown = metrics;
+  for (const key of path.split('.')) {
+    if (value === null || typeof value !== 'object') return undefined;
+    value = (value as Record<string, unknown>)[key];
+  }
+  return value;
+}
+
+const fraction = (v: unknown): string => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(3) : '–');
+const whole = (v: unknown): string => (typeof v === 'number' && Number.isFinite(v) ? String(Math.round(v)) : '–');
+const seconds = (v: unknown): string => (typeof v === 'number' && Number.isFinite(v) ? `${Math.round(v)} s` : '–');
+
+/** The figures a version's metrics hold, by kind: [label, path in the metrics, format]. */
+const MODEL_FIGURES: Record<ModelVersion['kind'], [string, string, (v: unknown) => string][]> = {
+  classifier: [
+    ['Held-out test accuracy', 'test.accuracy', fraction],
+    ['Held-out test macro-F1', 'test.macro_f1', fraction],
+    ['Held-out test ECE (calibration)', 'test.ece', fraction],
+    ['Held-out test images', 'test.n', whole],
+    ['Another lab, as analyses answer: accuracy', 'tecom_analyze.accuracy', fraction],
+    ['Another lab, as analyses answer: macro-F1', 'tecom_analyze.macro_f1', fraction],
+    ['Another lab, expert boxes: accuracy', 'tecom.accuracy', fraction],
+    ['Another lab, expert boxes: macro-F1', 'tecom.macro_f1', fraction],
+    ['Validation accuracy', 'val_accuracy', fraction],
+    ['Validation macro-F1', 'val_macro_f1', fraction],
+    ['Epochs', 'epochs_run', whole],
+    ['Training time', 'train_time_s', seconds],
+    ['Training images', 'n_train', whole],
+  ],
+  localizer: [
+    ['Mean IoU', 'mean_iou', fraction],
+    ['Recall at IoU 0.5', 'recall50', fraction],
+    ['Precision at IoU 0.5', 'precision50', fraction],
+    ['AP at IoU 0.5', 'ap50', fraction],
+    ['Training time', 'train_time_s', seconds],
+  ],
+};
+
+/** The versions of one kind side by side: the figures any of them holds, each version's in its column. */
+export function modelRows(kind: ModelVersion['kind'], versions: Pick<ModelVersion, 'metrics'>[]): ModelRow[] {
+  return MODEL_FIGURES[kind]
+    .map(([label, path, format]) => ({ label, values: versions.map((v) => format(pick(v.metrics ?? {}, path))) }))
+    .filter((row) => row.values.some((v) => v !== '–'));
 }

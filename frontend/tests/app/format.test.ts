@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { classChoices, galleryGroups, nextToReview, topProbabilities, differentialLines, formatConfidence, formatPercent, isAcceptedImageName, isSlideInProgress, progressPercent } from '../../src/app/format';
+import { classChoices, galleryGroups, modelRows, nextToReview, topProbabilities, differentialLines, formatConfidence, formatPercent, isAcceptedImageName, isSlideInProgress, progressPercent } from '../../src/app/format';
 
 describe('formatPercent', () => {
   it('keeps one decimal and drops it for whole numbers', () => {
@@ -122,5 +122,24 @@ describe('nextToReview', () => {
   it('answers null when nothing is left to review', () => {
     expect(nextToReview([cell(1, 'neutrophil', 0.9, 'neutrophil')], 1)).toBeNull();
     expect(nextToReview([cell(1, 'neutrophil', 0.9)], 1)).toBeNull();
+  });
+});
+
+describe('modelRows', () => {
+  it('puts the versions side by side, a dash where one has no figure, no row that none has', () => {
+    const rows = modelRows('classifier', [
+      { metrics: { test: { accuracy: 0.94375, macro_f1: 0.9434, n: 960 }, epochs_run: 61, train_time_s: 428.7 } },
+      { metrics: { test: { accuracy: 0.982 }, tecom_analyze: { accuracy: 0.8167 } } },
+      { metrics: {} },
+    ]);
+    expect(rows).toEqual([
+      { label: 'Held-out test accuracy', values: ['0.944', '0.982', '–'] },
+      { label: 'Held-out test macro-F1', values: ['0.943', '–', '–'] },
+      { label: 'Held-out test images', values: ['960', '–', '–'] },
+      { label: 'Another lab, as analyses answer: accuracy', values: ['–', '0.817', '–'] },
+      { label: 'Epochs', values: ['61', '–', '–'] },
+      { label: 'Training time', values: ['429 s', '–', '–'] },
+    ]);
+    expect(modelRows('localizer', [{ metrics: {} }])).toEqual([]);
   });
 });

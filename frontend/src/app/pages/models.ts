@@ -1,0 +1,121 @@
+// The model versions of each kind side by side: their figures, which one is active, and for an admin
+// the button that makes another one active (a rollback where it was active before).
+import { api, type ModelVersion } from '../../api';
+import { h } from '../dom';
+import { showError } from '../errors';
+import { formatDateTime, modelRows } from '../format';
+import type { RouteContext } from '../router';
+import { canPromoteModel, currentUser } from '../session';
+
+const KINDS: [ModelVersion['kind'], string][] = [
+  ['classifier', 'Classifiers'],
+  ['localizer', 'Localizers'],
+];
+/** Versions shown side by side: the active one and the newest others. */
+const MAX_COLUMNS = 6;
+
+export function modelsPage(root: HTMLElement, ctx: RouteContext): void {
+  const errorSlot = h('div');
+  const content = h('div', {}, h('p', { class: 'muted' }, 'Loading model versions…'));
+  root.append(
+    h('div', { class: 'page-head' }, h('h1', {}, 'Models')),
+    h('p', { class: 'muted' }, 'Each version as it was measured when it was trained: held-out images of its own data, and cells of another lab it never trained on.'),
+    errorSlot,
+    content,
+  );
+
+  async function load(): Promise<void> {
+    try {
+      const pages = await Promise.all(KINDS.map(([kind]) => api.modelVersions({ kind })));
+      if (ctx.signal.aborted) return;
+      content.replaceChildren(...KINDS.map(([kind, title], i) => kindCard(kind, title, pages[i].results, pages[i].count)));
+    } catch (err) {
+      if (!ctx.signal.aborted) showError(errorSlot, err);
+    }
+  }
+
+  async function promote(version: ModelVersion): Promise<void> {
+    const wasActive = Boolean(version.activated_at);
+    const what = wasActive ? 'Roll back to' : 'Make active';
+    if (!window.confirm(`${what} ${version.version}? Analyses from now on use it.`)) return;
+    showError(errorSlot, null);
+    try {
+      await api.promoteModelVersion(version.id);
+      await load();
+    } catch (err) {
+      showError(errorSlot, err);
+    }
+  }
+
+  function kindCard(kind: ModelVersion['kind'], title: string, versions: ModelVersion[], total: number): HTMLElement {
+    if (!versions.length) return h('section', { class: 'card' }, h('h2', {}, title), h('p', { class: 'muted' }, 'No version yet.'));
+    const newest = [...versions].sort((a, b) => b.created_at.localeCompare(a.created_at));
+    const active = newest.filter((v) => v.status === 'active');
+    const shown = [...active, ...newest.filter((v) => v.status !== 'active')].slice(0, MAX_COLUMNS);
+    const mayPromote = canPromoteModel(currentUser());
+    const rows = modelRows(kind, shown);
+    return h(
+      'section',
+      { class: 'card', id: `models-${kind}` },
+      h('h2', {}, title),
+      h(
+        'div',
+        { class: 'table-scroll' },
+        h(
+          'table',
+          { class: 'table models' },
+          h(
+            'thead',
+            {},
+            h(
+              'tr',
+              {},
+              h('th', {}, ''),
+              shown.map((v) =>
+                h(
+                  'th',
+                  { 'data-version-id': v.id },
+                  h('div', { class: 'model-name' }, v.version),
+                  h('div', { class: 'muted small' }, v.architecture),
+                  h('span', { class: `badge badge-model-${v.status}` }, v.status),
+                ),
+              ),
+            ),
+          ),
+          h(
+            'tbody',
+            {},
+            h('tr', {}, h('td', {}, 'Registered'), shown.map((v) => h('td', { class: 'small' }, formatDateTime(v.created_at)))),
+            h(
+              'tr',
+              {},
+              h('td', {}, 'Last made active'),
+              shown.map((v) => h('td', { class: 'small' }, v.activated_at ? formatDateTime(v.activated_at) : '–')),
+            ),
+            rows.map((row) => h('tr', {}, h('td', {}, row.label), row.values.map((value) => h('td', { class: 'num' }, value)))),
+            mayPromote
+              ? h(
+                  'tr',
+                  {},
+                  h('td', {}, ''),
+                  shown.map((v) => {
+                    if (v.status === 'active') return h('td', { class: 'muted small' }, 'in use');
+                    const button = h(
+                      'button',
+                      { type: 'button', class: 'btn btn-small', 'data-promote': v.id },
+                      v.activated_at ? 'Roll back to this' : 'Make active',
+                    );
+                    button.addEventListener('click', () => void promote(v));
+                    return h('td', {}, button);
+                  }),
+                )
+              : '',
+          ),
+        ),
+      ),
+      total > shown.length ? h('p', { class: 'muted small' }, `${shown.length} of ${total} versions: the active one and the newest.`) : '',
+    );
+  }
+
+  void load();
+}
