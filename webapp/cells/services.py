@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 from contextlib import contextmanager
 
 import numpy as np
@@ -18,6 +19,8 @@ from webapp.common.exceptions import ApplicationError
 from webapp.jobs.models import Job
 from webapp.slides.models import Slide, SlideImage
 from webapp.slides.services import slide_hold
+
+logger = logging.getLogger(__name__)
 
 
 def cell_snapshot(cell: Cell) -> dict:
@@ -97,7 +100,11 @@ def _undone_on_failure():
     try:
         yield written
     except BaseException:
-        _remove(written)
+        for storage, name in written:
+            try:
+                storage.delete(name)
+            except Exception:  # noqa: BLE001 - the block's own error is the one to raise
+                logger.exception("could not delete %s after a failed change; it is left in storage", name)
         raise
 
 
