@@ -127,9 +127,19 @@ export interface DifferentialRow {
   percent: number;
 }
 
+/** A class that is no white cell (nucleated red cells, platelets): counted beside the differential. */
+export interface DifferentialOther {
+  class: string;
+  count: number;
+  /** Per 100 white cells; null where the slide has none. */
+  per_100_white: number | null;
+}
+
+/** The white-cell differential: ``rows`` add up to ``total`` white cells. */
 export interface Differential {
   total: number;
   rows: DifferentialRow[];
+  other?: DifferentialOther[];
 }
 
 export interface ModelVersion {

@@ -460,6 +460,36 @@ def field_with_an_unsure_cell(analyzed_field):
     return slide, cell
 
 
+@pytest.fixture
+def field_with_a_platelet(field_with_an_unsure_cell):
+    """The field's analysed cell (unclassified), a neutrophil and a platelet."""
+    from webapp.cells.models import Cell
+
+    slide, cell = field_with_an_unsure_cell
+    Cell.objects.filter(pk=cell.pk).update(predicted_class="neutrophil", confidence=0.9)
+    Cell.objects.create(slide=slide, image=cell.image, x0=200, y0=10, x1=230, y1=40, source="model",
+                        predicted_class="platelet", probabilities={"platelet": 0.95}, confidence=0.95)
+    return slide
+
+
+def test_a_platelet_is_counted_beside_the_white_cell_differential(field_with_a_platelet, live_server, browser):
+    slide = field_with_a_platelet
+    page, errors = _open_page(browser)
+    try:
+        _log_in(page, live_server, "hema")
+        page.goto(f"{live_server.url}/#/slides/{slide.pk}")
+        table = page.locator("#differential-table")
+        table.wait_for()
+        white = table.locator("tfoot").inner_text().lower()
+        assert "white cells" in white and "2" in white  # the neutrophil and the unclassified cell, not the platelet
+        other = table.locator("tbody.not-white").inner_text().lower()
+        assert "not white cells" in other and "platelet" in other and "50 / 100 white cells" in other
+        assert "platelet" not in table.locator("tbody").first.inner_text().lower()
+        assert errors == [], f"JavaScript errors on the page: {errors}"
+    finally:
+        page.close()
+
+
 def test_a_cell_the_model_is_unsure_of_reads_unidentified_with_its_guess(field_with_an_unsure_cell, live_server, screenshots, browser):
     slide, cell = field_with_an_unsure_cell
     page, errors = _open_page(browser)

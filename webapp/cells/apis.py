@@ -182,14 +182,22 @@ class SlideDifferentialApi(GenericAPIView):
     permission_classes = [require("cells.view_cell")]
 
     @extend_schema(
-        summary="Differential count of a slide",
+        summary="The white-cell differential of a slide; nucleated red cells and platelets counted beside it",
         responses=inline_serializer(
             "Differential",
             {
-                "total": serializers.IntegerField(),
+                "total": serializers.IntegerField(help_text="white cells counted"),
                 "rows": inline_serializer(
                     "DifferentialRow",
-                    {"class": serializers.CharField(), "count": serializers.IntegerField(), "percent": serializers.FloatField()},
+                    {"class": serializers.CharField(), "count": serializers.IntegerField(),
+                     "percent": serializers.FloatField(help_text="of the white cells")},
+                    many=True,
+                ),
+                "other": inline_serializer(
+                    "DifferentialOther",
+                    {"class": serializers.CharField(), "count": serializers.IntegerField(),
+                     "per_100_white": serializers.FloatField(allow_null=True,
+                                                             help_text="per 100 white cells; null where there is none")},
                     many=True,
                 ),
             },

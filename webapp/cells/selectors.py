@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from django.conf import settings
 from django.db.models import QuerySet
 
 from webapp.cells.models import Cell, CellEvent
@@ -29,13 +30,24 @@ def cell_history(*, slide) -> QuerySet[CellEvent]:
 
 
 def slide_differential(*, slide) -> dict:
-    """Counts and percentages per class: the reviewed class where there is one, else the predicted,
-    ``unidentified`` where the model is unsure (``LEUKOLAB_UNIDENTIFIED_BELOW``), ``unclassified``
-    where there is no class."""
+    """The white-cell differential: counts and percentages per class of the white cells (``rows``, adding up
+    to ``total``), a cell counting by its reviewed class where there is one, else the predicted,
+    ``unidentified`` where the model is unsure (``LEUKOLAB_UNIDENTIFIED_BELOW``), ``unclassified`` where
+    there is no class. Cells of a class that is no white cell (``LEUKOLAB_NOT_WHITE``: nucleated red cells,
+    platelets) are counted beside it (``other``), per 100 white cells as a lab reports them, and are not in
+    its percentages."""
     counts = Counter(c.shown_class or UNCLASSIFIED for c in cell_list(slide=slide))
-    total = sum(counts.values())
-    rows = [
-        {"class": label, "count": n, "percent": round(100.0 * n / total, 1) if total else 0.0}
-        for label, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    ]
-    return {"total": total, "rows": rows}
+    other = {label: n for label, n in counts.items() if label.lower() in settings.LEUKOLAB_NOT_WHITE}
+    white = {label: n for label, n in counts.items() if label not in other}
+    total = sum(white.values())
+
+    def by_count(items: dict) -> list:
+        return sorted(items.items(), key=lambda kv: (-kv[1], kv[0]))
+
+    return {
+        "total": total,
+        "rows": [{"class": label, "count": n, "percent": round(100.0 * n / total, 1) if total else 0.0}
+                 for label, n in by_count(white)],
+        "other": [{"class": label, "count": n, "per_100_white": round(100.0 * n / total, 1) if total else None}
+                  for label, n in by_count(other)],
+    }

@@ -75,7 +75,35 @@ def test_differential_counts_reviewed_over_predicted(analyzed_slide, make_user):
     for cell in cells:
         cell_reclassify(cell=cell, label="lymphocyte", user=user)
     diff = slide_differential(slide=analyzed_slide)
-    assert diff == {"total": len(cells), "rows": [{"class": "lymphocyte", "count": len(cells), "percent": 100.0}]}
+    assert diff == {"total": len(cells), "rows": [{"class": "lymphocyte", "count": len(cells), "percent": 100.0}],
+                    "other": []}
+
+
+def test_the_differential_is_of_white_cells_and_counts_nucleated_red_cells_and_platelets_beside_it(
+        analyzed_slide, settings):
+    """A differential's percentages are of the white cells; a platelet or nucleated red cell the model
+    finds is reported beside it, per 100 white cells, as a lab reports it. Before, they took their share
+    of the 100 %."""
+    image = analyzed_slide.images.first()
+    analyzed_slide.cells.all().delete()
+    for k, label in enumerate(["neutrophil"] * 3 + ["lymphocyte", "platelet", "Platelet", "erythroblast"]):
+        Cell.objects.create(slide=analyzed_slide, image=image, x0=k, y0=0, x1=k + 10, y1=10, source="model",
+                            predicted_class=label, probabilities={label: 0.9}, confidence=0.9)
+    diff = slide_differential(slide=analyzed_slide)
+    assert diff == {
+        "total": 4,
+        "rows": [{"class": "neutrophil", "count": 3, "percent": 75.0}, {"class": "lymphocyte", "count": 1, "percent": 25.0}],
+        "other": [{"class": "Platelet", "count": 1, "per_100_white": 25.0},
+                  {"class": "erythroblast", "count": 1, "per_100_white": 25.0},
+                  {"class": "platelet", "count": 1, "per_100_white": 25.0}],
+    }
+    settings.LEUKOLAB_NOT_WHITE = frozenset()  # a lab that counts every class in the differential
+    assert slide_differential(slide=analyzed_slide)["total"] == 7
+    settings.LEUKOLAB_NOT_WHITE = frozenset({"platelet", "erythroblast"})
+    analyzed_slide.cells.filter(predicted_class__in=["neutrophil", "lymphocyte"]).delete()
+    nothing_white = slide_differential(slide=analyzed_slide)
+    assert nothing_white["total"] == 0 and nothing_white["rows"] == []
+    assert {r["per_100_white"] for r in nothing_white["other"]} == {None} and len(nothing_white["other"]) == 3
 
 
 def test_api_differential_and_cells(api_as, analyzed_slide):

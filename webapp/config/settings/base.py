@@ -117,6 +117,11 @@ LEUKOLAB_CLASS_NORM = env_cells("LEUKOLAB_CLASS_NORM", "1000")
 # A cell whose class the model gives with a confidence under this is shown and counted as
 # "unidentified" until a person classes it, as digital-morphology analyzers do ("off": never).
 LEUKOLAB_UNIDENTIFIED_BELOW = env_fraction("LEUKOLAB_UNIDENTIFIED_BELOW", "0.5")
+# Classes that are not white cells (nucleated red cells, platelets): counted beside the differential, per
+# 100 white cells, and not in its percentages; comma-separated, any case.
+LEUKOLAB_NOT_WHITE = frozenset(
+    name.strip().lower() for name in env("LEUKOLAB_NOT_WHITE", "erythroblast,platelet").split(",") if name.strip()
+)
 LEUKOLAB_TORCH_THREADS = env_int("LEUKOLAB_TORCH_THREADS", 1)  # per job process; raise it on big machines
 
 REST_FRAMEWORK = {

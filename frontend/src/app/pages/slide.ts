@@ -534,7 +534,17 @@ function legend(cells: Cell[]): HTMLElement {
 
 function differentialTable(diff: Differential): HTMLElement {
   const lines = differentialLines(diff);
-  if (!lines.length) return h('p', { class: 'muted' }, 'No classified cells.');
+  const other = diff.other ?? [];
+  if (!lines.length && !other.length) return h('p', { class: 'muted' }, 'No classified cells.');
+  const otherRows = other.map((row) =>
+    h(
+      'tr',
+      { class: 'not-white' },
+      h('td', {}, h('span', { class: 'swatch', style: `background:${classColor(row.class)}` }), formatClass(row.class)),
+      h('td', { class: 'num' }, row.count),
+      h('td', { class: 'num', colspan: 2 }, row.per_100_white === null ? '–' : `${row.per_100_white} / 100 white cells`),
+    ),
+  );
   return h(
     'table',
     { class: 'table differential', id: 'differential-table' },
@@ -553,7 +563,10 @@ function differentialTable(diff: Differential): HTMLElement {
         ),
       ),
     ),
-    h('tfoot', {}, h('tr', {}, h('th', {}, 'Total'), h('th', { class: 'num' }, diff.total), h('th', {}, ''), h('th', {}, ''))),
+    h('tfoot', {}, h('tr', {}, h('th', {}, 'White cells'), h('th', { class: 'num' }, diff.total), h('th', {}, ''), h('th', {}, ''))),
+    otherRows.length
+      ? h('tbody', { class: 'not-white' }, h('tr', {}, h('th', { colspan: 4, class: 'small' }, 'Not white cells (not in the %)')), otherRows)
+      : '',
   );
 }
 
