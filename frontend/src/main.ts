@@ -5,6 +5,7 @@ import { loginPage } from './app/pages/login';
 import { modelsPage } from './app/pages/models';
 import { patientPage } from './app/pages/patient';
 import { patientsPage } from './app/pages/patients';
+import { reportPage } from './app/pages/report';
 import { slidePage } from './app/pages/slide';
 import { navigate, Router } from './app/router';
 import { currentUser, setCurrentUser } from './app/session';
@@ -71,5 +72,6 @@ new Router(main, notFound, guard)
   .add('/patients', patientsPage)
   .add('/patients/:id', patientPage)
   .add('/slides/:id', slidePage)
+  .add('/slides/:id/report', reportPage)
   .add('/models', modelsPage)
   .start();

@@ -560,6 +560,17 @@ def test_a_hematologist_reclassifies_a_cell_from_the_gallery_and_the_differentia
         page.locator(f"#cell-table tr[data-cell-id='{cell.pk}']").click()
         page.wait_for_selector("#cell-detail img, #cell-detail .thumb")
         assert page.locator("#reclassify").count() == 0
+
+        page.click("#report-link")  # the signed report, to print
+        page.wait_for_selector("#report-differential")
+        assert page.inner_text("#report-status").startswith("Signed off by hema on")
+        report = page.inner_text("#report")
+        assert "E2E-BOXES" in report and "2 of 2 cells" in report
+        rows = page.locator("#report-differential tbody tr").all_inner_texts()
+        assert sorted(r.split("\t")[0] for r in rows) == sorted({"neutrophil", first})
+        page.emulate_media(media="print")
+        assert not page.locator("#print-report").is_visible() and not page.locator(".topbar").is_visible()
+        page.screenshot(path=str(screenshots / "e2e-11-report.png"))
         assert errors == [], f"JavaScript errors on the page: {errors}"
     finally:
         page.close()

@@ -145,6 +145,9 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
       });
       actions.append(signOff);
     }
+    if (slide.status === 'analyzed') {
+      actions.append(h('a', { class: 'btn', href: `#/slides/${slide.id}/report`, id: 'report-link' }, slide.signed_off_at ? 'Report' : 'Report (preliminary)'));
+    }
     if (canDeleteSlide(currentUser()) && !inProgress && !slide.signed_off_at) {
       const remove = h('button', { type: 'button', class: 'btn btn-danger', id: 'delete-slide' }, 'Delete slide');
       remove.addEventListener('click', async () => {
