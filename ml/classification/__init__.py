@@ -28,13 +28,17 @@ DEFAULT_CONFIG = dict(backbone="cbam_cnn_small", img_size=64, margin=0.2, batch=
 
 
 def train_default(data_dir: Path | None, out_dir: Path, *, time_budget_s: float = 480,
-                  progress: Callable[[float, str], None] | None = None) -> Path:
+                  progress: Callable[[float, str], None] | None = None, extra: list[Path] | None = None) -> Path:
     """Train the product's default classifier within ``time_budget_s`` and return its run dir.
 
     Uses the class-per-folder images in ``data_dir`` (PBC by default) with the benchmark's fixed
     split: trains on its training part, fits the temperature on validation, and records the
     held-out test (and, when present, tecom cross-lab) scores in the run's metrics. Without
     data, trains on generated synthetic cells so a model still exists, and says so.
+
+    ``extra``: more class-per-folder sets (e.g. a lab's reviewed cells, as the webapp exports them), all
+    of them trained on, in ``data_dir``'s classes; validation and test stay ``data_dir``'s, so that the
+    figures of runs with and without them compare.
     """
     from ml.classification.data import datasets_root, fixed_split, load_folder, synthetic_cells
     from ml.classification.evaluate import evaluate_cells, evaluate_tecom, evaluate_tecom_as_analyzed
@@ -54,10 +58,16 @@ def train_default(data_dir: Path | None, out_dir: Path, *, time_budget_s: float 
         cells = synthetic_cells(n_per_class=80)
         source = "synthetic (no data found: this model knows generated cells, not real blood)"
     tr, va, te = fixed_split(cells.names, cells.labels)
+    train = cells.subset(tr)
+    added = {}
+    for folder in extra or []:
+        more = load_folder(Path(folder))
+        train = train.with_cells_of(more)
+        added[str(folder)] = len(more)
     budget = max(10.0, time_budget_s - (time.time() - t0) - 30.0)  # keep time to evaluate
     cfg = TrainConfig(**DEFAULT_CONFIG, time_budget_s=budget)
-    run = fit(cfg, cells.subset(tr), cells.subset(va), out_dir,
-              progress=lambda f, m: report(0.1 + 0.85 * f, m), extra_metrics={"data": source})
+    run = fit(cfg, train, cells.subset(va), out_dir, progress=lambda f, m: report(0.1 + 0.85 * f, m),
+              extra_metrics={"data": source, **({"extra_data": added} if added else {})})
     report(0.95, "evaluating")
     clf = load_classifier(run)
     extra = {"test": _brief(evaluate_cells(clf, cells.subset(te)))}

@@ -58,6 +58,19 @@ class CellSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def with_cells_of(self, other: "CellSet") -> "CellSet":
+        """These cells followed by ``other``'s, in these classes: ``other``'s labels are mapped by class name.
+        A class of ``other``'s cells that is not one of these is a ``ValueError`` naming it."""
+        index = {c: i for i, c in enumerate(self.classes)}
+        unknown = sorted({other.classes[k] for k in set(other.labels.tolist())} - set(index))
+        if unknown:
+            raise ValueError(f"cells of {', '.join(unknown)}: not a class of {', '.join(self.classes)}")
+        if other.images.shape[1:] != self.images.shape[1:]:
+            raise ValueError(f"crops of {other.images.shape[1:]} cannot join crops of {self.images.shape[1:]}")
+        labels = np.array([index[other.classes[k]] for k in other.labels.tolist()], np.int64)
+        return CellSet(np.concatenate([self.images, other.images]), np.concatenate([self.boxes, other.boxes]),
+                       np.concatenate([self.labels, labels]), self.classes, self.names + other.names)
+
     def subset(self, idx) -> "CellSet":
         idx = np.asarray(idx)
         return CellSet(self.images[idx], self.boxes[idx], self.labels[idx], self.classes,

@@ -258,3 +258,36 @@ def test_an_unreadable_image_is_named_and_the_others_are_analyzed(tmp_path, caps
     # alone, the readable images give the same answers: the broken ones take no part in the sample
     assert analyze([paths[0], paths[2], "--classifier", str(saved_classifier), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == [images[0], images[2]]
+
+
+def test_another_set_of_cells_joins_by_class_name_and_a_class_it_lacks_is_named():
+    from ml.classification.data import synthetic_cells
+
+    base = synthetic_cells(n_per_class=3, classes=["eosinophil", "lymphocyte", "neutrophil"])
+    lab = synthetic_cells(n_per_class=2, classes=["neutrophil", "eosinophil"])  # other classes, other order
+    joined = base.with_cells_of(lab)
+    assert len(joined) == 9 + 4 and joined.classes == base.classes
+    assert [joined.classes[k] for k in joined.labels[9:]] == [lab.classes[k] for k in lab.labels]
+    assert joined.names[9:] == lab.names and np.array_equal(joined.images[9:], lab.images)
+    with pytest.raises(ValueError, match="cells of monocyte: not a class of eosinophil, lymphocyte, neutrophil"):
+        base.with_cells_of(synthetic_cells(n_per_class=1, classes=["monocyte", "neutrophil"]))
+
+
+def test_the_default_recipe_trains_on_extra_cells_and_is_scored_on_its_own_data_alone(cell_folder, tmp_path):
+    """A lab's reviewed cells join the training of the default recipe; validation and test stay the base
+    data's, so that runs with and without them compare."""
+    from PIL import Image
+
+    from ml.classification import train_default
+    from ml.classification.data import synthetic_cells
+
+    lab = tmp_path / "lab"
+    cells = synthetic_cells(n_per_class=5, seed=3, classes=["lymphocyte", "neutrophil"])
+    for i, name in enumerate(cells.names):
+        (lab / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(cells.images[i]).save(lab / f"{name}.png")
+    plain = json.loads((train_default(cell_folder, tmp_path / "plain", time_budget_s=12) / "metrics.json").read_text())
+    joined = json.loads((train_default(cell_folder, tmp_path / "joined", time_budget_s=12, extra=[lab])
+                         / "metrics.json").read_text())
+    assert joined["n_train"] == plain["n_train"] + 10 and joined["extra_data"] == {str(lab): 10}
+    assert joined["n_val"] == plain["n_val"] and joined["test"]["n"] == plain["test"]["n"]
