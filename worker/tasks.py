@@ -27,6 +27,22 @@ def cell_classify(self, job_id: int) -> None:
     job_execute(job_id=job_id, retry_on=() if last_try else _TRANSIENT)
 
 
+@shared_task(name="classifier_retrain", bind=True, autoretry_for=_TRANSIENT, retry_backoff=5, retry_backoff_max=120,
+             max_retries=3)
+def classifier_retrain(self, job_id: int) -> None:
+    """The classifier trained again on the training data and the cells people reviewed: a candidate version."""
+    last_try = self.request.retries >= self.max_retries
+    job_execute(job_id=job_id, retry_on=() if last_try else _TRANSIENT)
+
+
+@shared_task(name="classifier_retrain_scheduled")
+def classifier_retrain_scheduled() -> int:
+    """For a schedule of the admin's (django-celery-beat's periodic tasks): queue a retraining; the job's id."""
+    from webapp.registry.services import classifier_retrain_request
+
+    return classifier_retrain_request().pk
+
+
 @shared_task(name="jobs_redispatch")
 def jobs_redispatch() -> int:
     """Scheduled by beat: queued jobs that never reached the broker are handed over again."""

@@ -368,6 +368,9 @@ export const api = {
 
   modelVersions: (opts: { kind?: ModelVersion['kind']; page?: number } = {}) =>
     request<Page<ModelVersion>>('GET', `/api/model-versions/${query({ kind: opts.kind, page: opts.page })}`),
+  /** Train the classifier again on the training data and every cell a person classed: a job, whose result
+   * is registered as a candidate version. */
+  retrainClassifier: () => request<Job>('POST', '/api/model-versions/retrain/'),
   /** Make a version the active one of its kind (a rollback where it was active before). */
   promoteModelVersion: (id: number) => request<ModelVersion>('POST', `/api/model-versions/${id}/promote/`),
 };

@@ -677,3 +677,29 @@ def test_an_admin_compares_classifiers_makes_one_active_and_rolls_back(two_class
         assert errors == [], f"JavaScript errors on the page: {errors}"
     finally:
         page.close()
+
+
+@pytest.fixture
+def retraining_settings(settings, cell_folder, tmp_path):
+    settings.LEUKOLAB_TRAIN_DATA = str(cell_folder)
+    settings.LEUKOLAB_RETRAIN_BUDGET_S = 12
+    settings.LEUKOLAB_MODEL_DIR = tmp_path / "models"
+
+
+def test_an_admin_retrains_the_classifier_and_finds_the_candidate_beside_the_others(
+        two_classifiers, retraining_settings, live_server, screenshots, browser):
+    page, errors = _open_page(browser)
+    try:
+        _log_in(page, live_server, "boss")
+        page.goto(f"{live_server.url}/#/models")
+        page.wait_for_selector("#models-classifier table.models")
+        page.click("#retrain")
+        page.wait_for_selector("#retraining .progress")  # queued, then training, with its progress
+        page.wait_for_selector("#retrain-result", timeout=ANALYSIS_TIMEOUT_MS)
+        assert "newest candidate below" in page.inner_text("#retrain-result")
+        page.wait_for_function("document.querySelectorAll('#models-classifier th[data-version-id]').length === 3")
+        page.screenshot(path=str(screenshots / "e2e-12-retrained.png"))
+        assert errors == [], f"JavaScript errors on the page: {errors}"
+    finally:
+        page.close()
+        _wait_idle_jobs()

@@ -116,41 +116,64 @@ def boxes_export(*, slides: QuerySet[Slide], fmt: str, with_classes: bool = Fals
     return buf
 
 
-def crops_export(*, slides: QuerySet[Slide], which: str = "confirmed"):
-    """A zip of the slides' cells that have a class, as a class-per-folder set of crops
-    (``<class>/slide<S>_cell<C>.jpg``, or ``.png`` from a lossless image) with ``boxes.csv``, the box of each in its crop's pixels.
-    Returns an open temporary file, at its start."""
+def _crop_files(cells: list[Cell]):
+    """Each cell as a crop file of a class-per-folder set: ``(name, bytes)`` (``<class>/slide<S>_cell<C>.jpg``,
+    or ``.png`` from a lossless image), then ``(BOX_FILE, text)``, the box of each in its crop's pixels."""
     from PIL import Image
 
     from ml.boxes import Box
     from ml.classification.data import BOX_FILE, box_file_text, export_crop
     from webapp.slides.services import slide_image_read
 
-    # a class the model is unsure of (shown as unidentified) is no label to learn from
-    cells = [c for c in cells_for_export(slides=slides, which=which) if c.effective_class and not c.unidentified]
+    boxes = {}
+    image_id, array = None, None
+    for cell in cells:
+        if cell.image_id != image_id:  # cells come ordered by image: each is read once
+            image_id, array = cell.image_id, slide_image_read(image=cell.image)
+        # a JPEG image's cells as JPEG (at 95, next to nothing lost again), a lossless one's as PNG
+        jpeg = cell.image.format == "JPEG"
+        name = f"{cell.effective_class}/slide{cell.slide_id}_cell{cell.pk}.{'jpg' if jpeg else 'png'}"
+        crop, boxes[name] = export_crop(array, Box(*cell.box).clip(cell.image.width, cell.image.height))
+        out = io.BytesIO()
+        if jpeg:
+            Image.fromarray(crop).save(out, format="JPEG", quality=95)
+        else:
+            Image.fromarray(crop).save(out, format="PNG", compress_level=1)
+        yield name, out.getvalue()
+    yield BOX_FILE, box_file_text(boxes).encode()
+
+
+def _labelled(*, slides: QuerySet[Slide], which: str) -> list[Cell]:
+    """The cells with a class to learn from: a class the model is unsure of (shown as unidentified) is none."""
+    return [c for c in cells_for_export(slides=slides, which=which) if c.effective_class and not c.unidentified]
+
+
+def crops_export(*, slides: QuerySet[Slide], which: str = "confirmed"):
+    """A zip of the slides' cells that have a class, as a class-per-folder set of crops
+    (``<class>/slide<S>_cell<C>.jpg``, or ``.png`` from a lossless image) with ``boxes.csv``, the box of each in its crop's pixels.
+    Returns an open temporary file, at its start."""
+    cells = _labelled(slides=slides, which=which)
     if not cells:
         hint = " (pass which=all to export the model's answers too)" if which == "confirmed" else ""
         raise ApplicationError(f"These slides have no cell with a class to export{hint}.")
-    boxes = {}
     buf, zf = _spooled_zip()
     with zf:
-        image_id, array = None, None
-        for cell in cells:
-            if cell.image_id != image_id:  # cells come ordered by image: each is read once
-                image_id, array = cell.image_id, slide_image_read(image=cell.image)
-            # a JPEG image's cells as JPEG (at 95, next to nothing lost again), a lossless one's as PNG
-            jpeg = cell.image.format == "JPEG"
-            name = f"{cell.effective_class}/slide{cell.slide_id}_cell{cell.pk}.{'jpg' if jpeg else 'png'}"
-            crop, boxes[name] = export_crop(array, Box(*cell.box).clip(cell.image.width, cell.image.height))
-            out = io.BytesIO()
-            if jpeg:
-                Image.fromarray(crop).save(out, format="JPEG", quality=95)
-            else:
-                Image.fromarray(crop).save(out, format="PNG", compress_level=1)
-            zf.writestr(name, out.getvalue(), compress_type=zipfile.ZIP_STORED)  # compressed already
-        zf.writestr(BOX_FILE, box_file_text(boxes))
+        for name, data in _crop_files(cells):
+            zf.writestr(name, data, compress_type=zipfile.ZIP_STORED if name.endswith((".jpg", ".png")) else zipfile.ZIP_DEFLATED)
     buf.seek(0)
     return buf
+
+
+def crops_write(*, slides: QuerySet[Slide], folder: Path, which: str = "confirmed") -> int:
+    """The same set as :func:`crops_export`, written into ``folder`` (for a training run); returns how many
+    cells it holds (0: none, and nothing written)."""
+    cells = _labelled(slides=slides, which=which)
+    if cells:
+        for name, data in _crop_files(cells):
+            path = Path(folder) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+    return len(cells)
 
 
 def _known_classes() -> set[str]:

@@ -33,3 +33,12 @@ def _cell_classify():
 
 
 register("cell_classify", _cell_classify)
+
+
+def _classifier_retrain():
+    from webapp.registry.services import classifier_retrain
+
+    return classifier_retrain
+
+
+register("classifier_retrain", _classifier_retrain)

@@ -1,12 +1,14 @@
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
+from rest_framework import status
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
 from webapp.common.permissions import require
+from webapp.jobs.apis import JobOutputSerializer
 from webapp.registry.selectors import model_version_list
-from webapp.registry.services import model_version_promote
+from webapp.registry.services import classifier_retrain_request, model_version_promote
 
 
 class ModelVersionOutputSerializer(serializers.Serializer):
@@ -46,3 +48,14 @@ class ModelVersionPromoteApi(GenericAPIView):
     def post(self, request, pk: int):
         mv = model_version_promote(model_version=get_object_or_404(model_version_list(), pk=pk))
         return Response(ModelVersionOutputSerializer(mv).data)
+
+
+class ClassifierRetrainApi(GenericAPIView):
+    permission_classes = [require("registry.add_modelversion")]
+    serializer_class = JobOutputSerializer  # what it answers (OPTIONS describes it)
+
+    @extend_schema(summary="Train the classifier again on the training data and every cell a person classed; the "
+                           "result is registered as a candidate version", request=None, responses={202: JobOutputSerializer})
+    def post(self, request):
+        job = classifier_retrain_request(user=request.user)
+        return Response(JobOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED)

@@ -1,12 +1,18 @@
 from __future__ import annotations
 
+import logging
+import tempfile
+import time
 from pathlib import Path
 
+from django.conf import settings
 from django.core.files import File
 from django.db import transaction
 from django.utils import timezone
 
 from webapp.registry.models import ModelVersion
+
+logger = logging.getLogger(__name__)
 
 
 @transaction.atomic
@@ -61,3 +67,64 @@ def model_version_ensure_classical() -> ModelVersion:
             defaults={"architecture": "classical", "parameters": {"method": "classical"}},
         )
         return model_version_promote(model_version=mv)
+
+
+def classifier_register_run(*, run: Path, parameters: dict, activate: bool) -> ModelVersion:
+    """Register the classifier a training run made (its checkpoint, classes and figures)."""
+    from ml.classification import load_classifier
+    from webapp.registry.selectors import run_checkpoint
+
+    checkpoint = run_checkpoint(kind=ModelVersion.Kind.CLASSIFIER, run=Path(run))
+    classifier = load_classifier(checkpoint)
+    return model_version_register(
+        kind=ModelVersion.Kind.CLASSIFIER,
+        architecture=classifier.architecture,
+        version=classifier.version,
+        artifact_path=checkpoint,
+        parameters={"classes": list(classifier.classes), **parameters},
+        metrics=dict(classifier.metrics or {}),
+        activate=activate,
+    )
+
+
+RETRAIN_JOB = "classifier_retrain"
+
+
+def classifier_retrain_request(*, user=None):
+    """Queue a retraining of the classifier (one at a time: a retraining queued or running is returned)."""
+    from webapp.jobs.services import job_enqueue
+
+    lab = getattr(getattr(user, "profile", None), "lab", None) if user is not None else None
+    return job_enqueue(kind=RETRAIN_JOB, key="retrain:classifier", params={}, lab=lab, created_by=user)
+
+
+def classifier_retrain(*, job_id: int | None = None, progress=None) -> ModelVersion:
+    """Train the default recipe again on the training data (``LEUKOLAB_TRAIN_DATA``, PBC by default) and every
+    cell whose class a person gave or confirmed, within ``LEUKOLAB_RETRAIN_BUDGET_S``, and register the result
+    as a candidate: an admin compares it with the active version and makes it active, or not. Its held-out
+    figures are the training data's, as the active version's are, so the two compare."""
+    from ml.classification import train_default
+    from webapp.cells.interchange import crops_write
+    from webapp.jobs.services import PermanentJobError
+    from webapp.slides.models import Slide
+
+    report = progress or (lambda fraction, message="": None)
+    base = Path(settings.LEUKOLAB_TRAIN_DATA or settings.LEUKOLAB_DATASETS / "pbc")
+    if not base.is_dir():
+        raise PermanentJobError(f"No training data at {base}: set LEUKOLAB_TRAIN_DATA to a class-per-folder image folder.")
+    out = settings.LEUKOLAB_MODEL_DIR / f"retrained-classifier-{time.strftime('%Y%m%d-%H%M%S')}"
+    with tempfile.TemporaryDirectory() as tmp:
+        report(0.0, "gathering the reviewed cells")
+        reviewed = Path(tmp) / "reviewed"
+        n = crops_write(slides=Slide.objects.all(), folder=reviewed)
+        report(0.05, f"training on {base.name} and {n} reviewed cell{'s' if n != 1 else ''}")
+        try:
+            run = train_default(base, out, time_budget_s=settings.LEUKOLAB_RETRAIN_BUDGET_S, extra=[reviewed] if n else None,
+                                progress=lambda f, m: report(0.05 + 0.9 * f, m))
+        except ValueError as exc:  # e.g. a reviewed class the training data does not have
+            raise PermanentJobError(f"The retraining cannot use these cells: {exc}") from exc
+    mv = classifier_register_run(run=run, parameters={"trained_by": "retraining", "data": str(base), "reviewed_cells": n},
+                                 activate=False)
+    report(1.0, f"{mv.version} registered as a candidate")
+    logger.info("classifier %s retrained on %s and %d reviewed cells", mv.version, base, n)
+    return mv

@@ -29,5 +29,6 @@ export const canAddCells = (user: User | null): boolean => may(user, 'cells.add_
 export const canMoveCells = (user: User | null): boolean => may(user, 'cells.change_cell');
 export const canDeleteCells = (user: User | null): boolean => may(user, 'cells.delete_cell');
 export const canDeleteSlide = (user: User | null): boolean => may(user, 'slides.delete_slide');
+export const canRetrain = (user: User | null): boolean => may(user, 'registry.add_modelversion');
 export const canPromoteModel = (user: User | null): boolean => may(user, 'registry.change_modelversion');
 export const canDeletePatient = (user: User | null): boolean => may(user, 'patients.delete_patient');

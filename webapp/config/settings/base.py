@@ -119,9 +119,9 @@ LEUKOLAB_CLASS_NORM = env_cells("LEUKOLAB_CLASS_NORM", "1000")
 LEUKOLAB_UNIDENTIFIED_BELOW = env_fraction("LEUKOLAB_UNIDENTIFIED_BELOW", "0.5")
 # Classes that are not white cells (nucleated red cells, platelets): counted beside the differential, per
 # 100 white cells, and not in its percentages; comma-separated, any case.
-LEUKOLAB_NOT_WHITE = frozenset(
-    name.strip().lower() for name in env("LEUKOLAB_NOT_WHITE", "erythroblast,platelet").split(",") if name.strip()
-)
+LEUKOLAB_NOT_WHITE = frozenset(name.lower() for name in env_list("LEUKOLAB_NOT_WHITE", ["erythroblast", "platelet"]))
+# Seconds a retraining of the classifier (the Models page, or a schedule) may train for.
+LEUKOLAB_RETRAIN_BUDGET_S = env_int("LEUKOLAB_RETRAIN_BUDGET_S", 480)
 LEUKOLAB_TORCH_THREADS = env_int("LEUKOLAB_TORCH_THREADS", 1)  # per job process; raise it on big machines
 
 REST_FRAMEWORK = {

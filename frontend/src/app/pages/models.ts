@@ -1,11 +1,13 @@
 // The model versions of each kind side by side: their figures, which one is active, and for an admin
 // the button that makes another one active (a rollback where it was active before).
-import { api, type ModelVersion } from '../../api';
+import { api, type Job, type ModelVersion } from '../../api';
 import { h } from '../dom';
-import { showError } from '../errors';
-import { formatDateTime, modelRows } from '../format';
+import { errorBox, showError } from '../errors';
+import { formatDateTime, isJobFinished, modelRows } from '../format';
+import { followJob } from '../jobs';
 import type { RouteContext } from '../router';
-import { canPromoteModel, currentUser } from '../session';
+import { canPromoteModel, canRetrain, currentUser } from '../session';
+import { progressBar } from '../widgets';
 
 const KINDS: [ModelVersion['kind'], string][] = [
   ['classifier', 'Classifiers'],
@@ -17,12 +19,60 @@ const MAX_COLUMNS = 6;
 export function modelsPage(root: HTMLElement, ctx: RouteContext): void {
   const errorSlot = h('div');
   const content = h('div', {}, h('p', { class: 'muted' }, 'Loading model versions…'));
+  const retrainSlot = h('section', { class: 'card', id: 'retraining' });
   root.append(
     h('div', { class: 'page-head' }, h('h1', {}, 'Models')),
     h('p', { class: 'muted' }, 'Each version as it was measured when it was trained: held-out images of its own data, and cells of another lab it never trained on.'),
     errorSlot,
+    canRetrain(currentUser()) ? retrainSlot : '',
     content,
   );
+
+  /** The retraining card: its button, or the retraining under way with its progress, and how the last one ended. */
+  function showRetraining(job: Job | null): void {
+    if (job && !isJobFinished(job)) {
+      const bar = progressBar();
+      bar.update(job, 'Waiting for a worker…');
+      retrainSlot.replaceChildren(h('h2', {}, 'Retraining the classifier'), bar.el);
+      void followJob(job.id, { signal: ctx.signal, onUpdate: (j) => bar.update(j) }).then((done) => {
+        if (!done || ctx.signal.aborted) return;
+        showRetraining(done);
+        if (done.status === 'succeeded') void load();
+      }, (err) => showError(errorSlot, err));
+      return;
+    }
+    const button = h('button', { type: 'button', class: 'btn btn-primary', id: 'retrain' }, 'Retrain on reviewed cells');
+    button.addEventListener('click', async () => {
+      button.disabled = true;
+      showError(errorSlot, null);
+      try {
+        showRetraining(await api.retrainClassifier());
+      } catch (err) {
+        showError(errorSlot, err);
+        button.disabled = false;
+      }
+    });
+    retrainSlot.replaceChildren(
+      h('h2', {}, 'Retraining'),
+      h('p', { class: 'muted small' }, 'The classifier trained again on the training data and every cell a person classed, within the training budget; the result joins the classifiers below as a candidate, to compare and make active, or not.'),
+      job?.status === 'succeeded'
+        ? h('p', { class: 'small', id: 'retrain-result' }, `The last retraining is ${job.message || 'done'}: its version is the newest candidate below.`)
+        : '',
+      job?.status === 'failed' ? errorBox(new Error(job.error || 'The retraining failed.')) : '',
+      button,
+    );
+  }
+
+  async function findRetraining(): Promise<void> {
+    if (!canRetrain(currentUser())) return;
+    try {
+      const open = await Promise.all([api.jobs({ status: 'running' }), api.jobs({ status: 'queued' })]);
+      if (ctx.signal.aborted) return;
+      showRetraining(open.flatMap((page) => page.results).find((job) => job.kind === 'classifier_retrain') ?? null);
+    } catch (err) {
+      showError(errorSlot, err);
+    }
+  }
 
   async function load(): Promise<void> {
     try {
@@ -117,5 +167,6 @@ export function modelsPage(root: HTMLElement, ctx: RouteContext): void {
     );
   }
 
+  void findRetraining();
   void load();
 }

@@ -8,8 +8,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from webapp.registry.models import ModelVersion
-from webapp.registry.selectors import model_version_active, run_checkpoint
-from webapp.registry.services import model_version_ensure_classical, model_version_register
+from webapp.registry.selectors import model_version_active
+from webapp.registry.services import classifier_register_run, model_version_ensure_classical
 
 
 class Command(BaseCommand):
@@ -30,7 +30,7 @@ class Command(BaseCommand):
         if skip_classifier:
             self.stdout.write("classifier: none active (skipped)")
             return
-        from ml.classification import load_classifier, train_default
+        from ml.classification import train_default
 
         data_dir = Path(data or settings.LEUKOLAB_TRAIN_DATA or settings.LEUKOLAB_DATASETS / "pbc")
         if not data_dir.is_dir():
@@ -41,19 +41,10 @@ class Command(BaseCommand):
         started = time.monotonic()
         run = Path(train_default(data_dir, out, time_budget_s=budget_s, progress=self._progress))
         try:
-            checkpoint = run_checkpoint(kind=ModelVersion.Kind.CLASSIFIER, run=run)
+            mv = classifier_register_run(run=run, activate=True,
+                                         parameters={"trained_by": "ensure_models", "data": str(data_dir or "generated")})
         except FileNotFoundError as exc:
             raise CommandError(str(exc)) from exc
-        classifier = load_classifier(checkpoint)
-        mv = model_version_register(
-            kind=ModelVersion.Kind.CLASSIFIER,
-            architecture=classifier.architecture,
-            version=classifier.version,
-            artifact_path=checkpoint,
-            parameters={"classes": list(classifier.classes), "trained_by": "ensure_models", "data": str(data_dir or "generated")},
-            metrics=dict(classifier.metrics or {}),
-            activate=True,
-        )
         self.stdout.write(f"\nclassifier: {mv.architecture} {mv.version} registered and active ({time.monotonic() - started:.0f} s)")
 
     def _progress(self, fraction: float, message: str = "") -> None:

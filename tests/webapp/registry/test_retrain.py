@@ -1,0 +1,71 @@
+"""Retraining the classifier on the cells people reviewed: a candidate version, the active one untouched."""
+import pytest
+
+from webapp.cells.models import Cell
+from webapp.cells.services import cell_reclassify
+from webapp.jobs.models import Job
+from webapp.jobs.services import job_execute
+from webapp.registry.models import ModelVersion
+
+
+@pytest.fixture
+def retraining(settings, cell_folder, tmp_path):
+    """Training data (the small generated folder) and a short budget, models kept in the test's folder."""
+    settings.LEUKOLAB_TRAIN_DATA = str(cell_folder)
+    settings.LEUKOLAB_RETRAIN_BUDGET_S = 12
+    settings.LEUKOLAB_MODEL_DIR = tmp_path / "models"
+
+
+def test_only_an_admin_asks_for_a_retraining_and_one_runs_at_a_time(api_as):
+    for role in ("hematologist", "annotator"):
+        assert api_as(role, username=f"no-{role}").post("/api/model-versions/retrain/").status_code == 403
+    admin = api_as("admin", username="boss")
+    first = admin.post("/api/model-versions/retrain/")
+    assert first.status_code == 202 and first.json()["kind"] == "classifier_retrain"
+    assert admin.post("/api/model-versions/retrain/").json()["id"] == first.json()["id"]  # still queued: the same job
+    assert admin.get(f"/api/jobs/{first.json()['id']}/").status_code == 200
+
+
+def test_a_retraining_learns_the_reviewed_cells_and_registers_a_candidate(retraining, active_classifier, analyzed_slide,
+                                                                          make_user, api_as):
+    reviewer = make_user("hematologist", username="rev")
+    cells = list(Cell.objects.filter(slide=analyzed_slide))
+    assert cells
+    for cell in cells:
+        cell_reclassify(cell=cell, label="neutrophil", user=reviewer)
+    job = api_as("admin", username="boss").post("/api/model-versions/retrain/").json()
+    done = job_execute(job_id=job["id"])
+    assert done.status == Job.Status.SUCCEEDED, done.error
+    candidate = ModelVersion.objects.get(kind="classifier", status="candidate")
+    assert candidate.parameters["reviewed_cells"] == len(cells) and candidate.parameters["trained_by"] == "retraining"
+    assert candidate.metrics["extra_data"] and "test" in candidate.metrics and candidate.artifact
+    assert ModelVersion.objects.get(kind="classifier", status="active") == active_classifier  # an admin decides
+
+
+def test_a_reviewed_class_the_training_data_lacks_fails_the_retraining_with_its_name(retraining, active_classifier,
+                                                                                     analyzed_slide):
+    from webapp.registry.services import classifier_retrain_request
+
+    Cell.objects.filter(slide=analyzed_slide).update(reviewed_class="blast")
+    job = job_execute(job_id=classifier_retrain_request().pk)
+    assert job.status == Job.Status.FAILED
+    assert "cannot use these cells" in job.error and "blast" in job.error
+    assert not ModelVersion.objects.filter(kind="classifier", status="candidate").exists()
+
+
+def test_without_training_data_a_retraining_says_where_it_looked(settings, db, tmp_path):
+    from webapp.registry.services import classifier_retrain_request
+
+    settings.LEUKOLAB_TRAIN_DATA = str(tmp_path / "nowhere")
+    job = job_execute(job_id=classifier_retrain_request().pk)
+    assert job.status == Job.Status.FAILED and "No training data at" in job.error and "nowhere" in job.error
+
+
+def test_a_schedule_queues_a_retraining_as_the_button_does(db):
+    """What an admin's periodic task (django-celery-beat) runs: the job the Models page's button queues."""
+    from worker.tasks import classifier_retrain_scheduled
+
+    job_id = classifier_retrain_scheduled.run()
+    job = Job.objects.get(pk=job_id)
+    assert job.kind == "classifier_retrain" and job.status == Job.Status.QUEUED and job.created_by is None
+    assert classifier_retrain_scheduled.run() == job_id
