@@ -680,14 +680,18 @@ def test_an_admin_compares_classifiers_makes_one_active_and_rolls_back(two_class
 
 
 @pytest.fixture
-def retraining_settings(settings, cell_folder, tmp_path):
+def retraining_settings(settings, cell_folder, tmp_path, monkeypatch):
+    """The small generated training set and a short budget, here and for a Celery worker started after."""
+    for name, value in {"LEUKOLAB_TRAIN_DATA": str(cell_folder), "LEUKOLAB_RETRAIN_BUDGET_S": "12",
+                        "LEUKOLAB_MODEL_DIR": str(tmp_path / "models")}.items():
+        monkeypatch.setenv(name, value)
     settings.LEUKOLAB_TRAIN_DATA = str(cell_folder)
     settings.LEUKOLAB_RETRAIN_BUDGET_S = 12
     settings.LEUKOLAB_MODEL_DIR = tmp_path / "models"
 
 
 def test_an_admin_retrains_the_classifier_and_finds_the_candidate_beside_the_others(
-        two_classifiers, retraining_settings, live_server, screenshots, browser):
+        two_classifiers, retraining_settings, live_server, job_runner, screenshots, browser):
     page, errors = _open_page(browser)
     try:
         _log_in(page, live_server, "boss")
