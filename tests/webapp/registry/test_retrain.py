@@ -69,3 +69,15 @@ def test_a_schedule_queues_a_retraining_as_the_button_does(db):
     job = Job.objects.get(pk=job_id)
     assert job.kind == "classifier_retrain" and job.status == Job.Status.QUEUED and job.created_by is None
     assert classifier_retrain_scheduled.run() == job_id
+
+
+def test_a_scheduled_retraining_is_followed_by_every_admin_and_by_no_one_else(db, api_as):
+    """A schedule's retraining belongs to no lab; an admin's button then finds it (the same job), and follows it."""
+    from worker.tasks import classifier_retrain_scheduled
+
+    job_id = classifier_retrain_scheduled.run()
+    admin = api_as("admin", username="boss")
+    assert admin.post("/api/model-versions/retrain/").json()["id"] == job_id
+    assert admin.get(f"/api/jobs/{job_id}/").status_code == 200
+    assert job_id in [j["id"] for j in admin.get("/api/jobs/?status=queued").json()["results"]]
+    assert api_as("hematologist", username="h").get(f"/api/jobs/{job_id}/").status_code == 404
