@@ -61,7 +61,7 @@ def train_default(data_dir: Path | None, out_dir: Path, *, time_budget_s: float 
     train = cells.subset(tr)
     added = {}
     for folder in extra or []:
-        more = load_folder(Path(folder))
+        more = load_folder(Path(folder), use_cache=False)  # read once, often from a temporary folder
         train = train.with_cells_of(more)
         added[str(folder)] = len(more)
     budget = max(10.0, time_budget_s - (time.time() - t0) - 30.0)  # keep time to evaluate
