@@ -702,6 +702,8 @@ def test_an_admin_retrains_the_classifier_and_finds_the_candidate_beside_the_oth
         page.wait_for_selector("#retrain-result", timeout=ANALYSIS_TIMEOUT_MS)
         assert "newest candidate below" in page.inner_text("#retrain-result")
         page.wait_for_function("document.querySelectorAll('#models-classifier th[data-version-id]').length === 3")
+        learned = page.locator("#models-classifier tr", has_text="Cells people classed, trained on").inner_text()
+        assert learned.split("\t")[1:] == ["–", "0", "–"]  # the active one, the new candidate (nothing reviewed), the other
         page.screenshot(path=str(screenshots / "e2e-12-retrained.png"))
         assert errors == [], f"JavaScript errors on the page: {errors}"
     finally:

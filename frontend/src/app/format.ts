@@ -176,6 +176,7 @@ const MODEL_FIGURES: Record<ModelVersion['kind'], [string, string, (v: unknown) 
     ['Epochs', 'epochs_run', whole],
     ['Training time', 'train_time_s', seconds],
     ['Training images', 'n_train', whole],
+    ['Cells people classed, trained on', 'parameters.reviewed_cells', whole],
   ],
   localizer: [
     ['Mean IoU', 'mean_iou', fraction],
@@ -187,8 +188,10 @@ const MODEL_FIGURES: Record<ModelVersion['kind'], [string, string, (v: unknown) 
 };
 
 /** The versions of one kind side by side: the figures any of them holds, each version's in its column. */
-export function modelRows(kind: ModelVersion['kind'], versions: Pick<ModelVersion, 'metrics'>[]): ModelRow[] {
+export function modelRows(kind: ModelVersion['kind'], versions: Pick<ModelVersion, 'metrics' | 'parameters'>[]): ModelRow[] {
+  // a figure's path reads the metrics, or the version's parameters under "parameters."
+  const source = (v: Pick<ModelVersion, 'metrics' | 'parameters'>) => ({ ...(v.metrics ?? {}), parameters: v.parameters ?? {} });
   return MODEL_FIGURES[kind]
-    .map(([label, path, format]) => ({ label, values: versions.map((v) => format(pick(v.metrics ?? {}, path))) }))
+    .map(([label, path, format]) => ({ label, values: versions.map((v) => format(pick(source(v), path))) }))
     .filter((row) => row.values.some((v) => v !== '–'));
 }

@@ -129,7 +129,7 @@ describe('modelRows', () => {
   it('puts the versions side by side, a dash where one has no figure, no row that none has', () => {
     const rows = modelRows('classifier', [
       { metrics: { test: { accuracy: 0.94375, macro_f1: 0.9434, n: 960 }, epochs_run: 61, train_time_s: 428.7 } },
-      { metrics: { test: { accuracy: 0.982 }, tecom_analyze: { accuracy: 0.8167 } } },
+      { metrics: { test: { accuracy: 0.982 }, tecom_analyze: { accuracy: 0.8167 } }, parameters: { reviewed_cells: 42 } },
       { metrics: {} },
     ]);
     expect(rows).toEqual([
@@ -139,6 +139,7 @@ describe('modelRows', () => {
       { label: 'Another lab, as analyses answer: accuracy', values: ['–', '0.817', '–'] },
       { label: 'Epochs', values: ['61', '–', '–'] },
       { label: 'Training time', values: ['429 s', '–', '–'] },
+      { label: 'Cells people classed, trained on', values: ['–', '42', '–'] },
     ]);
     expect(modelRows('localizer', [{ metrics: {} }])).toEqual([]);
   });
