@@ -70,14 +70,14 @@ def train_default(data_dir: Path | None, out_dir: Path, *, time_budget_s: float 
               extra_metrics={"data": source, **({"extra_data": added} if added else {})})
     report(0.95, "evaluating")
     clf = load_classifier(run)
-    extra = {"test": _brief(evaluate_cells(clf, cells.subset(te)))}
+    scores = {"test": _brief(evaluate_cells(clf, cells.subset(te)))}
     tecom = datasets_root() / "tecom"
     from ml.classification.evaluate import TECOM_CLASSES
 
     if tecom.is_dir() and not source.startswith("synthetic") and set(TECOM_CLASSES) <= set(clf.classes):
-        extra["tecom"] = _brief(evaluate_tecom(clf, tecom))
-        extra["tecom_analyze"] = _brief(evaluate_tecom_as_analyzed(clf, tecom))
-    _update_metrics(run, extra)
+        scores["tecom"] = _brief(evaluate_tecom(clf, tecom))
+        scores["tecom_analyze"] = _brief(evaluate_tecom_as_analyzed(clf, tecom))
+    _update_metrics(run, scores)
     report(1.0, f"default classifier ready in {time.time() - t0:.0f} s")
     return run
 

@@ -92,10 +92,11 @@ RETRAIN_JOB = "classifier_retrain"
 
 def classifier_retrain_request(*, user=None):
     """Queue a retraining of the classifier (one at a time: a retraining queued or running is returned)."""
+    from webapp.accounts.selectors import user_lab
     from webapp.jobs.services import job_enqueue
 
-    lab = getattr(getattr(user, "profile", None), "lab", None) if user is not None else None
-    return job_enqueue(kind=RETRAIN_JOB, key="retrain:classifier", params={}, lab=lab, created_by=user)
+    return job_enqueue(kind=RETRAIN_JOB, key="retrain:classifier", params={},
+                       lab=user_lab(user) if user is not None else None, created_by=user)
 
 
 def classifier_retrain(*, job_id: int | None = None, progress=None) -> ModelVersion:

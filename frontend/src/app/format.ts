@@ -156,9 +156,12 @@ function pick(metrics: Record<string, unknown>, path: string): unknown {
   return value;
 }
 
-const fraction = (v: unknown): string => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(3) : '–');
-const whole = (v: unknown): string => (typeof v === 'number' && Number.isFinite(v) ? String(Math.round(v)) : '–');
-const seconds = (v: unknown): string => (typeof v === 'number' && Number.isFinite(v) ? `${Math.round(v)} s` : '–');
+/** A figure's format: a finite number shown by ``show``, anything else a dash. */
+const figure = (show: (v: number) => string) => (v: unknown): string =>
+  typeof v === 'number' && Number.isFinite(v) ? show(v) : '–';
+const fraction = figure((v) => v.toFixed(3));
+const whole = figure((v) => String(Math.round(v)));
+const seconds = figure((v) => `${Math.round(v)} s`);
 
 /** The figures a version's metrics hold, by kind: [label, path in the metrics, format]. */
 const MODEL_FIGURES: Record<ModelVersion['kind'], [string, string, (v: unknown) => string][]> = {

@@ -1,4 +1,4 @@
-// Small shared pieces of UI: status badges, progress bars, pagination, download links.
+// Small shared pieces of UI: status badges, progress bars, pagination, download links, term-value lines.
 import type { Job, Page, SlideStatus } from '../api';
 import { h } from './dom';
 import { progressPercent } from './format';
@@ -50,4 +50,9 @@ export function pager<T>(page: Page<T>, current: number, go: (page: number) => v
 /** A button-styled link that downloads what it points at (the training-data zips). */
 export function downloadLink(href: string, text: string): HTMLElement {
   return h('a', { class: 'btn btn-small', href, download: '' }, text);
+}
+
+/** One term and its value of a ``<dl class="meta">``. */
+export function meta(term: string, value: string | number): HTMLElement[] {
+  return [h('dt', {}, term), h('dd', {}, value)];
 }

@@ -5,6 +5,7 @@ import { h } from '../dom';
 import { showError } from '../errors';
 import { differentialLines, formatClass, formatDateTime } from '../format';
 import type { RouteContext } from '../router';
+import { meta } from '../widgets';
 
 export function reportPage(root: HTMLElement, ctx: RouteContext): void {
   const id = Number(ctx.params.id);
@@ -45,13 +46,13 @@ function report(slide: Slide, cells: Cell[], diff: Differential): (Node | string
     h(
       'dl',
       { class: 'meta' },
-      pair('Patient', slide.patient_identifier ?? String(slide.patient)),
-      pair('Images', slide.images.map((img) => img.filename).join(', ')),
-      pair('Stain', slide.stain || '–'),
-      pair('Uploaded', `${formatDateTime(slide.uploaded_at)}${slide.uploaded_by ? ` by ${slide.uploaded_by}` : ''}`),
-      pair('Analysed', slide.analyzed_at ? formatDateTime(slide.analyzed_at) : '–'),
-      pair('Classifier', models.length ? models.join(', ') : '–'),
-      pair('Reviewed by a person', `${reviewed} of ${cells.length} cells`),
+      meta('Patient', slide.patient_identifier ?? String(slide.patient)),
+      meta('Images', slide.images.map((img) => img.filename).join(', ')),
+      meta('Stain', slide.stain || '–'),
+      meta('Uploaded', `${formatDateTime(slide.uploaded_at)}${slide.uploaded_by ? ` by ${slide.uploaded_by}` : ''}`),
+      meta('Analysed', slide.analyzed_at ? formatDateTime(slide.analyzed_at) : '–'),
+      meta('Classifier', models.length ? models.join(', ') : '–'),
+      meta('Reviewed by a person', `${reviewed} of ${cells.length} cells`),
     ),
     lines.length
       ? h(
@@ -72,8 +73,4 @@ function report(slide: Slide, cells: Cell[], diff: Differential): (Node | string
       : '',
     h('p', { class: 'muted small' }, `Printed from Leukolab on ${formatDateTime(new Date().toISOString())}.`),
   ];
-}
-
-function pair(term: string, value: string): HTMLElement[] {
-  return [h('dt', {}, term), h('dd', {}, value)];
 }

@@ -27,7 +27,7 @@ import {
   canSignOff,
   currentUser,
 } from '../session';
-import { downloadLink, progressBar, statusBadge } from '../widgets';
+import { downloadLink, meta, progressBar, statusBadge } from '../widgets';
 
 export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
   const id = Number(ctx.params.id);
@@ -506,10 +506,6 @@ function trainingCard(
     );
   }
   return card;
-}
-
-function meta(term: string, value: string | number): HTMLElement[] {
-  return [h('dt', {}, term), h('dd', {}, value)];
 }
 
 function cellLabel(cell: Cell): string {
