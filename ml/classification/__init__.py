@@ -27,13 +27,18 @@ DEFAULT_CONFIG = dict(backbone="cbam_cnn_small", img_size=64, margin=0.2, batch=
                       mixup=0.0, balance=True, augment=1.0, stain_norm="background", shape_opinion=True)
 
 
+# held-out cells of each class the default recipe's accuracy under corruptions is measured on
+ROBUSTNESS_PER_CLASS = 40
+
+
 def train_default(data_dir: Path | None, out_dir: Path, *, time_budget_s: float = 480,
                   progress: Callable[[float, str], None] | None = None, extra: list[Path] | None = None) -> Path:
     """Train the product's default classifier within ``time_budget_s`` and return its run dir.
 
     Uses the class-per-folder images in ``data_dir`` (PBC by default) with the benchmark's fixed
     split: trains on its training part, fits the temperature on validation, and records the
-    held-out test (and, when present, tecom cross-lab) scores in the run's metrics. Without
+    held-out test (and, when present, tecom cross-lab) scores, the accuracy under corruptions and the
+    figures (:func:`score_run`). Without
     data, trains on generated synthetic cells so a model still exists, and says so.
 
     ``extra``: more class-per-folder sets (e.g. a lab's reviewed cells, as the webapp exports them), all
@@ -41,7 +46,6 @@ def train_default(data_dir: Path | None, out_dir: Path, *, time_budget_s: float 
     figures of runs with and without them compare.
     """
     from ml.classification.data import datasets_root, fixed_split, load_folder, synthetic_cells
-    from ml.classification.evaluate import evaluate_cells, evaluate_tecom, evaluate_tecom_as_analyzed
     from ml.classification.train import TrainConfig, fit
 
     t0 = time.time()
@@ -63,29 +67,66 @@ def train_default(data_dir: Path | None, out_dir: Path, *, time_budget_s: float 
     for folder in extra or []:
         more = load_folder(Path(folder), use_cache=False)  # read once, often from a temporary folder
         train = train.with_cells_of(more)
-        added[str(folder)] = len(more)
-    budget = max(10.0, time_budget_s - (time.time() - t0) - 30.0)  # keep time to evaluate
+        added[Path(folder).name] = added.get(Path(folder).name, 0) + len(more)  # by name: a temporary path says nothing
+    budget = max(10.0, time_budget_s - (time.time() - t0) - 45.0)  # keep time to evaluate
     cfg = TrainConfig(**DEFAULT_CONFIG, time_budget_s=budget)
     run = fit(cfg, train, cells.subset(va), out_dir, progress=lambda f, m: report(0.1 + 0.85 * f, m),
               extra_metrics={"data": source, **({"extra_data": added} if added else {})})
     report(0.95, "evaluating")
-    clf = load_classifier(run)
-    scores = {"test": _brief(evaluate_cells(clf, cells.subset(te)))}
-    tecom = datasets_root() / "tecom"
-    from ml.classification.evaluate import TECOM_CLASSES
-
-    if tecom.is_dir() and not source.startswith("synthetic") and set(TECOM_CLASSES) <= set(clf.classes):
-        scores["tecom"] = _brief(evaluate_tecom(clf, tecom))
-        scores["tecom_analyze"] = _brief(evaluate_tecom_as_analyzed(clf, tecom))
-    _update_metrics(run, scores)
+    score_run(run, cells.subset(te), other_lab=not source.startswith("synthetic"),
+              progress=lambda f, m: report(0.95 + 0.05 * f, m))
     report(1.0, f"default classifier ready in {time.time() - t0:.0f} s")
     return run
+
+
+def score_run(run: Path, test_cells, *, other_lab: bool = True, device: str | None = None,
+              progress: Callable[[float, str], None] | None = None) -> dict:
+    """Score a trained run as the model registry shows it, into its checkpoints' metrics and ``metrics.json``:
+    the held-out ``test_cells`` (a ``CellSet``) with each class's F1; where ``other_lab`` and the tecom
+    folder is at hand and the model knows its classes, the other lab's cells with expert boxes and as
+    ``ml.analyze`` answers; the accuracy under corruptions of the first ``ROBUSTNESS_PER_CLASS`` held-out
+    cells of each class (each version measured on the same ones, in seconds); and the run's figures
+    (``evaluate.RUN_FIGURES``). Returns the held-out report."""
+    import numpy as np
+
+    from ml.classification.data import TECOM_CLASSES, datasets_root
+    from ml.classification.evaluate import (evaluate_cells, evaluate_tecom, evaluate_tecom_as_analyzed, robustness_of,
+                                            write_run_figures)
+
+    report = progress or (lambda f, m: None)
+    clf = load_classifier(run, device=device)
+    test = evaluate_cells(clf, test_cells)
+    scores = {"test": {**_brief(test), "f1": _f1(test)}}
+    tecom, tecom_report = datasets_root() / "tecom", None
+    if other_lab and tecom.is_dir() and set(TECOM_CLASSES) <= set(clf.classes):
+        report(0.2, "scoring another lab's cells")
+        tecom_report = evaluate_tecom(clf, tecom)
+        scores["tecom"] = {**_brief(tecom_report), "f1": _f1(tecom_report)}
+        scores["tecom_analyze"] = _brief(evaluate_tecom_as_analyzed(clf, tecom))
+    report(0.4, "measuring accuracy under corruptions")
+    some = np.sort(np.concatenate([np.flatnonzero(test_cells.labels == k)[:ROBUSTNESS_PER_CLASS]
+                                   for k in np.unique(test_cells.labels)]))
+    scores["robustness"] = {k: _rounded(v) for k, v in robustness_of(clf, test_cells.subset(some)).items()}
+    scores["robustness_n"] = len(some)
+    _update_metrics(run, scores)
+    report(0.9, "drawing the figures")
+    write_run_figures(run, test, robustness=scores["robustness"], other_lab=tecom_report)
+    return test
 
 
 def _brief(r: dict) -> dict:
     keys = ("n", "accuracy", "macro_f1", "weighted_f1", "ece", "ece_raw", "restricted_to", "prior", "boxes",
             "any_class", "norm", "norm_balanced")
     return {k: r[k] for k in keys if k in r}
+
+
+def _f1(r: dict) -> dict:
+    """Each class's F1 in a report, where the class occurs."""
+    return {c: round(s["f1"], 4) for c, s in r["per_class"].items() if s["support"]}
+
+
+def _rounded(v):
+    return [round(x, 4) for x in v] if isinstance(v, list) else round(v, 4)
 
 
 def _update_metrics(run: Path, extra: dict) -> None:
@@ -103,4 +144,4 @@ def _update_metrics(run: Path, extra: dict) -> None:
 
 
 __all__ = ["Classifier", "CropRule", "Prediction", "cell_crop", "create_classifier", "list_classifiers",
-           "load_classifier", "register_classifier", "train_default"]
+           "load_classifier", "register_classifier", "score_run", "train_default"]

@@ -161,7 +161,7 @@ def _train(args) -> int:
     from ml.classification.data import cache_size_for, fixed_split, kfold_splits, load_folder
     from ml.classification.evaluate import evaluate_cells
     from ml.classification.train import TrainConfig, fit
-    from ml.classification import load_classifier
+    from ml.classification import load_classifier, score_run
 
     _check_out(args.out)
     cfg_dict = _config_file(args.config) if args.config else {}
@@ -208,7 +208,7 @@ def _train(args) -> int:
               "the run is not scored", file=sys.stderr)
         print(dumps({"run": str(run), "test_accuracy": None, "test_macro_f1": None, "test_ece": None}))
         return 0
-    r = evaluate_cells(load_classifier(run, device=cfg.device), cells.subset(te))
+    r = score_run(run, cells.subset(te), device=cfg.device)  # into the run's metrics, with its figures, as the model registry shows them
     out = {"run": str(run), "test_accuracy": r["accuracy"], "test_macro_f1": r["macro_f1"], "test_ece": r["ece"]}
     (Path(run) / "test.json").write_text(dumps(r, indent=2))
     print(dumps(out))
@@ -258,18 +258,12 @@ def _evaluate(args) -> int:
     if plot_curves(run_dir / "log.json", plots / "curves.png"):
         figs.append(str(plots / "curves.png"))
     if args.robustness:
-        from ml.classification.robustness import format_table, plot_table, robustness_table
+        from ml.classification.evaluate import robustness_of
+        from ml.classification.robustness import format_table, plot_table
 
         if cells is None:
             raise ValueError("--robustness needs a class-per-folder dataset")
-        index = {c: i for i, c in enumerate(clf.classes)}
-        y = np.array([index[cells.classes[k]] for k in cells.labels])
-        crops = cells.crops(clf.crop_rule.margin, clf.crop_rule.out_size)
-        from ml.classification.stain import normalize
-
-        table = robustness_table(
-            lambda c: clf.probabilities_of_crops(np.stack([normalize(x, clf.stain_norm) for x in c])).argmax(1),
-            crops, y)
+        table = robustness_of(clf, cells)
         r["robustness"] = table
         plot_table(table, plots / "robustness.png")
         figs.append(str(plots / "robustness.png"))

@@ -28,14 +28,19 @@ def report_from_logits(logits: np.ndarray, y: np.ndarray, classes: list[str], te
     return r
 
 
-def labelled_crops(clf: Classifier, cells: CellSet) -> tuple[np.ndarray, np.ndarray]:
-    """The cells' crops as ``clf`` sees them and their labels as indices of ``clf.classes`` (by
-    name); a ``ValueError`` when the data hold a class the model does not know."""
+def model_labels(clf: Classifier, cells: CellSet) -> np.ndarray:
+    """The cells' labels as indices of ``clf.classes`` (by name); a ``ValueError`` when the data hold
+    a class the model does not know."""
     index = {c: i for i, c in enumerate(clf.classes)}
     missing = sorted(set(cells.classes) - set(index))
     if missing:
         raise ValueError(f"classes {missing} of the data are unknown to the model ({clf.classes})")
-    y = np.array([index[cells.classes[k]] for k in cells.labels])
+    return np.array([index[cells.classes[k]] for k in cells.labels])
+
+
+def labelled_crops(clf: Classifier, cells: CellSet) -> tuple[np.ndarray, np.ndarray]:
+    """The cells' crops as ``clf`` sees them and their labels as in :func:`model_labels`."""
+    y = model_labels(clf, cells)
     crops = np.stack([clf.crops(cells.images[i], [cells.box(i)])[0] for i in range(len(cells))])
     return crops, y
 
@@ -54,6 +59,18 @@ def evaluate_cells(clf: Classifier, cells: CellSet, threshold: float | None = No
     r = report_from_logits(clf.scaled_logits(logits), y, clf.classes, clf.temperature, threshold)
     r["prior"] = clf.prior_name
     return r
+
+
+def robustness_of(clf: Classifier, cells: CellSet) -> dict:
+    """Accuracy of ``clf`` on ``cells`` under each corruption of :mod:`robustness` at its three
+    severities (``robustness_table``'s layout), the crops stain-normalized as the model serves them."""
+    from ml.classification.robustness import robustness_table
+    from ml.classification.stain import normalize
+
+    y = model_labels(clf, cells)
+    crops = cells.crops(clf.crop_rule.margin, clf.crop_rule.out_size)  # corrupted before the stain is normalized
+    return robustness_table(
+        lambda c: clf.probabilities_of_crops(np.stack([normalize(x, clf.stain_norm) for x in c])).argmax(1), crops, y)
 
 
 def evaluate_tecom_as_analyzed(clf: Classifier, tecom_dir: Path) -> dict:
@@ -245,3 +262,32 @@ def plot_curves(log_path: Path, path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+# the figures a training run keeps beside its checkpoints (the model registry shows them)
+RUN_FIGURES = {"confusion.png": "Confusion matrix, held-out cells",
+               "confusion_other_lab.png": "Confusion matrix, another lab's cells (expert boxes)",
+               "curves.png": "Training curves",
+               "reliability.png": "Reliability, held-out cells",
+               "robustness.png": "Accuracy under corruptions, held-out cells"}
+
+
+def write_run_figures(run_dir: Path, test: dict, *, robustness: dict | None = None,
+                      other_lab: dict | None = None) -> list[Path]:
+    """The run's figures (:data:`RUN_FIGURES`) in ``run_dir``: from the held-out report ``test``, the
+    ``log.json`` of training, a :func:`robustness_of` table and a report on another lab's cells."""
+    from ml.classification.robustness import plot_table
+
+    run_dir = Path(run_dir)
+    plot_confusion(test, run_dir / "confusion.png")
+    plot_reliability(test, run_dir / "reliability.png")
+    written = [run_dir / "confusion.png", run_dir / "reliability.png"]
+    if plot_curves(run_dir / "log.json", run_dir / "curves.png"):
+        written.append(run_dir / "curves.png")
+    if robustness is not None:
+        plot_table(robustness, run_dir / "robustness.png")
+        written.append(run_dir / "robustness.png")
+    if other_lab is not None:
+        plot_confusion(other_lab, run_dir / "confusion_other_lab.png")
+        written.append(run_dir / "confusion_other_lab.png")
+    return written

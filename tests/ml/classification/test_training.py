@@ -311,3 +311,20 @@ def test_consistency_batches_hold_two_colour_views_of_the_same_cut(small_cells, 
     cfg = TrainConfig(backbone="cbam_cnn_small", img_size=32, batch=8, epochs=2, consistency=12.0)
     run = fit(cfg, few, few, tmp_path / "run")
     assert all(np.isfinite(e["train_loss"]) for e in json.loads((run / "log.json").read_text()))
+
+
+def test_the_default_recipe_keeps_each_class_f1_its_robustness_and_its_figures(classifier_run):
+    """What the model registry shows of a version: held-out F1 per class, accuracy under corruptions, and plots."""
+    from ml.classification.evaluate import RUN_FIGURES
+    from ml.classification.robustness import CORRUPTIONS
+
+    metrics = json.loads((classifier_run / "metrics.json").read_text())
+    f1 = metrics["test"]["f1"]
+    assert sorted(f1) == ["eosinophil", "lymphocyte", "monocyte", "neutrophil"]
+    assert sum(f1.values()) / len(f1) == pytest.approx(metrics["test"]["macro_f1"], abs=1e-3)
+    table = metrics["robustness"]
+    assert set(table) == {"clean", *CORRUPTIONS}
+    assert all(len(v) == 3 and all(0 <= a <= 1 for a in v) for k, v in table.items() if k != "clean")
+    for name in ("confusion.png", "reliability.png", "curves.png", "robustness.png"):
+        assert name in RUN_FIGURES and (classifier_run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert not (classifier_run / "confusion_other_lab.png").exists()  # generated cells: no other lab to score

@@ -57,6 +57,10 @@ def test_the_split_a_run_was_trained_on_is_the_one_it_is_scored_on(tmp_path, cap
     cells = load_folder(data)
     test = {cells.names[i] for i in fixed_split(cells.names, cells.labels, seed=3)[2]}
     assert scored["n"] == len(test) and test != {cells.names[i] for i in fixed_split(cells.names, cells.labels)[2]}
+    kept = load_classifier(tmp_path / "run").metrics  # what the model registry shows of the run
+    assert kept["test"]["n"] == len(test) and kept["test"]["accuracy"] == pytest.approx(scored["accuracy"])
+    assert set(kept["test"]["f1"]) == {"lymphocyte", "neutrophil"} and kept["robustness_n"] == len(test)
+    assert all((tmp_path / "run" / name).is_file() for name in ("confusion.png", "curves.png", "robustness.png"))
 
 
 def test_cross_validation_scores_each_fold_with_a_model_chosen_on_other_cells():
@@ -289,5 +293,5 @@ def test_the_default_recipe_trains_on_extra_cells_and_is_scored_on_its_own_data_
     plain = json.loads((train_default(cell_folder, tmp_path / "plain", time_budget_s=12) / "metrics.json").read_text())
     joined = json.loads((train_default(cell_folder, tmp_path / "joined", time_budget_s=12, extra=[lab])
                          / "metrics.json").read_text())
-    assert joined["n_train"] == plain["n_train"] + 10 and joined["extra_data"] == {str(lab): 10}
+    assert joined["n_train"] == plain["n_train"] + 10 and joined["extra_data"] == {lab.name: 10}
     assert joined["n_val"] == plain["n_val"] and joined["test"]["n"] == plain["test"]["n"]
