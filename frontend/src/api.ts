@@ -152,6 +152,8 @@ export interface ModelVersion {
   metrics: Record<string, unknown>;
   created_at: string;
   activated_at?: string | null;
+  /** plots made when the version was trained (PNG addresses) */
+  figures?: { name: string; title: string; url: string }[];
 }
 
 export interface SlideUpload {

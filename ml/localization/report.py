@@ -72,6 +72,12 @@ def draw_boxes(image: np.ndarray, boxes: Sequence[Box], *, gts: Sequence[Box] = 
     return out
 
 
+# the figures a run keeps beside its model (the model registry shows them): training's loss and
+# what write_report draws of an evaluation written into the run folder
+RUN_FIGURES = {"pr_curve.png": "Precision and recall", "iou_hist.png": "IoU of each cell with its box",
+               "loss.png": "Training loss"}
+
+
 def write_report(out_dir: str | Path, metrics: dict, samples: Sequence[Sample], preds: Sequence[Sequence[Box]],
                  *, label: str = "WBC", n_examples: int = 4, prefix: str = "") -> None:
     """``metrics.json``, ``pr_curve.png``, ``iou_hist.png`` and ``examples.jpg`` in ``out_dir``."""

@@ -704,6 +704,11 @@ def test_an_admin_retrains_the_classifier_and_finds_the_candidate_beside_the_oth
         page.wait_for_function("document.querySelectorAll('#models-classifier th[data-version-id]').length === 3")
         learned = page.locator("#models-classifier tr", has_text="Cells people classed, trained on").inner_text()
         assert learned.split("\t")[1:] == ["–", "0", "–"]  # the active one, the new candidate (nothing reviewed), the other
+        # the candidate's plots, in its column: the others were registered without any
+        confusion = page.locator("#models-classifier tr[data-figure='confusion'] td")
+        assert confusion.first.inner_text() == "Confusion matrix, held-out cells" and confusion.locator("img").count() == 1
+        page.wait_for_function("[...document.querySelectorAll('#models-classifier img.model-figure')].every(i => i.complete && i.naturalWidth > 300)")
+        assert page.locator("#models-classifier tr[data-figure] img").count() == 4  # confusion, curves, reliability, robustness
         page.screenshot(path=str(screenshots / "e2e-12-retrained.png"))
         assert errors == [], f"JavaScript errors on the page: {errors}"
     finally:

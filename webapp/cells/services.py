@@ -4,7 +4,6 @@ import hashlib
 import io
 import json
 import logging
-from contextlib import contextmanager
 
 import numpy as np
 from django.conf import settings
@@ -16,6 +15,7 @@ from PIL import Image
 
 from webapp.cells.models import Cell, CellEvent
 from webapp.common.exceptions import ApplicationError
+from webapp.common.files import undone_on_failure
 from webapp.jobs.models import Job
 from webapp.slides.models import Slide, SlideImage
 from webapp.slides.services import slide_hold
@@ -91,27 +91,10 @@ def _delete_files(cell: Cell) -> None:
     _remove(_files_of(cell))
 
 
-@contextmanager
-def _undone_on_failure():
-    """A list for the files written within the block (``(storage, name)``), deleted again where the block
-    fails: put it outside the transaction that saves the rows naming them, so that a failed commit also
-    takes them (a file is written before its row, and no row is left to find it by)."""
-    written: list[tuple] = []
-    try:
-        yield written
-    except BaseException:
-        for storage, name in written:
-            try:
-                storage.delete(name)
-            except Exception:  # noqa: BLE001 - the block's own error is the one to raise
-                logger.exception("could not delete %s after a failed change; it is left in storage", name)
-        raise
-
-
 def _set_model_answer(cell: Cell, result, *, classifier_version, crop, written: list) -> None:
     """Put a classified ``result`` (``ml.analyze.CellResult``) into an unsaved cell: class,
     probabilities, confidence, the version that answered, heatmap and, for a scan, its crop (each file
-    written is added to ``written``, :func:`_undone_on_failure`)."""
+    written is added to ``written``, :func:`undone_on_failure`)."""
     cell.predicted_class = result.label or ""
     cell.probabilities = {k: float(v) for k, v in (result.probabilities or {}).items()}
     cell.confidence = result.confidence
@@ -135,7 +118,7 @@ def cells_replace_from_model(*, image, results, classifier_version=None, localiz
     of the model's own. All or nothing: where it fails, the earlier cells and their files stay, and the
     files it wrote go.
     """
-    with _undone_on_failure() as written, transaction.atomic():
+    with undone_on_failure() as written, transaction.atomic():
         slide_hold(slide_id=image.slide_id)
         return _cells_replace(image=image, results=results, classifier_version=classifier_version,
                               localizer_version=localizer_version, crops=crops, written=written)
@@ -414,7 +397,7 @@ def cell_classify(*, slide_id: int, cells: list[dict], job_id: int | None = None
     report(0.95, "storing the answers")
     written = 0
     for target, result, crop in answers:
-        with _undone_on_failure() as new_files, transaction.atomic():
+        with undone_on_failure() as new_files, transaction.atomic():
             cell = Cell.objects.select_for_update().filter(pk=target.pk).first()
             if cell is None or cell.box != wanted[cell.pk]:
                 continue

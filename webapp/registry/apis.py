@@ -1,3 +1,4 @@
+from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
@@ -6,8 +7,18 @@ from rest_framework.response import Response
 
 from webapp.common.permissions import require
 from webapp.jobs.apis import JobOutputSerializer
+from webapp.registry.models import ModelFigure
 from webapp.registry.selectors import model_version_list
 from webapp.registry.services import classifier_retrain_request, model_version_promote
+
+
+class ModelFigureOutputSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    title = serializers.CharField()
+    url = serializers.SerializerMethodField()
+
+    def get_url(self, figure) -> str:
+        return f"/api/model-versions/{figure.model_version_id}/figures/{figure.name}/"
 
 
 class ModelVersionOutputSerializer(serializers.Serializer):
@@ -20,6 +31,8 @@ class ModelVersionOutputSerializer(serializers.Serializer):
     metrics = serializers.JSONField()
     created_at = serializers.DateTimeField()
     activated_at = serializers.DateTimeField(allow_null=True)
+    figures = ModelFigureOutputSerializer(many=True, read_only=True,
+                                          help_text="plots made when the version was trained (PNG), in a fixed order")
 
 
 class ModelVersionListApi(GenericAPIView):
@@ -37,6 +50,15 @@ class ModelVersionListApi(GenericAPIView):
             kind = "__none__"
         page = self.paginate_queryset(model_version_list(kind=kind or None))
         return self.get_paginated_response(ModelVersionOutputSerializer(page, many=True).data)
+
+
+class ModelFigureApi(GenericAPIView):
+    permission_classes = [require("registry.view_modelversion")]
+
+    @extend_schema(summary="A plot of a model version (PNG)", responses={(200, "image/png"): bytes})
+    def get(self, request, pk: int, name: str):
+        figure = get_object_or_404(ModelFigure, model_version_id=pk, name=name)
+        return FileResponse(figure.image.open("rb"), content_type="image/png")
 
 
 class ModelVersionPromoteApi(GenericAPIView):

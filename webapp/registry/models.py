@@ -34,3 +34,19 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.architecture}:{self.version}"
+
+
+class ModelFigure(models.Model):
+    """A plot of a model version made when it was trained or evaluated (its confusion matrix, curves, ...)."""
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="figures")
+    name = models.CharField(max_length=64, help_text="what the plot shows, e.g. confusion")
+    title = models.CharField(max_length=200)
+    image = models.FileField(upload_to="models/figures/%Y/%m/")
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["model_version", "name"], name="model_figure_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.model_version}:{self.name}"

@@ -10,7 +10,7 @@ from webapp.registry.models import ModelVersion
 
 
 def model_version_list(*, kind: str | None = None) -> QuerySet[ModelVersion]:
-    qs = ModelVersion.objects.all()
+    qs = ModelVersion.objects.prefetch_related("figures")
     return qs.filter(kind=kind) if kind else qs
 
 
@@ -27,6 +27,16 @@ def run_checkpoint(*, kind: str, run: Path) -> Path:
         if (run / name).is_file():
             return run / name
     raise FileNotFoundError(f"{run} holds no {' or '.join(names)}")
+
+
+def run_figures(*, kind: str, run: Path) -> list[tuple[Path, str]]:
+    """The figures a trained run holds beside its artifact, with their titles, in the order its library names them."""
+    if kind == ModelVersion.Kind.LOCALIZER:
+        from ml.localization.report import RUN_FIGURES
+    else:
+        from ml.classification.evaluate import RUN_FIGURES
+    folder = run if run.is_dir() else run.parent
+    return [(folder / name, title) for name, title in RUN_FIGURES.items() if (folder / name).is_file()]
 
 
 def model_version_local_path(*, model_version: ModelVersion) -> Path | None:

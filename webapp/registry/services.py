@@ -10,12 +10,12 @@ from django.core.files import File
 from django.db import transaction
 from django.utils import timezone
 
-from webapp.registry.models import ModelVersion
+from webapp.common.files import undone_on_failure
+from webapp.registry.models import ModelFigure, ModelVersion
 
 logger = logging.getLogger(__name__)
 
 
-@transaction.atomic
 def model_version_register(
     *,
     kind: str,
@@ -24,19 +24,30 @@ def model_version_register(
     artifact_path: Path | None = None,
     parameters: dict | None = None,
     metrics: dict | None = None,
+    figures: list[tuple[Path, str]] | None = None,
     activate: bool = False,
 ) -> ModelVersion:
-    mv = ModelVersion(
-        kind=kind, architecture=architecture, version=version, parameters=parameters or {}, metrics=metrics or {}
-    )
-    mv.full_clean(exclude=["artifact"])
-    if artifact_path is not None:
-        with open(artifact_path, "rb") as fh:
-            mv.artifact.save(Path(artifact_path).name, File(fh), save=False)
-    mv.save()
-    if activate:
-        model_version_promote(model_version=mv)
-    return mv
+    """``figures``: PNG files of the run and their titles, kept with the version under their file's stem.
+    All or nothing: where it fails, the files it stored go again."""
+    with undone_on_failure() as written, transaction.atomic():
+        mv = ModelVersion(
+            kind=kind, architecture=architecture, version=version, parameters=parameters or {}, metrics=metrics or {}
+        )
+        mv.full_clean(exclude=["artifact"])
+        if artifact_path is not None:
+            with open(artifact_path, "rb") as fh:
+                mv.artifact.save(Path(artifact_path).name, File(fh), save=False)
+            written.append((mv.artifact.storage, mv.artifact.name))
+        mv.save()
+        for path, title in figures or []:
+            figure = ModelFigure(model_version=mv, name=Path(path).stem, title=title)
+            with open(path, "rb") as fh:
+                figure.image.save(f"{mv.kind}-{mv.pk}-{Path(path).name}", File(fh), save=False)
+            written.append((figure.image.storage, figure.image.name))
+            figure.save()
+        if activate:
+            model_version_promote(model_version=mv)
+        return mv
 
 
 @transaction.atomic
@@ -72,7 +83,7 @@ def model_version_ensure_classical() -> ModelVersion:
 def classifier_register_run(*, run: Path, parameters: dict, activate: bool) -> ModelVersion:
     """Register the classifier a training run made (its checkpoint, classes and figures)."""
     from ml.classification import load_classifier
-    from webapp.registry.selectors import run_checkpoint
+    from webapp.registry.selectors import run_checkpoint, run_figures
 
     checkpoint = run_checkpoint(kind=ModelVersion.Kind.CLASSIFIER, run=Path(run))
     classifier = load_classifier(checkpoint)
@@ -83,6 +94,7 @@ def classifier_register_run(*, run: Path, parameters: dict, activate: bool) -> M
         artifact_path=checkpoint,
         parameters={"classes": list(classifier.classes), **parameters},
         metrics=dict(classifier.metrics or {}),
+        figures=run_figures(kind=ModelVersion.Kind.CLASSIFIER, run=Path(run)),
         activate=activate,
     )
 

@@ -163,17 +163,33 @@ const fraction = figure((v) => v.toFixed(3));
 const whole = figure((v) => String(Math.round(v)));
 const seconds = figure((v) => `${Math.round(v)} s`);
 
-/** The figures a version's metrics hold, by kind: [label, path in the metrics, format]. */
-const MODEL_FIGURES: Record<ModelVersion['kind'], [string, string, (v: unknown) => string][]> = {
+/** A figure read from a version's metrics, or a set of them: for each key of the object at ``path``
+ * (each class), a row labelled ``label`` and the key, read by ``read``. */
+type FigureSpec = [label: string, path: string, format: (v: unknown) => string] | { each: string; path: string; read: (v: unknown) => string };
+
+/** A figure of the robustness table ({clean, corruption: [accuracy at each severity]}), from every corrupted accuracy. */
+const corrupted = (read: (values: number[]) => number) => (table: unknown): string => {
+  const rows = table && typeof table === 'object' ? Object.values(table as Record<string, unknown>).filter(Array.isArray) : [];
+  const values = rows.flat().filter((x): x is number => typeof x === 'number');
+  return fraction(values.length ? read(values) : undefined);
+};
+
+/** The figures a version's metrics hold, by kind. */
+const MODEL_FIGURES: Record<ModelVersion['kind'], FigureSpec[]> = {
   classifier: [
     ['Held-out test accuracy', 'test.accuracy', fraction],
     ['Held-out test macro-F1', 'test.macro_f1', fraction],
     ['Held-out test ECE (calibration)', 'test.ece', fraction],
     ['Held-out test images', 'test.n', whole],
+    { each: 'Held-out F1', path: 'test.f1', read: fraction },
     ['Another lab, as analyses answer: accuracy', 'tecom_analyze.accuracy', fraction],
     ['Another lab, as analyses answer: macro-F1', 'tecom_analyze.macro_f1', fraction],
     ['Another lab, expert boxes: accuracy', 'tecom.accuracy', fraction],
     ['Another lab, expert boxes: macro-F1', 'tecom.macro_f1', fraction],
+    { each: 'Another lab, expert boxes, F1', path: 'tecom.f1', read: fraction },
+    ['Held-out accuracy, no corruption', 'robustness.clean', fraction],
+    ['Held-out accuracy under corruptions: mean', 'robustness', corrupted((v) => v.reduce((a, b) => a + b, 0) / v.length)],
+    ['Held-out accuracy under corruptions: lowest', 'robustness', corrupted((v) => Math.min(...v))],
     ['Validation accuracy', 'val_accuracy', fraction],
     ['Validation macro-F1', 'val_macro_f1', fraction],
     ['Epochs', 'epochs_run', whole],
@@ -193,8 +209,34 @@ const MODEL_FIGURES: Record<ModelVersion['kind'], [string, string, (v: unknown) 
 /** The versions of one kind side by side: the figures any of them holds, each version's in its column. */
 export function modelRows(kind: ModelVersion['kind'], versions: Pick<ModelVersion, 'metrics' | 'parameters'>[]): ModelRow[] {
   // a figure's path reads the metrics, or the version's parameters under "parameters."
-  const source = (v: Pick<ModelVersion, 'metrics' | 'parameters'>) => ({ ...(v.metrics ?? {}), parameters: v.parameters ?? {} });
-  return MODEL_FIGURES[kind]
-    .map(([label, path, format]) => ({ label, values: versions.map((v) => format(pick(source(v), path))) }))
-    .filter((row) => row.values.some((v) => v !== '–'));
+  const sources = versions.map((v) => ({ ...(v.metrics ?? {}), parameters: v.parameters ?? {} }));
+  const rows = MODEL_FIGURES[kind].flatMap((spec): ModelRow[] => {
+    if (Array.isArray(spec)) {
+      const [label, path, format] = spec;
+      return [{ label, values: sources.map((s) => format(pick(s, path))) }];
+    }
+    // one row per key any version holds, in the order the versions name them
+    const objects = sources.map((s) => pick(s, spec.path)).map((o) => (o && typeof o === 'object' && !Array.isArray(o) ? (o as Record<string, unknown>) : {}));
+    const keys = [...new Set(objects.flatMap((o) => Object.keys(o)))];
+    return keys.map((key) => ({ label: `${spec.each}: ${key}`, values: objects.map((o) => spec.read(o[key])) }));
+  });
+  return rows.filter((row) => row.values.some((v) => v !== '–'));
+}
+
+/** One kind of plot of the versions side by side: its title and each version's image address (null where it has none). */
+export interface FigureRow {
+  name: string;
+  title: string;
+  urls: (string | null)[];
+}
+
+/** The plots any of the versions holds, in the order their versions list them, each version's in its column. */
+export function figureRows(versions: Pick<ModelVersion, 'figures'>[]): FigureRow[] {
+  const titles = new Map<string, string>();
+  for (const v of versions) for (const f of v.figures ?? []) if (!titles.has(f.name)) titles.set(f.name, f.title);
+  return [...titles].map(([name, title]) => ({
+    name,
+    title,
+    urls: versions.map((v) => (v.figures ?? []).find((f) => f.name === name)?.url ?? null),
+  }));
 }

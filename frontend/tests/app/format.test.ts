@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { classChoices, galleryGroups, modelRows, nextToReview, topProbabilities, differentialLines, formatConfidence, formatPercent, isAcceptedImageName, isSlideInProgress, progressPercent } from '../../src/app/format';
+import { classChoices, figureRows, galleryGroups, modelRows, nextToReview, topProbabilities, differentialLines, formatConfidence, formatPercent, isAcceptedImageName, isSlideInProgress, progressPercent } from '../../src/app/format';
 
 describe('formatPercent', () => {
   it('keeps one decimal and drops it for whole numbers', () => {
@@ -142,5 +142,38 @@ describe('modelRows', () => {
       { label: 'Cells people classed, trained on', values: ['–', '42', '–'] },
     ]);
     expect(modelRows('localizer', [{ metrics: {} }])).toEqual([]);
+  });
+});
+describe('modelRows, per class and under corruptions', () => {
+  it('gives one row per class any version scored, and the mean and lowest corrupted accuracy', () => {
+    const rows = modelRows('classifier', [
+      { metrics: { test: { f1: { basophil: 0.9, neutrophil: 0.95 } }, robustness: { clean: 0.9, blur: [0.8, 0.6, 0.4], jpeg: [0.9, 0.9, 0.9] } } },
+      { metrics: { test: { f1: { neutrophil: 0.5, platelet: 1 } }, tecom: { f1: { basophil: 0 } } } },
+    ]);
+    expect(rows).toEqual([
+      { label: 'Held-out F1: basophil', values: ['0.900', '–'] },
+      { label: 'Held-out F1: neutrophil', values: ['0.950', '0.500'] },
+      { label: 'Held-out F1: platelet', values: ['–', '1.000'] },
+      { label: 'Another lab, expert boxes, F1: basophil', values: ['–', '0.000'] },
+      { label: 'Held-out accuracy, no corruption', values: ['0.900', '–'] },
+      { label: 'Held-out accuracy under corruptions: mean', values: ['0.750', '–'] },
+      { label: 'Held-out accuracy under corruptions: lowest', values: ['0.400', '–'] },
+    ]);
+  });
+});
+
+describe('figureRows', () => {
+  it('lines up each plot of the versions, null where a version has none', () => {
+    const confusion = (id: number) => ({ name: 'confusion', title: 'Confusion matrix', url: `/api/model-versions/${id}/figures/confusion/` });
+    const rows = figureRows([
+      { figures: [confusion(1)] },
+      { figures: [{ name: 'curves', title: 'Training curves', url: '/api/model-versions/2/figures/curves/' }, confusion(2)] },
+      {},
+    ]);
+    expect(rows).toEqual([
+      { name: 'confusion', title: 'Confusion matrix', urls: ['/api/model-versions/1/figures/confusion/', '/api/model-versions/2/figures/confusion/', null] },
+      { name: 'curves', title: 'Training curves', urls: [null, '/api/model-versions/2/figures/curves/', null] },
+    ]);
+    expect(figureRows([{ figures: [] }])).toEqual([]);
   });
 });

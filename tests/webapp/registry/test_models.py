@@ -17,6 +17,7 @@ def test_ensure_models_trains_and_registers_a_default_classifier_once(db, cell_f
     assert active.artifact and active.artifact.size > 10_000
     assert sorted(active.parameters["classes"]) == ["eosinophil", "lymphocyte", "monocyte", "neutrophil"]
     assert "test" in active.metrics and 0.0 <= active.metrics["test"]["accuracy"] <= 1.0
+    assert [f.name for f in active.figures.all()] == ["confusion", "curves", "reliability", "robustness"]
     assert ModelVersion.objects.get(kind="localizer", status="active").architecture == "classical"
     call_command("ensure_models", data=str(cell_folder), budget_s=20)  # a later start reuses it
     assert ModelVersion.objects.filter(kind="classifier").count() == 1
@@ -71,6 +72,37 @@ def test_register_model_adds_a_trained_classifier_run(db, classifier_run):
         call_command("register_model", "classifier", str(classifier_run))
 
 
+def test_a_version_lists_its_figures_and_serves_each_as_png(db, classifier_run, api_as, client):
+    from webapp.registry.services import classifier_register_run
+
+    mv = classifier_register_run(run=classifier_run, parameters={}, activate=False)
+    reader = api_as("annotator", username="figures")
+    listed = next(v for v in reader.get("/api/model-versions/?kind=classifier").json()["results"] if v["id"] == mv.pk)
+    assert [f["name"] for f in listed["figures"]] == ["confusion", "curves", "reliability", "robustness"]
+    assert listed["figures"][0]["title"] == "Confusion matrix, held-out cells"
+    for figure in listed["figures"]:
+        r = reader.get(figure["url"])
+        assert r.status_code == 200 and r["Content-Type"] == "image/png"
+        assert b"".join(r.streaming_content) == (classifier_run / f"{figure['name']}.png").read_bytes()
+    missing = reader.get(f"/api/model-versions/{mv.pk}/figures/confusion_other_lab/")
+    assert missing.status_code == 404 and missing.json()["message"]
+    assert client.get(listed["figures"][0]["url"]).status_code in (401, 403)  # signed-out
+
+
+def test_a_registration_that_fails_leaves_no_file_behind(db, classifier_run, settings):
+    from pathlib import Path
+
+    from webapp.registry.services import model_version_register
+
+    with pytest.raises(FileNotFoundError):
+        model_version_register(kind="classifier", architecture="x", version="v-broken",
+                               artifact_path=classifier_run / "best.pt",
+                               figures=[(classifier_run / "confusion.png", "Confusion"),
+                                        (classifier_run / "no-such-plot.png", "Missing")])
+    assert not ModelVersion.objects.exists()
+    assert not [p for p in Path(settings.MEDIA_ROOT).rglob("*") if p.is_file()]
+
+
 def test_register_model_refuses_what_it_cannot_read(db, tmp_path):
     from django.core.management.base import CommandError
 
@@ -106,6 +138,7 @@ def test_a_registered_deep_localizer_is_used_by_the_analysis(deep_localizer_run,
     call_command("register_model", "localizer", str(deep_localizer_run), "--activate")
     mv = ModelVersion.objects.get(kind="localizer", status="active")
     assert mv.artifact.name.endswith("model.pt") or mv.artifact.name.endswith(".pt")
+    assert [(f.name, f.title) for f in mv.figures.all()] == [("loss", "Training loss")]
     job = job_execute(job_id=Job.objects.get(key=f"analyze:slide:{slide.pk}").pk)
     assert job.status == "succeeded", job.error
     assert all(c.localizer_version_id == mv.pk for c in slide.cells.all())

@@ -3,7 +3,7 @@
 import { api, type Job, type ModelVersion } from '../../api';
 import { h } from '../dom';
 import { errorBox, showError } from '../errors';
-import { formatDateTime, isJobFinished, modelRows } from '../format';
+import { figureRows, formatDateTime, isJobFinished, modelRows } from '../format';
 import { followJob } from '../jobs';
 import type { RouteContext } from '../router';
 import { canPromoteModel, canRetrain, currentUser } from '../session';
@@ -110,7 +110,7 @@ export function modelsPage(root: HTMLElement, ctx: RouteContext): void {
       h('h2', {}, title),
       h(
         'div',
-        { class: 'table-scroll' },
+        { class: 'table-scroll-x' },
         h(
           'table',
           { class: 'table models' },
@@ -143,6 +143,23 @@ export function modelsPage(root: HTMLElement, ctx: RouteContext): void {
               shown.map((v) => h('td', { class: 'small' }, v.activated_at ? formatDateTime(v.activated_at) : '–')),
             ),
             rows.map((row) => h('tr', {}, h('td', {}, row.label), row.values.map((value) => h('td', { class: 'num' }, value)))),
+            figureRows(shown).map((row) =>
+              h(
+                'tr',
+                { class: 'model-figures', 'data-figure': row.name },
+                h('td', {}, row.title),
+                row.urls.map((url) =>
+                  h(
+                    'td',
+                    {},
+                    url
+                      ? h('a', { href: url, target: '_blank', rel: 'noopener', title: 'Open full size' },
+                          h('img', { src: url, alt: row.title, loading: 'lazy', class: 'model-figure' }))
+                      : h('span', { class: 'muted small' }, '–'),
+                  ),
+                ),
+              ),
+            ),
             mayPromote
               ? h(
                   'tr',

@@ -6,7 +6,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from webapp.registry.models import ModelVersion
-from webapp.registry.selectors import run_checkpoint
+from webapp.registry.selectors import run_checkpoint, run_figures
 from webapp.registry.services import model_version_register
 
 
@@ -48,6 +48,7 @@ class Command(BaseCommand):
             artifact_path=checkpoint,
             parameters={"classes": classes, "source": str(run)},
             metrics=dict(getattr(model, "metrics", {}) or {}),
+            figures=run_figures(kind=kind, run=run),
             activate=activate,
         )
         self.stdout.write(f"registered {mv.kind} {mv.architecture} {mv.version} ({mv.status})")
