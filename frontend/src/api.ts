@@ -135,6 +135,25 @@ export interface DifferentialOther {
   per_100_white: number | null;
 }
 
+/** A cell as a change left it (``before`` and ``after`` of a ``CellEvent``). */
+export interface CellSnapshot {
+  box?: Box;
+  predicted_class?: string | null;
+  reviewed_class?: string | null;
+  source?: 'model' | 'person';
+  difficult?: boolean;
+}
+
+/** One change to a cell: who made it (null: the model, or a user no longer there), when, before and after. */
+export interface CellEvent {
+  cell: number;
+  action: 'create' | 'move' | 'reclassify' | 'delete' | 'answer' | 'mark';
+  actor: string | null;
+  before: CellSnapshot | null;
+  after: CellSnapshot | null;
+  at: string;
+}
+
 /** The white-cell differential: ``rows`` add up to ``total`` white cells. */
 export interface Differential {
   total: number;
@@ -356,6 +375,9 @@ export const api = {
   reclassifyCell: (cellId: number, reviewedClass: string) =>
     request<Cell>('PATCH', `/api/cells/${cellId}/`, { reviewed_class: reviewedClass }),
   differential: (slideId: number) => request<Differential>('GET', `/api/slides/${slideId}/differential/`),
+  /** The changes to one cell of a slide, oldest first (who, when, before and after). */
+  cellHistory: (slideId: number, cellId: number) =>
+    request<Page<CellEvent>>('GET', `/api/slides/${slideId}/history/${query({ cell: cellId })}`),
   /** Add the white cells of box files (VOC .xml, COCO .json, YOLO .txt with its class names) to a slide. */
   importBoxes: (slideId: number, files: File[], yoloLabels = '') => {
     const form = new FormData();

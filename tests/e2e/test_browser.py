@@ -308,6 +308,10 @@ def test_a_box_drawn_by_hand_shows_the_models_answer_when_it_comes(slide_with_a_
         assert "answering" not in detail and "drawn by a person" in detail
         differential = page.inner_text("#differential")
         assert "unclassified" not in differential.lower()
+        page.click("#cell-history summary")
+        page.wait_for_selector("#cell-history li >> text=the model answered")
+        history = page.locator("#cell-history li").all_inner_texts()
+        assert len(history) == 2 and history[0].endswith("anno drew the box") and "for the box as it was" in history[1]
         page.screenshot(path=str(screenshots / "e2e-5-drawn-box-answered.png"))
         assert errors == [], f"JavaScript errors on the page: {errors}"
     finally:
@@ -537,6 +541,9 @@ def test_a_hematologist_reclassifies_a_cell_from_the_gallery_and_the_differentia
         stored = page.request.get(f"{live_server.url}/api/cells/{cell.pk}/").json()
         assert stored["reviewed_class"] == "neutrophil" and stored["reviewed_by"] == "hema"
         assert stored["predicted_class"] == "monocyte"  # the model's answer is kept beside it
+        page.click("#cell-history summary")  # who changed the cell, and when
+        page.wait_for_selector("#cell-history li >> text=hema classed it neutrophil (was monocyte)")
+        assert page.locator("#cell-history li").count() == 1
         page.screenshot(path=str(screenshots / "e2e-8-reclassified.png"))
 
         # the keyboard: N picks the next cell nobody has reviewed (the analysis's), 1 gives it the first class

@@ -212,6 +212,7 @@ class SlideHistoryApi(GenericAPIView):
 
     @extend_schema(
         summary="Every change to the slide's cells: who, when, before, after",
+        parameters=[OpenApiParameter("cell", int, description="one cell's changes only (its id, also once deleted)")],
         responses=inline_serializer(
             "CellEvent",
             {
@@ -226,7 +227,10 @@ class SlideHistoryApi(GenericAPIView):
         ),
     )
     def get(self, request, slide_id: int):
-        events = cell_history(slide=_slide_for(request, slide_id))
+        cell = request.query_params.get("cell")
+        if cell is not None and not (cell.isascii() and cell.isdigit()):
+            raise ApplicationError(f"cell is a cell's id (a whole number), not {cell[:40]!r}.")
+        events = cell_history(slide=_slide_for(request, slide_id), cell_id=int(cell) if cell is not None else None)
         page = self.paginate_queryset(events)
         return self.get_paginated_response(
             [

@@ -25,8 +25,10 @@ def cells_awaiting_answer(*, slide=None, cell=None) -> set[int]:
     return ids if cell is None else ids & {cell.pk}
 
 
-def cell_history(*, slide) -> QuerySet[CellEvent]:
-    return CellEvent.objects.filter(slide=slide).select_related("actor")
+def cell_history(*, slide, cell_id: int | None = None) -> QuerySet[CellEvent]:
+    """The changes to the slide's cells, oldest first; ``cell_id``: to that cell alone (deleted or not)."""
+    events = CellEvent.objects.filter(slide=slide).select_related("actor")
+    return events if cell_id is None else events.filter(cell_ref=cell_id)
 
 
 def slide_differential(*, slide) -> dict:

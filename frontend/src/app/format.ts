@@ -1,5 +1,5 @@
 // Pure display helpers: no DOM, no API calls (unit-tested in tests/app/format.test.ts).
-import type { Cell, Differential, Job, ModelVersion, Slide } from '../api';
+import type { Cell, CellEvent, CellSnapshot, Differential, Job, ModelVersion, Slide } from '../api';
 
 /** A percentage for display: 33.333 -> "33.3 %"; keeps one decimal, drops it for whole numbers. */
 export function formatPercent(percent: number): string {
@@ -239,4 +239,30 @@ export function figureRows(versions: Pick<ModelVersion, 'figures'>[]): FigureRow
     title,
     urls: versions.map((v) => (v.figures ?? []).find((f) => f.name === name)?.url ?? null),
   }));
+}
+
+/** A change to a cell in words: who made it, and what it did. */
+export function describeEvent(event: Pick<CellEvent, 'action' | 'actor' | 'before' | 'after'>): string {
+  const after = event.after ?? {};
+  const before = event.before ?? {};
+  const byModel = event.actor === null && (event.action === 'answer' || (event.action === 'create' && after.source === 'model'));
+  const who = event.actor ?? (byModel ? 'the model' : 'a user no longer here');
+  const shown = (s: CellSnapshot) => s.reviewed_class || s.predicted_class;
+  switch (event.action) {
+    case 'create':
+      if (byModel) return `the model found the cell${shown(after) ? `: ${formatClass(shown(after))}` : ''}`;
+      return `${who} drew the box${after.reviewed_class ? ` as ${formatClass(after.reviewed_class)}` : ''}`;
+    case 'move':
+      return `${who} moved the box`;
+    case 'reclassify':
+      return `${who} classed it ${formatClass(after.reviewed_class)}${shown(before) ? ` (was ${formatClass(shown(before))})` : ''}`;
+    case 'answer':
+      return `the model answered ${formatClass(after.predicted_class)} for the box as it was`;
+    case 'mark':
+      return after.difficult ? `${who} marked it hard to make out` : `${who} took off the hard-to-make-out mark`;
+    case 'delete':
+      return `${who} deleted the box`;
+    default:
+      return `${who}: ${String(event.action)}`;
+  }
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { classChoices, figureRows, galleryGroups, modelRows, nextToReview, topProbabilities, differentialLines, formatConfidence, formatPercent, isAcceptedImageName, isSlideInProgress, progressPercent } from '../../src/app/format';
+import { classChoices, describeEvent, figureRows, galleryGroups, modelRows, nextToReview, topProbabilities, differentialLines, formatConfidence, formatPercent, isAcceptedImageName, isSlideInProgress, progressPercent } from '../../src/app/format';
 
 describe('formatPercent', () => {
   it('keeps one decimal and drops it for whole numbers', () => {
@@ -175,5 +175,26 @@ describe('figureRows', () => {
       { name: 'curves', title: 'Training curves', urls: [null, '/api/model-versions/2/figures/curves/', null] },
     ]);
     expect(figureRows([{ figures: [] }])).toEqual([]);
+  });
+});
+
+
+describe('describeEvent', () => {
+  it('says who changed a cell and how', () => {
+    const model = { source: 'model' as const, predicted_class: 'neutrophil', reviewed_class: null };
+    expect(describeEvent({ action: 'create', actor: null, before: null, after: model })).toBe('the model found the cell: neutrophil');
+    expect(describeEvent({ action: 'create', actor: 'ann', before: null, after: { source: 'person', reviewed_class: 'band_cell' } })).toBe(
+      'ann drew the box as band cell',
+    );
+    expect(describeEvent({ action: 'reclassify', actor: 'hem', before: model, after: { ...model, reviewed_class: 'monocyte' } })).toBe(
+      'hem classed it monocyte (was neutrophil)',
+    );
+    expect(describeEvent({ action: 'answer', actor: null, before: null, after: { predicted_class: 'eosinophil' } })).toBe(
+      'the model answered eosinophil for the box as it was',
+    );
+    expect(describeEvent({ action: 'mark', actor: 'ann', before: null, after: { difficult: true } })).toBe('ann marked it hard to make out');
+    expect(describeEvent({ action: 'mark', actor: 'ann', before: null, after: { difficult: false } })).toBe('ann took off the hard-to-make-out mark');
+    expect(describeEvent({ action: 'move', actor: null, before: model, after: model })).toBe('a user no longer here moved the box');
+    expect(describeEvent({ action: 'delete', actor: 'ann', before: model, after: null })).toBe('ann deleted the box');
   });
 });

@@ -117,6 +117,26 @@ def test_api_differential_and_cells(api_as, analyzed_slide):
     assert history["count"] == len(cells) and history["results"][0]["action"] == "create"
 
 
+def test_one_cells_history_is_kept_after_it_is_deleted(api_as, analyzed_slide):
+    from django.contrib.auth.models import User
+
+    from webapp.cells.services import cell_create
+
+    client, annotator = api_as("hematologist", username="h-history"), api_as("annotator", username="a")
+    first = analyzed_slide.cells.order_by("pk").first()
+    second = cell_create(image=first.image, box=[1, 1, 30, 30], label="", user=User.objects.get(username="a"),
+                         answer=False)
+    assert client.patch(f"/api/cells/{first.pk}/", {"reviewed_class": "monocyte"}, format="json").status_code == 200
+    assert client.patch(f"/api/cells/{second.pk}/", {"reviewed_class": "monocyte"}, format="json").status_code == 200
+    assert annotator.delete(f"/api/cells/{first.pk}/").status_code == 204
+    events = client.get(f"/api/slides/{analyzed_slide.pk}/history/?cell={first.pk}").json()["results"]
+    assert [e["action"] for e in events] == ["create", "reclassify", "delete"]
+    assert {e["cell"] for e in events} == {first.pk} and events[1]["actor"] == "h-history"
+    assert events[1]["before"]["reviewed_class"] is None and events[1]["after"]["reviewed_class"] == "monocyte"
+    bad = client.get(f"/api/slides/{analyzed_slide.pk}/history/?cell=first")
+    assert bad.status_code == 400 and "whole number" in bad.json()["message"]
+
+
 def test_sign_off_freezes_the_slide(api_as, analyzed_slide):
     client = api_as("hematologist", username="h4")
     r = client.post(f"/api/slides/{analyzed_slide.pk}/sign-off/")

@@ -5,6 +5,7 @@ import { h } from '../dom';
 import { errorBox, showError } from '../errors';
 import {
   classChoices,
+  describeEvent,
   differentialLines,
   formatBox,
   formatClass,
@@ -255,6 +256,7 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
     }
 
     const detail = h('section', { class: 'card', id: 'cell-detail' }, ...cellDetail(null, undefined, null));
+    let historyOpen = false; // a history opened stays open, read again, for the next cell and after a change
     const showDetail = (cell: Cell | null): void => {
       const actions: CellActions | null = cell
         ? {
@@ -265,7 +267,10 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
           }
         : null;
       shownActions = actions;
-      detail.replaceChildren(...cellDetail(cell, cell ? images.get(cell.image) : undefined, actions));
+      detail.replaceChildren(
+        ...cellDetail(cell, cell ? images.get(cell.image) : undefined, actions),
+        cell ? cellHistory(slide.id, cell.id, ctx.signal, historyOpen, (open) => (historyOpen = open)) : '',
+      );
     };
     let shownActions: CellActions | null = null; // the selected cell's, for the keyboard
     let saving = false;
@@ -699,6 +704,35 @@ function cellDetail(cell: Cell | null, img: SlideImage | undefined, actions: Cel
     actions && actions.choices.length ? reviewButtons(cell, actions) : '',
     actions && (actions.remove || actions.mark) ? boxActions(cell, actions) : '',
   ];
+}
+
+/** The cell's changes, who made them and when, read from the server when opened (each time: a change
+ * made meanwhile, here or by someone else, is in it); ``open``: opened at once; ``onToggle`` hears it
+ * opened or closed. */
+function cellHistory(slideId: number, cellId: number, signal: AbortSignal, open: boolean, onToggle: (open: boolean) => void): HTMLElement {
+  const list = h('div', { class: 'small' });
+  const panel = h('details', { class: 'cell-history', id: 'cell-history' }, h('summary', {}, 'History'), list);
+  panel.addEventListener('toggle', async () => {
+    onToggle(panel.open);
+    if (!panel.open) return;
+    list.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
+    try {
+      const page = await api.cellHistory(slideId, cellId);
+      if (signal.aborted) return;
+      list.replaceChildren(
+        h(
+          'ol',
+          { class: 'history' },
+          page.results.map((event) => h('li', {}, h('time', { datetime: event.at }, formatDateTime(event.at)), ' ', describeEvent(event))),
+        ),
+        page.count > page.results.length ? h('p', { class: 'muted' }, `The first ${page.results.length} of ${page.count} changes.`) : '',
+      );
+    } catch (err) {
+      if (!signal.aborted) list.replaceChildren(errorBox(err));
+    }
+  });
+  panel.open = open;
+  return panel;
 }
 
 function cellTable(cells: Cell[], images: Map<number, SlideImage>, onPick: (cell: Cell) => void): HTMLElement {
