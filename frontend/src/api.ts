@@ -175,6 +175,19 @@ export interface ModelVersion {
   figures?: { name: string; title: string; url: string }[];
 }
 
+/** When the classifier retrains on its own (a periodic task beat runs); ``runs``: whether a scheduler runs here. */
+export interface RetrainSchedule {
+  every: 'never' | 'day' | 'week' | 'custom';
+  time: string | null;
+  /** 0 Sunday to 6 Saturday */
+  day_of_week: number | null;
+  timezone: string | null;
+  last_run_at: string | null;
+  runs: boolean;
+  /** a schedule changed on the admin site, as it is */
+  description?: string;
+}
+
 export interface SlideUpload {
   patient: number;
   images: File[];
@@ -395,6 +408,9 @@ export const api = {
   /** Train the classifier again on the training data and every cell a person classed: a job, whose result
    * is registered as a candidate version. */
   retrainClassifier: () => request<Job>('POST', '/api/model-versions/retrain/'),
+  retrainSchedule: () => request<RetrainSchedule>('GET', '/api/model-versions/retrain/schedule/'),
+  setRetrainSchedule: (schedule: { every: 'never' | 'day' | 'week'; time?: string; day_of_week?: number; timezone?: string }) =>
+    request<RetrainSchedule>('PUT', '/api/model-versions/retrain/schedule/', schedule),
   /** Make a version the active one of its kind (a rollback where it was active before). */
   promoteModelVersion: (id: number) => request<ModelVersion>('POST', `/api/model-versions/${id}/promote/`),
 };

@@ -671,6 +671,19 @@ def test_an_admin_compares_classifiers_makes_one_active_and_rolls_back(two_class
         assert "0.600" in other_lab and "–" in other_lab
         page.screenshot(path=str(screenshots / "e2e-10-models.png"))
 
+        # a weekly retraining: a periodic task of django-celery-beat at the admin's time of day, in the browser's zone
+        assert page.inner_text("#schedule-now") == "Not retrained on a schedule"
+        assert not page.locator("#schedule-time").is_visible()
+        page.select_option("#schedule-every", "week")
+        page.select_option("#schedule-day", "2")
+        page.fill("#schedule-time", "03:15")
+        page.click("#schedule-save")
+        page.wait_for_selector("#schedule-now:text('Every Tuesday at 03:15')")
+        kept = page.request.get(f"{live_server.url}/api/model-versions/retrain/schedule/").json()
+        zone = page.evaluate("Intl.DateTimeFormat().resolvedOptions().timeZone")
+        assert (kept["every"], kept["day_of_week"], kept["time"], kept["timezone"]) == ("week", 2, "03:15", zone)
+        assert f"({zone})" in page.inner_text("#schedule-now")
+
         page.once("dialog", lambda dialog: dialog.accept())
         page.click(f"[data-promote='{new.pk}']")
         page.wait_for_selector(f"[data-promote='{old.pk}']:text('Roll back to this')")

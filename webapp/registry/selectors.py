@@ -54,3 +54,27 @@ def model_version_local_path(*, model_version: ModelVersion) -> Path | None:
                 shutil.copyfileobj(src, dst)
             tmp.rename(target)
         return target
+
+
+def classifier_retrain_schedule() -> dict:
+    """The classifier's retraining schedule as the Models page sets it: ``every`` (never, day or week),
+    ``time`` (HH:MM), ``day_of_week`` (0 Sunday to 6 Saturday), ``timezone``, ``last_run_at``, and whether
+    a scheduler runs here (``runs``: beat runs beside a Celery worker, where jobs go to Celery)."""
+    from django_celery_beat.models import PeriodicTask
+
+    from webapp.registry.services import RETRAIN_SCHEDULE
+
+    runs = settings.LEUKOLAB_TASKS == "celery"
+    task = PeriodicTask.objects.select_related("crontab").filter(name=RETRAIN_SCHEDULE, enabled=True).first()
+    if task is None or task.crontab is None:
+        return {"every": "never", "time": None, "day_of_week": None, "timezone": None, "last_run_at": None, "runs": runs}
+    crontab = task.crontab
+    weekly = crontab.day_of_week != "*"
+    plain = (crontab.hour.isdigit() and crontab.minute.isdigit() and (not weekly or crontab.day_of_week.isdigit())
+             and crontab.day_of_month == "*" and crontab.month_of_year == "*")
+    if not plain:  # changed on the admin site into a schedule the page does not set: described as it is
+        return {"every": "custom", "time": None, "day_of_week": None, "timezone": str(crontab.timezone),
+                "last_run_at": task.last_run_at, "runs": runs, "description": str(crontab)}
+    return {"every": "week" if weekly else "day", "time": f"{int(crontab.hour):02d}:{int(crontab.minute):02d}",
+            "day_of_week": int(crontab.day_of_week) if weekly else None, "timezone": str(crontab.timezone),
+            "last_run_at": task.last_run_at, "runs": runs}

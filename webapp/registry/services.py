@@ -141,3 +141,33 @@ def classifier_retrain(*, job_id: int | None = None, progress=None) -> ModelVers
     report(1.0, f"{mv.version} registered as a candidate")
     logger.info("classifier %s retrained on %s and %d reviewed cells", mv.version, base, n)
     return mv
+
+
+RETRAIN_SCHEDULE = "Retrain the classifier"  # the periodic task (django-celery-beat) the Models page sets
+RETRAIN_SCHEDULE_TASK = "classifier_retrain_scheduled"
+
+
+@transaction.atomic
+def classifier_retrain_schedule_set(*, every: str, at=None, day_of_week: int | None = None,
+                                    timezone_name: str = "UTC"):
+    """Retrain the classifier every day or every week (``day_of_week``: 0 Sunday to 6 Saturday) at the time
+    of day ``at`` in ``timezone_name``, as a periodic task beat runs; ``every="never"`` takes the schedule
+    away. The periodic task, or None."""
+    from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+    task = PeriodicTask.objects.select_for_update().filter(name=RETRAIN_SCHEDULE).first()
+    old = task.crontab if task is not None else None
+    if every == "never":
+        if task is not None:
+            task.delete()
+    else:
+        crontab, _ = CrontabSchedule.objects.get_or_create(
+            minute=str(at.minute), hour=str(at.hour), day_of_week="*" if every == "day" else str(day_of_week),
+            day_of_month="*", month_of_year="*", timezone=timezone_name,
+        )
+        task = task or PeriodicTask(name=RETRAIN_SCHEDULE, task=RETRAIN_SCHEDULE_TASK)
+        task.crontab, task.enabled = crontab, True
+        task.save()
+    if old is not None and not PeriodicTask.objects.filter(crontab=old).exists():
+        old.delete()  # a time no schedule uses any more
+    return task if every != "never" else None

@@ -1,5 +1,5 @@
 // Pure display helpers: no DOM, no API calls (unit-tested in tests/app/format.test.ts).
-import type { Cell, CellEvent, CellSnapshot, Differential, Job, ModelVersion, Slide } from '../api';
+import type { Cell, CellEvent, CellSnapshot, Differential, Job, ModelVersion, RetrainSchedule, Slide } from '../api';
 
 /** A percentage for display: 33.333 -> "33.3 %"; keeps one decimal, drops it for whole numbers. */
 export function formatPercent(percent: number): string {
@@ -266,3 +266,21 @@ export function describeEvent(event: Pick<CellEvent, 'action' | 'actor' | 'befor
       return `${who}: ${String(event.action)}`;
   }
 }
+
+export const WEEKDAYS = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday'];
+
+/** A retraining schedule in words: "Every Sunday at 02:30 (Europe/Vienna)". */
+export function describeSchedule(schedule: Pick<RetrainSchedule, 'every' | 'time' | 'day_of_week' | 'timezone' | 'description'>): string {
+  const zone = schedule.timezone ? ` (${schedule.timezone})` : '';
+  switch (schedule.every) {
+    case 'day':
+      return `Every day at ${schedule.time}${zone}`;
+    case 'week':
+      return `Every ${WEEKDAYS[schedule.day_of_week ?? 0]} at ${schedule.time}${zone}`;
+    case 'custom':
+      return `As set on the admin site: ${schedule.description ?? 'a periodic task'}`;
+    default:
+      return 'Not retrained on a schedule';
+  }
+}
+

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { classChoices, describeEvent, figureRows, galleryGroups, modelRows, nextToReview, topProbabilities, differentialLines, formatConfidence, formatPercent, isAcceptedImageName, isSlideInProgress, progressPercent } from '../../src/app/format';
+import { classChoices, describeEvent, describeSchedule, figureRows, galleryGroups, modelRows, nextToReview, topProbabilities, differentialLines, formatConfidence, formatPercent, isAcceptedImageName, isSlideInProgress, progressPercent } from '../../src/app/format';
 
 describe('formatPercent', () => {
   it('keeps one decimal and drops it for whole numbers', () => {
@@ -196,5 +196,17 @@ describe('describeEvent', () => {
     expect(describeEvent({ action: 'mark', actor: 'ann', before: null, after: { difficult: false } })).toBe('ann took off the hard-to-make-out mark');
     expect(describeEvent({ action: 'move', actor: null, before: model, after: model })).toBe('a user no longer here moved the box');
     expect(describeEvent({ action: 'delete', actor: 'ann', before: model, after: null })).toBe('ann deleted the box');
+  });
+});
+
+describe('describeSchedule', () => {
+  it('says when the classifier retrains on its own', () => {
+    const none = { time: null, day_of_week: null, timezone: null };
+    expect(describeSchedule({ every: 'never', ...none })).toBe('Not retrained on a schedule');
+    expect(describeSchedule({ every: 'day', time: '23:05', day_of_week: null, timezone: 'UTC' })).toBe('Every day at 23:05 (UTC)');
+    expect(describeSchedule({ every: 'week', time: '02:30', day_of_week: 0, timezone: 'Europe/Vienna' })).toBe('Every Sunday at 02:30 (Europe/Vienna)');
+    expect(describeSchedule({ every: 'custom', ...none, description: '0 */6 * * * (m/h/dM/MY/d) UTC' })).toBe(
+      'As set on the admin site: 0 */6 * * * (m/h/dM/MY/d) UTC',
+    );
   });
 });

@@ -81,3 +81,58 @@ def test_a_scheduled_retraining_is_followed_by_every_admin_and_by_no_one_else(db
     assert admin.get(f"/api/jobs/{job_id}/").status_code == 200
     assert job_id in [j["id"] for j in admin.get("/api/jobs/?status=queued").json()["results"]]
     assert api_as("hematologist", username="h").get(f"/api/jobs/{job_id}/").status_code == 404
+
+
+def test_an_admin_schedules_the_retraining_changes_it_and_takes_it_away(db, api_as):
+    """The Models page's schedule is a periodic task of django-celery-beat that runs the scheduled retraining."""
+    from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+    admin = api_as("admin", username="boss")
+    assert admin.get("/api/model-versions/retrain/schedule/").json()["every"] == "never"
+    weekly = admin.put("/api/model-versions/retrain/schedule/",
+                       {"every": "week", "time": "02:30", "day_of_week": 0, "timezone": "Europe/Vienna"}, format="json")
+    assert weekly.status_code == 200, weekly.json()
+    assert {k: weekly.json()[k] for k in ("every", "time", "day_of_week", "timezone")} == {
+        "every": "week", "time": "02:30", "day_of_week": 0, "timezone": "Europe/Vienna"}
+    task = PeriodicTask.objects.get(task="classifier_retrain_scheduled")
+    assert task.enabled and (task.crontab.minute, task.crontab.hour, task.crontab.day_of_week) == ("30", "2", "0")
+    assert str(task.crontab.timezone) == "Europe/Vienna"
+    daily = admin.put("/api/model-versions/retrain/schedule/", {"every": "day", "time": "23:05"}, format="json").json()
+    assert (daily["every"], daily["time"], daily["day_of_week"], daily["timezone"]) == ("day", "23:05", None, "UTC")
+    assert PeriodicTask.objects.filter(task="classifier_retrain_scheduled").count() == 1  # the one schedule, changed
+    assert CrontabSchedule.objects.count() == 1  # the time it no longer uses is gone
+    assert admin.put("/api/model-versions/retrain/schedule/", {"every": "never"}, format="json").json()["every"] == "never"
+    assert not PeriodicTask.objects.filter(task="classifier_retrain_scheduled").exists() and not CrontabSchedule.objects.exists()
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"every": "day"}, "time: A schedule needs the time of day"),
+    ({"every": "week", "time": "02:00"}, "day_of_week: A weekly schedule needs its day"),
+    ({"every": "week", "time": "02:00", "day_of_week": 7}, "day_of_week:"),
+    ({"every": "day", "time": "25:00"}, "time:"),
+    ({"every": "day", "time": "02:00", "timezone": "Mars/Olympus"}, "no time zone this server knows"),
+    ({"every": "hourly"}, "every:"),
+])
+def test_a_schedule_that_cannot_be_kept_is_refused_with_its_reason(db, api_as, body, message):
+    from django_celery_beat.models import PeriodicTask
+
+    r = api_as("admin", username="boss").put("/api/model-versions/retrain/schedule/", body, format="json")
+    assert r.status_code == 400 and message in r.json()["message"]
+    assert not PeriodicTask.objects.filter(task="classifier_retrain_scheduled").exists()
+
+
+def test_only_an_admin_sees_or_sets_the_schedule(db, api_as):
+    hematologist = api_as("hematologist", username="h")
+    assert hematologist.get("/api/model-versions/retrain/schedule/").status_code == 403
+    assert hematologist.put("/api/model-versions/retrain/schedule/", {"every": "never"}, format="json").status_code == 403
+
+
+def test_a_schedule_changed_on_the_admin_site_is_described_as_it_is(db, api_as):
+    from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+    from webapp.registry.services import RETRAIN_SCHEDULE
+
+    crontab = CrontabSchedule.objects.create(minute="0", hour="*/6", day_of_week="*", day_of_month="*", month_of_year="*")
+    PeriodicTask.objects.create(name=RETRAIN_SCHEDULE, task="classifier_retrain_scheduled", crontab=crontab)
+    got = api_as("admin", username="boss").get("/api/model-versions/retrain/schedule/").json()
+    assert got["every"] == "custom" and "*/6" in got["description"]

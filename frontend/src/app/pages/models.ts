@@ -1,9 +1,9 @@
 // The model versions of each kind side by side: their figures, which one is active, and for an admin
 // the button that makes another one active (a rollback where it was active before).
-import { api, type Job, type ModelVersion } from '../../api';
+import { api, type Job, type ModelVersion, type RetrainSchedule } from '../../api';
 import { h } from '../dom';
 import { errorBox, showError } from '../errors';
-import { figureRows, formatDateTime, isJobFinished, modelRows } from '../format';
+import { describeSchedule, figureRows, formatDateTime, isJobFinished, modelRows, WEEKDAYS } from '../format';
 import { followJob } from '../jobs';
 import type { RouteContext } from '../router';
 import { canPromoteModel, canRetrain, currentUser } from '../session';
@@ -20,13 +20,76 @@ export function modelsPage(root: HTMLElement, ctx: RouteContext): void {
   const errorSlot = h('div');
   const content = h('div', {}, h('p', { class: 'muted' }, 'Loading model versions…'));
   const retrainSlot = h('section', { class: 'card', id: 'retraining' });
+  const scheduleSlot = h('section', { class: 'card', id: 'retrain-schedule' });
   root.append(
     h('div', { class: 'page-head' }, h('h1', {}, 'Models')),
     h('p', { class: 'muted' }, 'Each version as it was measured when it was trained: held-out images of its own data, and cells of another lab it never trained on.'),
     errorSlot,
     canRetrain(currentUser()) ? retrainSlot : '',
+    canRetrain(currentUser()) ? scheduleSlot : '',
     content,
   );
+
+  /** The schedule card: when the classifier retrains on its own, and the form that changes it. */
+  function showSchedule(schedule: RetrainSchedule): void {
+    const every = h(
+      'select',
+      { id: 'schedule-every' },
+      h('option', { value: 'never' }, 'Never'),
+      h('option', { value: 'day' }, 'Every day'),
+      h('option', { value: 'week' }, 'Every week on'),
+    );
+    const day = h('select', { id: 'schedule-day', 'aria-label': 'day of the week' }, WEEKDAYS.map((name, i) => h('option', { value: i }, name)));
+    const time = h('input', { type: 'time', id: 'schedule-time', 'aria-label': 'time of day', required: true });
+    const atLabel = h('span', { class: 'muted' }, 'at');
+    every.value = schedule.every === 'custom' ? 'never' : schedule.every;
+    day.value = String(schedule.day_of_week ?? 0);
+    time.value = schedule.time ?? '02:00';
+    const shown = (): void => {
+      day.hidden = every.value !== 'week';
+      time.hidden = atLabel.hidden = every.value === 'never';
+    };
+    every.addEventListener('change', shown);
+    shown();
+    const save = h('button', { type: 'submit', class: 'btn', id: 'schedule-save' }, 'Save schedule');
+    const form = h('form', { class: 'schedule-form' }, every, day, atLabel, time, save);
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      save.disabled = true;
+      showError(errorSlot, null);
+      try {
+        const chosen = every.value as 'never' | 'day' | 'week';
+        showSchedule(
+          await api.setRetrainSchedule({
+            every: chosen,
+            ...(chosen === 'never' ? {} : { time: time.value, timezone: Intl.DateTimeFormat().resolvedOptions().timeZone }),
+            ...(chosen === 'week' ? { day_of_week: Number(day.value) } : {}),
+          }),
+        );
+      } catch (err) {
+        showError(errorSlot, err);
+        save.disabled = false;
+      }
+    });
+    scheduleSlot.replaceChildren(
+      h('h2', {}, 'Retraining schedule'),
+      h('p', { id: 'schedule-now' }, describeSchedule(schedule), schedule.last_run_at ? h('span', { class: 'muted small' }, ` · last started ${formatDateTime(schedule.last_run_at)}`) : ''),
+      schedule.runs || schedule.every === 'never'
+        ? ''
+        : h('p', { class: 'alert alert-warning small', id: 'schedule-idle' }, 'No scheduler runs beside this server (it runs jobs itself, without REDIS_URL): the schedule takes effect where Leukolab runs with a Celery worker and beat.'),
+      form,
+    );
+  }
+
+  async function loadSchedule(): Promise<void> {
+    if (!canRetrain(currentUser())) return;
+    try {
+      const schedule = await api.retrainSchedule();
+      if (!ctx.signal.aborted) showSchedule(schedule);
+    } catch (err) {
+      if (!ctx.signal.aborted) showError(errorSlot, err);
+    }
+  }
 
   /** The retraining card: its button, or the retraining under way with its progress, and how the last one ended. */
   function showRetraining(job: Job | null): void {
@@ -185,5 +248,6 @@ export function modelsPage(root: HTMLElement, ctx: RouteContext): void {
   }
 
   void findRetraining();
+  void loadSchedule();
   void load();
 }
