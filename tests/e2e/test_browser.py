@@ -155,6 +155,14 @@ def test_hematologist_uploads_a_smear_and_sees_boxes_and_differential(
         page.click(".crumbs a")
         page.wait_for_selector("#slide-table [data-status=analyzed]")
         page.screenshot(path=str(screenshots / "e2e-3-patient.png"))
+
+        # the same identifier typed in another case is that patient: the form says so and leads to it
+        page.click("nav a[href='#/patients']")
+        page.fill("#patient-identifier", "e2e-001")
+        page.click("#new-patient-form button[type=submit]")
+        assert "already exists in your lab (as 'E2E-001')" in page.inner_text("#new-patient-form .alert-error")
+        page.click("#existing-patient")
+        page.wait_for_selector("h1:has-text('Patient E2E-001')")
         assert errors == [], f"JavaScript errors on the page: {errors}"
     finally:
         page.close()

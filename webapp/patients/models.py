@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Lower
 
 
 class Patient(models.Model):
@@ -13,7 +14,9 @@ class Patient(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        constraints = [models.UniqueConstraint(fields=["lab", "identifier"], name="patient_identifier_unique_per_lab")]
+        # one patient per identifier in a lab, whatever the case it is typed in ("P-001" is "p-001")
+        constraints = [models.UniqueConstraint("lab", Lower("identifier"), name="patient_identifier_unique_per_lab",
+                                               violation_error_message="A patient with this identifier already exists in your lab.")]
 
     def __str__(self) -> str:
         return self.identifier

@@ -14,10 +14,13 @@ def patient_create(*, user: User, identifier: str, notes: str = "") -> Patient:
         raise ApplicationError("Your account belongs to no lab; ask an admin to add you to one.", status_code=403)
     identifier = identifier.strip()
     taken = ApplicationError(f"A patient with identifier {identifier!r} already exists in your lab.")
-    if Patient.objects.filter(lab=lab, identifier=identifier).exists():
-        raise taken
+    existing = Patient.objects.filter(lab=lab, identifier__iexact=identifier).first()  # the case is no difference
+    if existing is not None:
+        raise ApplicationError(f"A patient with identifier {identifier!r} already exists in your lab"
+                               + (f" (as {existing.identifier!r})." if existing.identifier != identifier else "."),
+                               extra={"patient": existing.pk})
     patient = Patient(lab=lab, identifier=identifier, notes=notes, created_by=user)
-    patient.full_clean()
+    patient.full_clean(validate_constraints=False)  # the one that could fail is checked above and by the insert
     try:
         with transaction.atomic():
             patient.save()

@@ -1,4 +1,4 @@
-import { api, exportUrls, type Patient } from '../../api';
+import { api, ApiError, exportUrls, type Patient } from '../../api';
 import { h } from '../dom';
 import { showError } from '../errors';
 import { formatDateTime } from '../format';
@@ -107,6 +107,10 @@ function newPatientForm(): HTMLElement {
       navigate(`/patients/${patient.id}`);
     } catch (err) {
       showError(errorSlot, err);
+      const existing = err instanceof ApiError ? err.extra.patient : undefined;
+      if (typeof existing === 'number') {  // the identifier is taken, maybe in another case: offer that patient
+        errorSlot.append(h('p', {}, h('a', { href: `#/patients/${existing}`, id: 'existing-patient' }, 'Open that patient')));
+      }
     } finally {
       submit.disabled = false;
     }
