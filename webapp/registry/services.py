@@ -39,14 +39,38 @@ def model_version_register(
                 mv.artifact.save(Path(artifact_path).name, File(fh), save=False)
             written.append((mv.artifact.storage, mv.artifact.name))
         mv.save()
-        for path, title in figures or []:
-            figure = ModelFigure(model_version=mv, name=Path(path).stem, title=title)
-            with open(path, "rb") as fh:
-                figure.image.save(f"{mv.kind}-{mv.pk}-{Path(path).name}", File(fh), save=False)
-            written.append((figure.image.storage, figure.image.name))
-            figure.save()
+        _figures_save(model_version=mv, figures=figures or [], written=written)
         if activate:
             model_version_promote(model_version=mv)
+        return mv
+
+
+def _figures_save(*, model_version: ModelVersion, figures: list[tuple[Path, str]], written: list) -> None:
+    """Keep PNG files with a version under their file's stem, each replacing the version's figure of that name
+    (its old file deleted once committed); each file stored is added to ``written`` (:func:`undone_on_failure`)."""
+    for path, title in figures:
+        name = Path(path).stem
+        old = ModelFigure.objects.filter(model_version=model_version, name=name).first()
+        if old is not None:
+            storage, stale = old.image.storage, old.image.name
+            transaction.on_commit(lambda storage=storage, stale=stale: storage.delete(stale))
+            old.delete()
+        figure = ModelFigure(model_version=model_version, name=name, title=title)
+        with open(path, "rb") as fh:
+            figure.image.save(f"{model_version.kind}-{model_version.pk}-{Path(path).name}", File(fh), save=False)
+        written.append((figure.image.storage, figure.image.name))
+        figure.save()
+
+
+def model_version_scores_add(*, model_version: ModelVersion, metrics: dict,
+                             figures: list[tuple[Path, str]] | None = None) -> ModelVersion:
+    """Add figures measured after a version was registered (e.g. the classical localizer scored on annotated
+    fields) to its metrics, and their plots (replacing those of the same name)."""
+    with undone_on_failure() as written, transaction.atomic():
+        mv = ModelVersion.objects.select_for_update().get(pk=model_version.pk)
+        mv.metrics = {**mv.metrics, **metrics}
+        mv.save(update_fields=["metrics"])
+        _figures_save(model_version=mv, figures=figures or [], written=written)
         return mv
 
 

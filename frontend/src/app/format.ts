@@ -162,6 +162,8 @@ const figure = (show: (v: number) => string) => (v: unknown): string =>
 const fraction = figure((v) => v.toFixed(3));
 const whole = figure((v) => String(Math.round(v)));
 const seconds = figure((v) => `${Math.round(v)} s`);
+const milliseconds = figure((v) => `${Math.round(v)} ms`);
+const text = (v: unknown): string => (typeof v === 'string' && v ? v : '–');
 
 /** A figure read from a version's metrics, or a set of them: for each key of the object at ``path``
  * (each class), a row labelled ``label`` and the key, read by ``read``. */
@@ -198,11 +200,14 @@ const MODEL_FIGURES: Record<ModelVersion['kind'], FigureSpec[]> = {
     ['Cells people classed, trained on', 'parameters.reviewed_cells', whole],
   ],
   localizer: [
+    ['Scored on', 'split', text],
     ['Mean IoU', 'mean_iou', fraction],
     ['Recall at IoU 0.5', 'recall50', fraction],
     ['Precision at IoU 0.5', 'precision50', fraction],
     ['AP at IoU 0.5', 'ap50', fraction],
-    ['Training time', 'train_time_s', seconds],
+    ['AP at IoU 0.5 to 0.95', 'ap50_95', fraction],
+    ['Time per field', 'ms_per_image', milliseconds],
+    ['Training time', 'train_seconds', seconds],
   ],
 };
 

@@ -142,6 +142,12 @@ describe('modelRows', () => {
       { label: 'Cells people classed, trained on', values: ['–', '42', '–'] },
     ]);
     expect(modelRows('localizer', [{ metrics: {} }])).toEqual([]);
+    expect(modelRows('localizer', [{ metrics: { split: 'BCCD test (60 fields)', mean_iou: 0.836, ms_per_image: 16.5 } }, { metrics: { split: 'validation', train_seconds: 301.2 } }])).toEqual([
+      { label: 'Scored on', values: ['BCCD test (60 fields)', 'validation'] },
+      { label: 'Mean IoU', values: ['0.836', '–'] },
+      { label: 'Time per field', values: ['17 ms', '–'] },
+      { label: 'Training time', values: ['–', '301 s'] },
+    ]);
   });
 });
 describe('modelRows, per class and under corruptions', () => {

@@ -1,5 +1,6 @@
 """Model versions: a default classifier on first start, one active version per kind, the worker uses it."""
 import json
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -18,7 +19,15 @@ def test_ensure_models_trains_and_registers_a_default_classifier_once(db, cell_f
     assert sorted(active.parameters["classes"]) == ["eosinophil", "lymphocyte", "monocyte", "neutrophil"]
     assert "test" in active.metrics and 0.0 <= active.metrics["test"]["accuracy"] <= 1.0
     assert [f.name for f in active.figures.all()] == ["confusion", "curves", "reliability", "robustness"]
-    assert ModelVersion.objects.get(kind="localizer", status="active").architecture == "classical"
+    localizer = ModelVersion.objects.get(kind="localizer", status="active")
+    assert localizer.architecture == "classical"
+    from ml.localization.data import bccd_root
+
+    if bccd_root().is_dir():  # scored on BCCD's annotated test fields, as a trained detector is on its own
+        assert localizer.metrics["split"].startswith("BCCD test") and localizer.metrics["mean_iou"] > 0.6
+        assert [f.name for f in localizer.figures.all()] == ["pr_curve", "iou_hist"]
+    else:
+        assert localizer.metrics == {} and not localizer.figures.exists()
     call_command("ensure_models", data=str(cell_folder), budget_s=20)  # a later start reuses it
     assert ModelVersion.objects.filter(kind="classifier").count() == 1
     assert "registered and active" in capsys.readouterr().out
@@ -89,6 +98,25 @@ def test_a_version_lists_its_figures_and_serves_each_as_png(db, classifier_run, 
     assert client.get(listed["figures"][0]["url"]).status_code in (401, 403)  # signed-out
 
 
+@pytest.mark.django_db(transaction=True)
+def test_scores_added_later_replace_a_figure_of_the_same_name_and_its_file(tmp_path, settings):
+    from PIL import Image
+
+    from webapp.registry.services import model_version_register, model_version_scores_add
+
+    for name, colour in (("a/loss.png", "red"), ("b/loss.png", "blue")):
+        (tmp_path / name).parent.mkdir()
+        Image.new("RGB", (4, 4), colour).save(tmp_path / name)
+    mv = model_version_register(kind="localizer", architecture="classical", version="c-1", metrics={"x": 1},
+                                figures=[(tmp_path / "a/loss.png", "Loss")])
+    first = mv.figures.get().image.path
+    mv = model_version_scores_add(model_version=mv, metrics={"mean_iou": 0.8}, figures=[(tmp_path / "b/loss.png", "Loss")])
+    assert mv.metrics == {"x": 1, "mean_iou": 0.8}
+    figure = mv.figures.get()
+    assert Image.open(figure.image.path).getpixel((0, 0)) == (0, 0, 255)
+    assert not Path(first).exists()
+
+
 def test_a_registration_that_fails_leaves_no_file_behind(db, classifier_run, settings):
     from pathlib import Path
 
@@ -132,6 +160,23 @@ def deep_localizer_run(tmp_path_factory):
         Image.fromarray(img).save(root / "JPEGImages" / f"f{i}.png")
         write_voc(Annotation(f"f{i}.png", img.shape[1], img.shape[0], boxes), root / "Annotations" / f"f{i}.xml")
     return train_default(root, tmp_path_factory.mktemp("deep") / "run", epochs=1)
+
+
+def test_a_deep_localizer_is_registered_with_the_scores_its_training_wrote(deep_localizer_run, tmp_path, db, capsys):
+    """`ml.localization train` writes its validation scores beside the model (metrics.json); they are the version's."""
+    import shutil
+
+    run = tmp_path / "deep"
+    shutil.copytree(deep_localizer_run, run)
+    (run / "metrics.json").write_text(json.dumps({"mean_iou": 0.81, "ap50": 0.93, "split": "validation"}))
+    call_command("register_model", "localizer", str(run))
+    mv = ModelVersion.objects.get(kind="localizer")
+    assert mv.metrics["mean_iou"] == 0.81 and mv.metrics["ap50"] == 0.93 and "train_seconds" in mv.metrics
+    (run / "metrics.json").write_text("{cut short")
+    (run / "model.pt").touch()  # another version of the run
+    call_command("register_model", "localizer", str(run))
+    assert "cannot be read" in capsys.readouterr().err
+    assert "mean_iou" not in ModelVersion.objects.filter(kind="localizer").exclude(pk=mv.pk).get().metrics
 
 
 def test_a_registered_deep_localizer_is_used_by_the_analysis(deep_localizer_run, slide):

@@ -8,8 +8,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from webapp.registry.models import ModelVersion
-from webapp.registry.selectors import model_version_active
-from webapp.registry.services import classifier_register_run, model_version_ensure_classical
+from webapp.registry.selectors import model_version_active, run_figures
+from webapp.registry.services import classifier_register_run, model_version_ensure_classical, model_version_scores_add
 
 
 class Command(BaseCommand):
@@ -23,6 +23,8 @@ class Command(BaseCommand):
     def handle(self, *args, budget_s: float, data: str | None, skip_classifier: bool, **options):
         localizer = model_version_ensure_classical()
         self.stdout.write(f"localizer: {localizer.architecture} {localizer.version} (active)")
+        if localizer.architecture == "classical" and not localizer.metrics:
+            self._score_classical(localizer)
         active = model_version_active(kind=ModelVersion.Kind.CLASSIFIER)
         if active is not None:
             self.stdout.write(f"classifier: {active.architecture} {active.version} (active)")
@@ -46,6 +48,29 @@ class Command(BaseCommand):
         except FileNotFoundError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"\nclassifier: {mv.architecture} {mv.version} registered and active ({time.monotonic() - started:.0f} s)")
+
+    def _score_classical(self, localizer: ModelVersion) -> None:
+        """The classical localizer scored on the annotated fields of BCCD's test part, where they are at hand
+        (seconds), with its plots: what the Models page shows of it beside a trained detector."""
+        import tempfile
+
+        from ml.localization import load_localizer
+        from ml.localization.data import bccd_root, load_split
+        from ml.localization.report import evaluate_localizer, write_report
+
+        if not bccd_root().is_dir():
+            return
+        samples = load_split(bccd_root(), "test")
+        if not samples:
+            return
+        metrics, boxes = evaluate_localizer(load_localizer("classical"), samples)
+        metrics["split"] = f"BCCD test ({len(samples)} fields)"
+        with tempfile.TemporaryDirectory() as tmp:
+            write_report(tmp, metrics, samples, boxes)
+            model_version_scores_add(model_version=localizer, metrics=metrics,
+                                     figures=run_figures(kind=ModelVersion.Kind.LOCALIZER, run=Path(tmp)))
+        self.stdout.write(f"localizer: scored on {metrics['split']}: mean IoU {metrics['mean_iou']:.3f}, "
+                          f"AP50 {metrics['ap50']:.3f}")
 
     def _progress(self, fraction: float, message: str = "") -> None:
         bar = "#" * int(30 * fraction)

@@ -38,6 +38,14 @@ class Command(BaseCommand):
                 classes = list(model.classes)
         except Exception as exc:  # noqa: BLE001 - any unreadable artifact is the user's to fix
             raise CommandError(f"{checkpoint} is not a {kind} this version can read: {exc}") from exc
+        measured = {}
+        if kind == ModelVersion.Kind.LOCALIZER:  # the validation scores `ml.localization train` wrote beside it
+            from ml.localization.deep import read_run_metrics
+
+            try:
+                measured = read_run_metrics(checkpoint.parent)
+            except ValueError as exc:
+                self.stderr.write(f"{checkpoint.parent / 'metrics.json'} cannot be read ({exc}): registered without its scores")
         version = str(getattr(model, "version", "") or checkpoint.parent.name)
         if ModelVersion.objects.filter(kind=kind, version=version).exists():
             raise CommandError(f"a {kind} with version {version!r} is already registered")
@@ -47,7 +55,7 @@ class Command(BaseCommand):
             version=version,
             artifact_path=checkpoint,
             parameters={"classes": classes, "source": str(run)},
-            metrics=dict(getattr(model, "metrics", {}) or {}),
+            metrics={**(getattr(model, "metrics", {}) or {}), **measured},
             figures=run_figures(kind=kind, run=run),
             activate=activate,
         )
