@@ -164,6 +164,7 @@ def deep_localizer_run(tmp_path_factory):
 
 def test_a_deep_localizer_is_registered_with_the_scores_its_training_wrote(deep_localizer_run, tmp_path, db, capsys):
     """`ml.localization train` writes its validation scores beside the model (metrics.json); they are the version's."""
+    import os
     import shutil
 
     run = tmp_path / "deep"
@@ -173,7 +174,8 @@ def test_a_deep_localizer_is_registered_with_the_scores_its_training_wrote(deep_
     mv = ModelVersion.objects.get(kind="localizer")
     assert mv.metrics["mean_iou"] == 0.81 and mv.metrics["ap50"] == 0.93 and "train_seconds" in mv.metrics
     (run / "metrics.json").write_text("{cut short")
-    (run / "model.pt").touch()  # another version of the run
+    later = (run / "model.pt").stat().st_mtime + 60
+    os.utime(run / "model.pt", (later, later))  # another version of the run (a version is named by its time)
     call_command("register_model", "localizer", str(run))
     assert "cannot be read" in capsys.readouterr().err
     assert "mean_iou" not in ModelVersion.objects.filter(kind="localizer").exclude(pk=mv.pk).get().metrics
