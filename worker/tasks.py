@@ -35,6 +35,14 @@ def classifier_retrain(self, job_id: int) -> None:
     job_execute(job_id=job_id, retry_on=() if last_try else _TRANSIENT)
 
 
+@shared_task(name="detector_train", bind=True, autoretry_for=_TRANSIENT, retry_backoff=5, retry_backoff_max=120,
+             max_retries=3)
+def detector_train(self, job_id: int) -> None:
+    """The deep detector trained on the annotated fields and the slides whose boxes people looked at: a candidate."""
+    last_try = self.request.retries >= self.max_retries
+    job_execute(job_id=job_id, retry_on=() if last_try else _TRANSIENT)
+
+
 @shared_task(name="classifier_retrain_scheduled")
 def classifier_retrain_scheduled() -> int:
     """For a schedule of the admin's (django-celery-beat's periodic tasks): queue a retraining; the job's id."""

@@ -408,6 +408,8 @@ export const api = {
   /** Train the classifier again on the training data and every cell a person classed: a job, whose result
    * is registered as a candidate version. */
   retrainClassifier: () => request<Job>('POST', '/api/model-versions/retrain/'),
+  /** Train the deep detector on the annotated fields; a job, its version a candidate localizer. */
+  trainDetector: () => request<Job>('POST', '/api/model-versions/detector/train/'),
   retrainSchedule: () => request<RetrainSchedule>('GET', '/api/model-versions/retrain/schedule/'),
   setRetrainSchedule: (schedule: { every: 'never' | 'day' | 'week'; time?: string; day_of_week?: number; timezone?: string }) =>
     request<RetrainSchedule>('PUT', '/api/model-versions/retrain/schedule/', schedule),

@@ -78,6 +78,15 @@ RUN_FIGURES = {"pr_curve.png": "Precision and recall", "iou_hist.png": "IoU of e
                "loss.png": "Training loss"}
 
 
+def score_localizer(localizer, samples: Sequence[Sample], out_dir: str | Path, *, scored_on: str) -> dict:
+    """The localizer's scores on annotated ``samples`` (:func:`evaluate_localizer`), ``split`` saying what
+    they were (``scored_on``), written with their plots into ``out_dir`` (:func:`write_report`)."""
+    metrics, boxes = evaluate_localizer(localizer, samples)
+    metrics["split"] = scored_on
+    write_report(out_dir, metrics, samples, boxes)
+    return metrics
+
+
 def write_report(out_dir: str | Path, metrics: dict, samples: Sequence[Sample], preds: Sequence[Sequence[Box]],
                  *, label: str = "WBC", n_examples: int = 4, prefix: str = "") -> None:
     """``metrics.json``, ``pr_curve.png``, ``iou_hist.png`` and ``examples.jpg`` in ``out_dir``."""

@@ -386,16 +386,21 @@ def _plot_history(history: list[dict], path: Path) -> None:
 
 
 def train_default(data_dir: str | Path | None, out: str | Path, *, time_budget_s: float | None = None,
-                  progress=None, epochs: int | None = None, **options) -> Path:
+                  progress=None, epochs: int | None = None, part: str = "all",
+                  extra: Sequence[str | Path] = (), **options) -> Path:
     """Train the default deep localizer on an annotated folder (BCCD when ``data_dir`` is None).
 
-    Every 10th field validates; ``time_budget_s`` bounds training. ``progress(fraction, message)``
-    is called once per epoch; other ``options`` are :class:`TrainConfig` fields. Returns the run
-    directory (``model.pt`` inside).
+    ``part``: the part of the folder's fixed split to train on (``train`` keeps its test fields out, to
+    score on); ``extra``: more annotated folders (e.g. a lab's fields as the webapp exports them), all
+    of their fields trained on. Every 10th field validates; ``time_budget_s`` bounds training.
+    ``progress(fraction, message)`` is called once per epoch; other ``options`` are :class:`TrainConfig`
+    fields. Returns the run directory (``model.pt`` inside).
     """
-    from ml.localization.data import bccd_root, load_split, train_val_split
+    from ml.localization.data import bccd_root, load_dataset, load_split, train_val_split
 
-    samples = load_split(data_dir or bccd_root(), "all")
+    samples = load_split(data_dir or bccd_root(), part)
+    for folder in extra:
+        samples += load_dataset(folder)
     fit, val = train_val_split(samples)
     cfg = TrainConfig(time_budget_s=time_budget_s, **({"epochs": epochs} if epochs else {}), **options)
     cfg.extra["progress"] = progress

@@ -725,6 +725,7 @@ def test_an_admin_retrains_the_classifier_and_finds_the_candidate_beside_the_oth
         _log_in(page, live_server, "boss")
         page.goto(f"{live_server.url}/#/models")
         page.wait_for_selector("#models-classifier table.models")
+        assert page.locator("#detector-training #train-detector").is_visible()  # the detector has a card of its own
         page.click("#retrain")
         page.wait_for_selector("#retraining .progress")  # queued, then training, with its progress
         page.wait_for_selector("#retrain-result", timeout=ANALYSIS_TIMEOUT_MS)

@@ -116,6 +116,34 @@ def boxes_export(*, slides: QuerySet[Slide], fmt: str, with_classes: bool = Fals
     return buf
 
 
+def boxes_write(*, slides: QuerySet[Slide], folder: Path, max_side: int | None = None) -> int:
+    """The slides' images and their cells' boxes (``WBC``) as a Pascal VOC folder (``JPEGImages/``,
+    ``Annotations/``) for a training run, as :func:`boxes_export` exports them; ``max_side``: images with a
+    longer side are left out (a scan is no field to train a detector on whole). Returns how many images
+    it holds."""
+    from ml.boxes import Box
+    from ml.localization.formats import Annotation, write_voc
+
+    by_image: dict[int, list[Cell]] = defaultdict(list)
+    for cell in cells_for_export(slides=slides, which="all"):
+        by_image[cell.image_id].append(cell)
+    images = SlideImage.objects.filter(slide__in=slides).order_by("slide_id", "position", "pk")
+    n = 0
+    for image in images:
+        if max_side is not None and max(image.width, image.height) > max_side:
+            continue
+        name = _image_name(image)
+        (folder / "JPEGImages").mkdir(parents=True, exist_ok=True)
+        (folder / "Annotations").mkdir(parents=True, exist_ok=True)
+        with image.file.open("rb") as src, open(folder / "JPEGImages" / name, "wb") as dst:
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                dst.write(chunk)
+        boxes = [Box(*c.box, label=WBC, difficult=c.difficult) for c in by_image.get(image.pk, [])]
+        write_voc(Annotation(name, image.width, image.height, boxes), folder / "Annotations" / f"{Path(name).stem}.xml")
+        n += 1
+    return n
+
+
 def _crop_files(cells: list[Cell]):
     """Each cell as a crop file of a class-per-folder set: ``(name, bytes)`` (``<class>/slide<S>_cell<C>.jpg``,
     or ``.png`` from a lossless image), then ``(BOX_FILE, text)``, the box of each in its crop's pixels."""

@@ -42,3 +42,12 @@ def _classifier_retrain():
 
 
 register("classifier_retrain", _classifier_retrain)
+
+
+def _detector_train():
+    from webapp.registry.services import detector_train
+
+    return detector_train
+
+
+register("detector_train", _detector_train)

@@ -8,12 +8,12 @@ from webapp.jobs.models import Job
 
 
 def job_list(*, user: User, status: str | None = None) -> QuerySet[Job]:
-    """The jobs of the user's lab; for one who may retrain the classifier (an admin), the retrainings too,
-    which belong to no lab where a schedule queued them (the classifier serves every lab)."""
+    """The jobs of the user's lab; for one who may retrain the models (an admin), the trainings too, which
+    belong to no lab where a schedule queued them (the models serve every lab)."""
     lab = user_lab(user)
     qs = Job.objects.filter(lab=lab) if lab is not None else Job.objects.none()
     if user.has_perm("registry.add_modelversion"):
-        qs = qs | Job.objects.filter(kind="classifier_retrain")
+        qs = qs | Job.objects.filter(kind__in=["classifier_retrain", "detector_train"])
     if status in Job.Status.values:
         qs = qs.filter(status=status)
     return qs

@@ -10,7 +10,8 @@ from webapp.common.permissions import require
 from webapp.jobs.apis import JobOutputSerializer
 from webapp.registry.models import ModelFigure
 from webapp.registry.selectors import classifier_retrain_schedule, model_version_list
-from webapp.registry.services import classifier_retrain_request, classifier_retrain_schedule_set, model_version_promote
+from webapp.registry.services import (classifier_retrain_request, classifier_retrain_schedule_set, detector_train_request,
+                                       model_version_promote)
 
 
 class ModelFigureOutputSerializer(serializers.Serializer):
@@ -80,6 +81,18 @@ class ClassifierRetrainApi(GenericAPIView):
                            "result is registered as a candidate version", request=None, responses={202: JobOutputSerializer})
     def post(self, request):
         job = classifier_retrain_request(user=request.user)
+        return Response(JobOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class DetectorTrainApi(GenericAPIView):
+    permission_classes = [require("registry.add_modelversion")]
+    serializer_class = JobOutputSerializer  # what it answers (OPTIONS describes it)
+
+    @extend_schema(summary="Train the deep detector on the annotated fields and the slides whose boxes people looked "
+                           "at; the result is registered as a candidate localizer", request=None,
+                   responses={202: JobOutputSerializer})
+    def post(self, request):
+        job = detector_train_request(user=request.user)
         return Response(JobOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 

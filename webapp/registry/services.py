@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files import File
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from webapp.common.files import undone_on_failure
@@ -31,7 +33,8 @@ def model_version_register(
     All or nothing: where it fails, the files it stored go again."""
     with undone_on_failure() as written, transaction.atomic():
         mv = ModelVersion(
-            kind=kind, architecture=architecture, version=version, parameters=parameters or {}, metrics=metrics or {}
+            kind=kind, architecture=architecture, version=version, parameters=parameters or {},
+            metrics=_json_safe(metrics or {}),
         )
         mv.full_clean(exclude=["artifact"])
         if artifact_path is not None:
@@ -43,6 +46,17 @@ def model_version_register(
         if activate:
             model_version_promote(model_version=mv)
         return mv
+
+
+def _json_safe(value):
+    """``value`` with every number JSON cannot hold (NaN, infinity: a score of nothing found) as None."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _figures_save(*, model_version: ModelVersion, figures: list[tuple[Path, str]], written: list) -> None:
@@ -68,7 +82,7 @@ def model_version_scores_add(*, model_version: ModelVersion, metrics: dict,
     fields) to its metrics, and their plots (replacing those of the same name)."""
     with undone_on_failure() as written, transaction.atomic():
         mv = ModelVersion.objects.select_for_update().get(pk=model_version.pk)
-        mv.metrics = {**mv.metrics, **metrics}
+        mv.metrics = {**mv.metrics, **_json_safe(metrics)}
         mv.save(update_fields=["metrics"])
         _figures_save(model_version=mv, figures=figures or [], written=written)
         return mv
@@ -164,6 +178,72 @@ def classifier_retrain(*, job_id: int | None = None, progress=None) -> ModelVers
                                  activate=False)
     report(1.0, f"{mv.version} registered as a candidate")
     logger.info("classifier %s retrained on %s and %d reviewed cells", mv.version, base, n)
+    return mv
+
+
+DETECTOR_JOB = "detector_train"
+
+
+def detector_train_request(*, user=None):
+    """Queue a training of the deep detector (one at a time: a training queued or running is returned)."""
+    from webapp.accounts.selectors import user_lab
+    from webapp.jobs.services import job_enqueue
+
+    return job_enqueue(kind=DETECTOR_JOB, key="train:detector", params={},
+                       lab=user_lab(user) if user is not None else None, created_by=user)
+
+
+def detector_annotated_slides():
+    """The slides whose boxes people have looked at: signed off, or with a box a person drew, moved or deleted."""
+    from webapp.cells.models import CellEvent
+    from webapp.slides.models import Slide
+
+    touched = CellEvent.objects.filter(actor__isnull=False, action__in=[
+        CellEvent.Action.CREATE, CellEvent.Action.MOVE, CellEvent.Action.DELETE]).values("slide_id")
+    return Slide.objects.filter(Q(signed_off_at__isnull=False) | Q(pk__in=touched))
+
+
+def detector_train(*, job_id: int | None = None, progress=None) -> ModelVersion:
+    """Train the deep detector on the annotated fields (``LEUKOLAB_DETECTOR_DATA``, BCCD by default: the
+    training part of its fixed split) and every field of the slides whose boxes people have looked at
+    (:func:`detector_annotated_slides`; scans left out), within ``LEUKOLAB_DETECTOR_BUDGET_S``; score it on
+    the folder's test part, as ``make run`` scores the classical localizer, and register it as a candidate
+    localizer with its scores and plots."""
+    from ml.localization import load_localizer
+    from ml.localization.data import load_split
+    from ml.localization.report import score_localizer
+    from ml.localization.train import train_default
+    from webapp.cells.interchange import boxes_write
+    from webapp.jobs.services import PermanentJobError
+    from webapp.registry.selectors import run_figures
+
+    report = progress or (lambda fraction, message="": None)
+    base = Path(settings.LEUKOLAB_DETECTOR_DATA or settings.LEUKOLAB_DATASETS / "bccd")
+    if not base.is_dir():
+        raise PermanentJobError(f"No annotated fields at {base}: set LEUKOLAB_DETECTOR_DATA to a VOC, COCO or YOLO folder.")
+    try:
+        test = load_split(base, "test")
+    except ValueError as exc:
+        raise PermanentJobError(f"{base}: {exc}") from exc
+    out = settings.LEUKOLAB_MODEL_DIR / f"detector-{time.strftime('%Y%m%d-%H%M%S')}"
+    with tempfile.TemporaryDirectory() as tmp:
+        report(0.0, "gathering the annotated fields")
+        lab = Path(tmp) / "annotated"
+        n = boxes_write(slides=detector_annotated_slides(), folder=lab, max_side=settings.LEUKOLAB_PREVIEW_MAX_SIDE)
+        report(0.02, f"training on {base.name} and {n} annotated field{'s' if n != 1 else ''}")
+        run = train_default(base, out, time_budget_s=settings.LEUKOLAB_DETECTOR_BUDGET_S, part="train",
+                            extra=[lab] if n else (),
+                            progress=lambda f, m="": report(0.02 + 0.9 * f, m))
+    report(0.93, f"scoring on {base.name}'s {len(test)} test fields")
+    detector = load_localizer(str(run))
+    scores = score_localizer(detector, test, run, scored_on=f"{base.name} test ({len(test)} fields)") if test else {}
+    mv = model_version_register(
+        kind=ModelVersion.Kind.LOCALIZER, architecture=detector.architecture, version=detector.version,
+        artifact_path=run / "model.pt", metrics={**detector.metrics, **scores},
+        parameters={"classes": ["WBC"], "trained_by": "training", "data": str(base), "annotated_fields": n},
+        figures=run_figures(kind=ModelVersion.Kind.LOCALIZER, run=run), activate=False)
+    report(1.0, f"{mv.version} registered as a candidate")
+    logger.info("detector %s trained on %s and %d annotated fields", mv.version, base, n)
     return mv
 
 

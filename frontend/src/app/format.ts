@@ -208,6 +208,7 @@ const MODEL_FIGURES: Record<ModelVersion['kind'], FigureSpec[]> = {
     ['AP at IoU 0.5 to 0.95', 'ap50_95', fraction],
     ['Time per field', 'ms_per_image', milliseconds],
     ['Training time', 'train_seconds', seconds],
+    ['Fields of slides people looked at, trained on', 'parameters.annotated_fields', whole],
   ],
 };
 

@@ -117,6 +117,17 @@ def test_scores_added_later_replace_a_figure_of_the_same_name_and_its_file(tmp_p
     assert not Path(first).exists()
 
 
+def test_a_score_of_nothing_found_is_kept_as_none(db):
+    """NaN and infinity (a precision with no box found) are no JSON: the version keeps them as None."""
+    from webapp.registry.services import model_version_register, model_version_scores_add
+
+    mv = model_version_register(kind="localizer", architecture="x", version="v-nan",
+                                metrics={"ap50": float("nan"), "per": [1.0, float("inf")], "n": 3})
+    mv.refresh_from_db()
+    assert mv.metrics == {"ap50": None, "per": [1.0, None], "n": 3}
+    assert model_version_scores_add(model_version=mv, metrics={"mean_iou": float("-inf")}).metrics["mean_iou"] is None
+
+
 def test_a_registration_that_fails_leaves_no_file_behind(db, classifier_run, settings):
     from pathlib import Path
 

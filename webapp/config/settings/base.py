@@ -122,6 +122,10 @@ LEUKOLAB_UNIDENTIFIED_BELOW = env_fraction("LEUKOLAB_UNIDENTIFIED_BELOW", "0.5")
 LEUKOLAB_NOT_WHITE = frozenset(name.lower() for name in env_list("LEUKOLAB_NOT_WHITE", ["erythroblast", "platelet"]))
 # Seconds a retraining of the classifier (the Models page, or a schedule) may train for.
 LEUKOLAB_RETRAIN_BUDGET_S = env_int("LEUKOLAB_RETRAIN_BUDGET_S", 480)
+# The deep detector trained on the Models page: the annotated fields it starts from (a VOC, COCO or YOLO
+# folder; BCCD by default: its training part, the test part scores it) and the seconds it may train for.
+LEUKOLAB_DETECTOR_DATA = env("LEUKOLAB_DETECTOR_DATA")
+LEUKOLAB_DETECTOR_BUDGET_S = env_int("LEUKOLAB_DETECTOR_BUDGET_S", 1200)
 LEUKOLAB_TORCH_THREADS = env_int("LEUKOLAB_TORCH_THREADS", 1)  # per job process; raise it on big machines
 
 REST_FRAMEWORK = {

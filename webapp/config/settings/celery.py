@@ -27,10 +27,12 @@ CELERY_TASK_ROUTES = {
     "slide_analyze": {"queue": LEUKOLAB_QUEUES["inference"]},
     "cell_classify": {"queue": LEUKOLAB_QUEUES["inference"]},
     "classifier_retrain": {"queue": LEUKOLAB_QUEUES["training"]},
+    "detector_train": {"queue": LEUKOLAB_QUEUES["training"]},
 }
 CELERY_TASK_ANNOTATIONS = {
     "slide_analyze": {"time_limit": env_int("LEUKOLAB_ANALYZE_TIME_LIMIT", 3600), "soft_time_limit": env_int("LEUKOLAB_ANALYZE_TIME_LIMIT", 3600) - 60},
     "classifier_retrain": {"time_limit": 6 * 3600, "soft_time_limit": 6 * 3600 - 60},
+    "detector_train": {"time_limit": 6 * 3600, "soft_time_limit": 6 * 3600 - 60},
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {"jobs-redispatch": {"task": "jobs_redispatch", "schedule": 60.0}}

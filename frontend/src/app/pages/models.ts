@@ -9,6 +9,18 @@ import type { RouteContext } from '../router';
 import { canPromoteModel, canRetrain, currentUser } from '../session';
 import { progressBar } from '../widgets';
 
+/** A model an admin trains from the page: its job's kind, its card, and how to start it. */
+interface Training {
+  kind: string;
+  slot: HTMLElement;
+  title: string;
+  running: string;
+  description: string;
+  button: string;
+  buttonId: string;
+  start: () => Promise<Job>;
+}
+
 const KINDS: [ModelVersion['kind'], string][] = [
   ['classifier', 'Classifiers'],
   ['localizer', 'Localizers'],
@@ -21,12 +33,14 @@ export function modelsPage(root: HTMLElement, ctx: RouteContext): void {
   const content = h('div', {}, h('p', { class: 'muted' }, 'Loading model versions…'));
   const retrainSlot = h('section', { class: 'card', id: 'retraining' });
   const scheduleSlot = h('section', { class: 'card', id: 'retrain-schedule' });
+  const detectorSlot = h('section', { class: 'card', id: 'detector-training' });
   root.append(
     h('div', { class: 'page-head' }, h('h1', {}, 'Models')),
     h('p', { class: 'muted' }, 'Each version as it was measured when it was trained: held-out images of its own data, and cells of another lab it never trained on.'),
     errorSlot,
     canRetrain(currentUser()) ? retrainSlot : '',
     canRetrain(currentUser()) ? scheduleSlot : '',
+    canRetrain(currentUser()) ? detectorSlot : '',
     content,
   );
 
@@ -91,47 +105,71 @@ export function modelsPage(root: HTMLElement, ctx: RouteContext): void {
     }
   }
 
-  /** The retraining card: its button, or the retraining under way with its progress, and how the last one ended. */
-  function showRetraining(job: Job | null): void {
+  /** A training card: its button, or the training under way with its progress, and how the last one ended. */
+  function showTraining(t: Training, job: Job | null): void {
     if (job && !isJobFinished(job)) {
       const bar = progressBar();
       bar.update(job, 'Waiting for a worker…');
-      retrainSlot.replaceChildren(h('h2', {}, 'Retraining the classifier'), bar.el);
+      t.slot.replaceChildren(h('h2', {}, t.running), bar.el);
       void followJob(job.id, { signal: ctx.signal, onUpdate: (j) => bar.update(j) }).then((done) => {
         if (!done || ctx.signal.aborted) return;
-        showRetraining(done);
+        showTraining(t, done);
         if (done.status === 'succeeded') void load();
       }, (err) => showError(errorSlot, err));
       return;
     }
-    const button = h('button', { type: 'button', class: 'btn btn-primary', id: 'retrain' }, 'Retrain on reviewed cells');
+    const button = h('button', { type: 'button', class: 'btn btn-primary', id: t.buttonId }, t.button);
     button.addEventListener('click', async () => {
       button.disabled = true;
       showError(errorSlot, null);
       try {
-        showRetraining(await api.retrainClassifier());
+        showTraining(t, await t.start());
       } catch (err) {
         showError(errorSlot, err);
         button.disabled = false;
       }
     });
-    retrainSlot.replaceChildren(
-      h('h2', {}, 'Retraining'),
-      h('p', { class: 'muted small' }, 'The classifier trained again on the training data and every cell a person classed, within the training budget; the result joins the classifiers below as a candidate, to compare and make active, or not.'),
+    t.slot.replaceChildren(
+      h('h2', {}, t.title),
+      h('p', { class: 'muted small' }, t.description),
       job?.status === 'succeeded'
-        ? h('p', { class: 'small', id: 'retrain-result' }, `The last retraining is ${job.message || 'done'}: its version is the newest candidate below.`)
+        ? h('p', { class: 'small', id: `${t.buttonId}-result` }, `The last one is ${job.message || 'done'}: its version is the newest candidate below.`)
         : '',
-      job?.status === 'failed' ? errorBox(new Error(job.error || 'The retraining failed.')) : '',
+      job?.status === 'failed' ? errorBox(new Error(job.error || 'The training failed.')) : '',
       button,
     );
   }
 
-  async function findRetraining(): Promise<void> {
+  const trainings: Training[] = [
+    {
+      kind: 'classifier_retrain',
+      slot: retrainSlot,
+      title: 'Retraining the classifier',
+      running: 'Retraining the classifier',
+      description: 'The classifier trained again on the training data and every cell a person classed, within the training budget; the result joins the classifiers below as a candidate, to compare and make active, or not.',
+      button: 'Retrain on reviewed cells',
+      buttonId: 'retrain',
+      start: () => api.retrainClassifier(),
+    },
+    {
+      kind: 'detector_train',
+      slot: detectorSlot,
+      title: 'Training the deep detector',
+      running: 'Training the deep detector',
+      description: 'The deep detector trained on the annotated fields and every field of the slides whose boxes people looked at (signed off, or a box drawn, moved or deleted), within its budget (20 minutes by default), and scored on the annotated test fields; it joins the localizers below as a candidate.',
+      button: 'Train the detector on annotated fields',
+      buttonId: 'train-detector',
+      start: () => api.trainDetector(),
+    },
+  ];
+
+  async function findTrainings(): Promise<void> {
     if (!canRetrain(currentUser())) return;
     try {
       const open = await Promise.all([api.jobs({ status: 'running' }), api.jobs({ status: 'queued' })]);
       if (ctx.signal.aborted) return;
-      showRetraining(open.flatMap((page) => page.results).find((job) => job.kind === 'classifier_retrain') ?? null);
+      const jobs = open.flatMap((page) => page.results);
+      for (const t of trainings) showTraining(t, jobs.find((job) => job.kind === t.kind) ?? null);
     } catch (err) {
       showError(errorSlot, err);
     }
@@ -247,7 +285,7 @@ export function modelsPage(root: HTMLElement, ctx: RouteContext): void {
     );
   }
 
-  void findRetraining();
+  void findTrainings();
   void loadSchedule();
   void load();
 }

@@ -56,17 +56,15 @@ class Command(BaseCommand):
 
         from ml.localization import load_localizer
         from ml.localization.data import bccd_root, load_split
-        from ml.localization.report import evaluate_localizer, write_report
+        from ml.localization.report import score_localizer
 
         if not bccd_root().is_dir():
             return
         samples = load_split(bccd_root(), "test")
         if not samples:
             return
-        metrics, boxes = evaluate_localizer(load_localizer("classical"), samples)
-        metrics["split"] = f"BCCD test ({len(samples)} fields)"
         with tempfile.TemporaryDirectory() as tmp:
-            write_report(tmp, metrics, samples, boxes)
+            metrics = score_localizer(load_localizer("classical"), samples, tmp, scored_on=f"BCCD test ({len(samples)} fields)")
             model_version_scores_add(model_version=localizer, metrics=metrics,
                                      figures=run_figures(kind=ModelVersion.Kind.LOCALIZER, run=Path(tmp)))
         self.stdout.write(f"localizer: scored on {metrics['split']}: mean IoU {metrics['mean_iou']:.3f}, "
