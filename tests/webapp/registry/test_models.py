@@ -24,7 +24,7 @@ def test_ensure_models_trains_and_registers_a_default_classifier_once(db, cell_f
     from ml.localization.data import bccd_root
 
     if bccd_root().is_dir():  # scored on BCCD's annotated test fields, as a trained detector is on its own
-        assert localizer.metrics["split"].startswith("BCCD test") and localizer.metrics["mean_iou"] > 0.6
+        assert localizer.metrics["split"] == "bccd test (60 fields)" and localizer.metrics["mean_iou"] > 0.6
         assert [f.name for f in localizer.figures.all()] == ["pr_curve", "iou_hist"]
     else:
         assert localizer.metrics == {} and not localizer.figures.exists()

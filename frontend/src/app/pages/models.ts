@@ -14,7 +14,6 @@ interface Training {
   kind: string;
   slot: HTMLElement;
   title: string;
-  running: string;
   description: string;
   button: string;
   buttonId: string;
@@ -110,7 +109,7 @@ export function modelsPage(root: HTMLElement, ctx: RouteContext): void {
     if (job && !isJobFinished(job)) {
       const bar = progressBar();
       bar.update(job, 'Waiting for a worker…');
-      t.slot.replaceChildren(h('h2', {}, t.running), bar.el);
+      t.slot.replaceChildren(h('h2', {}, t.title), bar.el);
       void followJob(job.id, { signal: ctx.signal, onUpdate: (j) => bar.update(j) }).then((done) => {
         if (!done || ctx.signal.aborted) return;
         showTraining(t, done);
@@ -145,7 +144,6 @@ export function modelsPage(root: HTMLElement, ctx: RouteContext): void {
       kind: 'classifier_retrain',
       slot: retrainSlot,
       title: 'Retraining the classifier',
-      running: 'Retraining the classifier',
       description: 'The classifier trained again on the training data and every cell a person classed, within the training budget; the result joins the classifiers below as a candidate, to compare and make active, or not.',
       button: 'Retrain on reviewed cells',
       buttonId: 'retrain',
@@ -155,7 +153,6 @@ export function modelsPage(root: HTMLElement, ctx: RouteContext): void {
       kind: 'detector_train',
       slot: detectorSlot,
       title: 'Training the deep detector',
-      running: 'Training the deep detector',
       description: 'The deep detector trained on the annotated fields and every field of the slides whose boxes people looked at (signed off, or a box drawn, moved or deleted), within its budget (20 minutes by default), and scored on the annotated test fields; it joins the localizers below as a candidate.',
       button: 'Train the detector on annotated fields',
       buttonId: 'train-detector',

@@ -64,7 +64,8 @@ class Command(BaseCommand):
         if not samples:
             return
         with tempfile.TemporaryDirectory() as tmp:
-            metrics = score_localizer(load_localizer("classical"), samples, tmp, scored_on=f"BCCD test ({len(samples)} fields)")
+            metrics = score_localizer(load_localizer("classical"), samples, tmp,  # named as a detector's training names it
+                                      scored_on=f"{bccd_root().name} test ({len(samples)} fields)")
             model_version_scores_add(model_version=localizer, metrics=metrics,
                                      figures=run_figures(kind=ModelVersion.Kind.LOCALIZER, run=Path(tmp)))
         self.stdout.write(f"localizer: scored on {metrics['split']}: mean IoU {metrics['mean_iou']:.3f}, "
