@@ -1,4 +1,7 @@
-"""The embedded default's job runner: a small thread pool inside the web process."""
+"""The embedded default's job runner: small thread pools inside the web process.
+
+Trainings (the jobs Celery routes to the ``training`` queue) run in a pool of their own, one at a time, as
+a training worker takes them: a 20-minute training leaves analyses and answers to run beside it."""
 from __future__ import annotations
 
 import logging
@@ -10,8 +13,14 @@ from django.db import close_old_connections
 
 logger = logging.getLogger("leukolab.jobs")
 _lock = threading.Lock()
-_executor: ThreadPoolExecutor | None = None
+_executors: dict[str, ThreadPoolExecutor] = {}
 _pending: set[Future] = set()
+
+
+def pool_of(kind: str) -> str:
+    """``training`` for a kind of job Celery routes to the training queue, else ``jobs``."""
+    queue = settings.CELERY_TASK_ROUTES.get(kind, {}).get("queue")
+    return "training" if queue == settings.LEUKOLAB_QUEUES["training"] else "jobs"
 
 
 def _run(job_id: int) -> None:
@@ -26,12 +35,13 @@ def _run(job_id: int) -> None:
         close_old_connections()
 
 
-def submit(job_id: int) -> None:
-    global _executor
+def submit(job_id: int, pool: str = "jobs") -> None:
     with _lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=settings.LEUKOLAB_INLINE_WORKERS, thread_name_prefix="leukolab-job")
-        future = _executor.submit(_run, job_id)
+        executor = _executors.get(pool)
+        if executor is None:
+            workers = 1 if pool == "training" else settings.LEUKOLAB_INLINE_WORKERS
+            executor = _executors[pool] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"leukolab-{pool}")
+        future = executor.submit(_run, job_id)
         _pending.add(future)
         future.add_done_callback(_pending.discard)
 

@@ -51,7 +51,8 @@ def job_dispatch(*, job_id: int) -> None:
     elif settings.LEUKOLAB_TASKS == "inline":
         from webapp.jobs import inline
 
-        inline.submit(job_id)
+        kind = Job.objects.filter(pk=job_id).values_list("kind", flat=True).first() or ""
+        inline.submit(job_id, pool=inline.pool_of(kind))
     else:
         raise RuntimeError(f"LEUKOLAB_TASKS must be 'celery' or 'inline', not {settings.LEUKOLAB_TASKS!r}")
 
