@@ -9,7 +9,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 logger = logging.getLogger("leukolab.jobs")
 _lock = threading.Lock()
@@ -32,7 +32,7 @@ def _run(job_id: int) -> None:
     except Exception:  # job_execute records the failure on the job; this keeps the pool alive
         logger.exception("in-process job %s failed", job_id)
     finally:
-        close_old_connections()
+        connections.close_all()  # this thread's: an idle pool holds no database session open
 
 
 def submit(job_id: int, pool: str = "jobs") -> None:
