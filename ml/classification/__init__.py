@@ -68,7 +68,7 @@ def train_default(data_dir: Path | None, out_dir: Path, *, time_budget_s: float 
         more = load_folder(Path(folder), use_cache=False)  # read once, often from a temporary folder
         train = train.with_cells_of(more)
         added[Path(folder).name] = added.get(Path(folder).name, 0) + len(more)  # by name: a temporary path says nothing
-    budget = max(10.0, time_budget_s - (time.time() - t0) - 45.0)  # keep time to evaluate
+    budget = max(10.0, time_budget_s - (time.time() - t0) - 60.0)  # keep time to evaluate and score (score_run)
     cfg = TrainConfig(**DEFAULT_CONFIG, time_budget_s=budget)
     run = fit(cfg, train, cells.subset(va), out_dir, progress=lambda f, m: report(0.1 + 0.85 * f, m),
               extra_metrics={"data": source, **({"extra_data": added} if added else {})})
