@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 import tempfile
 import zipfile
 from collections import Counter, defaultdict
@@ -128,16 +129,15 @@ def boxes_write(*, slides: QuerySet[Slide], folder: Path, max_side: int | None =
     for cell in cells_for_export(slides=slides, which="all"):
         by_image[cell.image_id].append(cell)
     images = SlideImage.objects.filter(slide__in=slides).order_by("slide_id", "position", "pk")
+    (folder / "JPEGImages").mkdir(parents=True, exist_ok=True)
+    (folder / "Annotations").mkdir(parents=True, exist_ok=True)
     n = 0
     for image in images:
         if max_side is not None and max(image.width, image.height) > max_side:
             continue
         name = _image_name(image)
-        (folder / "JPEGImages").mkdir(parents=True, exist_ok=True)
-        (folder / "Annotations").mkdir(parents=True, exist_ok=True)
         with image.file.open("rb") as src, open(folder / "JPEGImages" / name, "wb") as dst:
-            for chunk in iter(lambda: src.read(1 << 20), b""):
-                dst.write(chunk)
+            shutil.copyfileobj(src, dst)
         boxes = [Box(*c.box, label=WBC, difficult=c.difficult) for c in by_image.get(image.pk, [])]
         write_voc(Annotation(name, image.width, image.height, boxes), folder / "Annotations" / f"{Path(name).stem}.xml")
         n += 1

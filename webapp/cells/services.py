@@ -3,7 +3,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
 
 import numpy as np
 from django.conf import settings
@@ -19,8 +18,6 @@ from webapp.common.files import undone_on_failure
 from webapp.jobs.models import Job
 from webapp.slides.models import Slide, SlideImage
 from webapp.slides.services import slide_hold
-
-logger = logging.getLogger(__name__)
 
 
 def cell_snapshot(cell: Cell) -> dict:

@@ -19,8 +19,9 @@ _pending: set[Future] = set()
 
 def pool_of(kind: str) -> str:
     """``training`` for a kind of job Celery routes to the training queue, else ``jobs``."""
-    queue = settings.CELERY_TASK_ROUTES.get(kind, {}).get("queue")
-    return "training" if queue == settings.LEUKOLAB_QUEUES["training"] else "jobs"
+    from webapp.jobs.selectors import training_job_kinds
+
+    return "training" if kind in training_job_kinds() else "jobs"
 
 
 def _run(job_id: int) -> None:

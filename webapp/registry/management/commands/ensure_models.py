@@ -58,14 +58,15 @@ class Command(BaseCommand):
         from ml.localization.data import bccd_root, load_split
         from ml.localization.report import score_localizer
 
-        if not bccd_root().is_dir():
+        root = bccd_root()
+        if not root.is_dir():
             return
-        samples = load_split(bccd_root(), "test")
+        samples = load_split(root, "test")
         if not samples:
             return
         with tempfile.TemporaryDirectory() as tmp:
             metrics = score_localizer(load_localizer("classical"), samples, tmp,  # named as a detector's training names it
-                                      scored_on=f"{bccd_root().name} test ({len(samples)} fields)")
+                                      scored_on=f"{root.name} test ({len(samples)} fields)")
             model_version_scores_add(model_version=localizer, metrics=metrics,
                                      figures=run_figures(kind=ModelVersion.Kind.LOCALIZER, run=Path(tmp)))
         self.stdout.write(f"localizer: scored on {metrics['split']}: mean IoU {metrics['mean_iou']:.3f}, "
