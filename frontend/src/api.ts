@@ -147,7 +147,7 @@ export interface CellSnapshot {
 /** One change to a cell: who made it (null: the model, or a user no longer there), when, before and after. */
 export interface CellEvent {
   cell: number;
-  action: 'create' | 'move' | 'reclassify' | 'delete' | 'answer' | 'mark';
+  action: 'create' | 'move' | 'reclassify' | 'delete' | 'answer' | 'mark' | 'restore';
   actor: string | null;
   before: CellSnapshot | null;
   after: CellSnapshot | null;
@@ -384,6 +384,9 @@ export const api = {
   markCell: (cellId: number, difficult: boolean) => request<Cell>('PATCH', `/api/cells/${cellId}/`, { difficult }),
   /** Delete a cell (its history is kept). */
   deleteCell: (cellId: number) => request<void>('DELETE', `/api/cells/${cellId}/`),
+  /** A deleted box back as it was (undo), under its old id. */
+  restoreCell: (slideId: number, cellId: number) =>
+    request<Cell>('POST', `/api/slides/${slideId}/cells/restore/`, { cell: cellId }),
   /** Give a cell the class a person reviewed it as (the model's answer is kept beside it). */
   reclassifyCell: (cellId: number, reviewedClass: string) =>
     request<Cell>('PATCH', `/api/cells/${cellId}/`, { reviewed_class: reviewedClass }),

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from webapp.cells.interchange import BOX_FORMATS, WHICH, boxes_export, boxes_import, crops_export
 from webapp.cells.models import Cell
 from webapp.cells.selectors import cell_history, cell_list, cells_awaiting_answer, slide_differential
-from webapp.cells.services import cell_create, cell_delete, cell_update
+from webapp.cells.services import cell_create, cell_delete, cell_restore, cell_update
 from webapp.common.exceptions import ApplicationError
 from webapp.common.permissions import require
 from webapp.slides.models import Slide
@@ -108,6 +108,23 @@ class SlideCellsApi(GenericAPIView):
             raise ApplicationError("That image is not part of this slide.")
         cell = cell_create(image=image, box=data.validated_data["box"], label=data.validated_data["label"],
                            difficult=data.validated_data["difficult"], user=request.user)
+        return Response(CellOutputSerializer(cell).data, status=status.HTTP_201_CREATED)
+
+
+class SlideCellRestoreApi(GenericAPIView):
+    serializer_class = CellOutputSerializer
+    permission_classes = [require("cells.delete_cell")]  # whoever may delete a box may undo it
+
+    class CellRestoreSerializer(serializers.Serializer):
+        cell = serializers.IntegerField(min_value=1, max_value=2**63 - 1, help_text="the deleted cell's id")
+
+    @extend_schema(summary="Bring back a deleted cell box as it was (undo a deletion)", request=CellRestoreSerializer,
+                   responses={201: CellOutputSerializer})
+    def post(self, request, slide_id: int):
+        slide = _slide_for(request, slide_id)
+        data = self.CellRestoreSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        cell = cell_restore(slide=slide, cell_id=data.validated_data["cell"], user=request.user)
         return Response(CellOutputSerializer(cell).data, status=status.HTTP_201_CREATED)
 
 

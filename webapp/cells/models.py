@@ -86,6 +86,7 @@ class CellEvent(models.Model):
         DELETE = "delete"
         ANSWER = "answer"  # the model's answer for a box drawn or moved by a person
         MARK = "mark"  # marked difficult (hard to make out), or the mark taken off
+        RESTORE = "restore"  # a deleted box brought back as it was (undo)
 
     cell = models.ForeignKey(Cell, on_delete=models.SET_NULL, null=True, related_name="events")
     cell_ref = models.BigIntegerField(help_text="the cell's id, kept after deletion")

@@ -267,12 +267,88 @@ def cell_create(*, image, box: list[float], label: str, user: User, answer: bool
     return cell
 
 
+def _kept_on_delete(cell: Cell) -> dict:
+    """What a deletion keeps of the cell besides its snapshot (under ``before["kept"]``), to bring it back as
+    it was (:func:`cell_restore`)."""
+    return {
+        "image": cell.image_id,
+        "probabilities": cell.probabilities,
+        "confidence": cell.confidence,
+        "localizer_score": cell.localizer_score,
+        "model_version": cell.model_version_id,
+        "localizer_version": cell.localizer_version_id,
+        "reviewed_by": cell.reviewed_by_id,
+        "reviewed_at": cell.reviewed_at.isoformat() if cell.reviewed_at else None,
+        "created_by": cell.created_by_id,
+        "created_at": cell.created_at.isoformat() if cell.created_at else None,
+    }
+
+
 @transaction.atomic
 def cell_delete(*, cell: Cell, user: User) -> None:
     _lock(cell)
-    _event(cell=cell, action=CellEvent.Action.DELETE, actor=user, before=cell_snapshot(cell), after=None)
+    before = {**cell_snapshot(cell), "kept": _kept_on_delete(cell)}
+    _event(cell=cell, action=CellEvent.Action.DELETE, actor=user, before=before, after=None)
     cell.delete()
     transaction.on_commit(lambda: _delete_files(cell))  # the files once the row is gone: a rollback keeps both
+
+
+@transaction.atomic
+def cell_restore(*, slide: Slide, cell_id: int, user: User) -> Cell:
+    """Bring back a box deleted from the slide (undo), as it was when it was deleted: under its old id, its
+    image, box, source, the model's answer, the class a person gave (by whom and when) and its mark. Its
+    crop and heatmap went with it: the model's answer and heatmap for the box follow in a job
+    (:func:`cell_answer_request`). The history keeps the restore after the deletion."""
+    from django.utils.dateparse import parse_datetime
+
+    from webapp.registry.models import ModelVersion
+
+    slide = slide_hold_open(slide.pk)
+    last = CellEvent.objects.filter(slide=slide, cell_ref=cell_id).order_by("-at", "-id").first()
+    if last is None:
+        raise ApplicationError(f"Slide {slide.pk} has no cell {cell_id}, deleted or not.", status_code=404)
+    if last.action != CellEvent.Action.DELETE:
+        raise ApplicationError(f"Cell {cell_id} is not deleted: there is nothing to bring back.", status_code=409)
+    before = last.before or {}
+    kept = before.get("kept") or {}
+    images = list(slide.images.all())
+    image = next((im for im in images if im.pk == kept.get("image")), None)
+    if image is None and "image" not in kept and len(images) == 1:  # deleted before the image was kept
+        image = images[0]
+    if image is None:
+        raise ApplicationError(f"Cell {cell_id} was deleted before its image was kept with it: draw the box again.",
+                               status_code=409)
+    if Cell.objects.filter(pk=cell_id).exists():  # SQLite gives a deleted last id to the next cell
+        raise ApplicationError(f"Cell {cell_id}'s id has been given to a box drawn since: draw it again.",
+                               status_code=409)
+    x0, y0, x1, y1 = _check_box(image, before["box"])
+
+    def existing(model, pk):
+        return pk if pk is not None and model.objects.filter(pk=pk).exists() else None
+
+    def when(text):
+        return parse_datetime(text) if text else None
+
+    source = before.get("source") if before.get("source") in Cell.Source.values else Cell.Source.PERSON
+    reviewed_class = before.get("reviewed_class") or ""
+    cell = Cell(
+        pk=cell_id, slide=slide, image=image, x0=x0, y0=y0, x1=x1, y1=y1, source=source,
+        localizer_score=kept.get("localizer_score"), predicted_class=before.get("predicted_class") or "",
+        probabilities=kept.get("probabilities") or {}, confidence=kept.get("confidence"),
+        model_version_id=existing(ModelVersion, kept.get("model_version")),
+        localizer_version_id=existing(ModelVersion, kept.get("localizer_version")),
+        reviewed_class=reviewed_class,
+        reviewed_by_id=existing(User, kept.get("reviewed_by")) if reviewed_class else None,
+        reviewed_at=when(kept.get("reviewed_at")) if reviewed_class else None,
+        difficult=bool(before.get("difficult")), created_by_id=existing(User, kept.get("created_by")),
+    )
+    cell.save(force_insert=True)
+    if kept.get("created_at"):
+        cell.created_at = when(kept["created_at"])
+        Cell.objects.filter(pk=cell.pk).update(created_at=cell.created_at)
+    _event(cell=cell, action=CellEvent.Action.RESTORE, actor=user, before=None, after=cell_snapshot(cell))
+    cell_answer_request(cells=[cell], user=user)
+    return cell
 
 
 ANSWER_JOB = "cell_classify"

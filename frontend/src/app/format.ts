@@ -268,6 +268,8 @@ export function describeEvent(event: Pick<CellEvent, 'action' | 'actor' | 'befor
       return after.difficult ? `${who} marked it hard to make out` : `${who} took off the hard-to-make-out mark`;
     case 'delete':
       return `${who} deleted the box`;
+    case 'restore':
+      return `${who} brought the deleted box back`;
     default:
       return `${who}: ${String(event.action)}`;
   }

@@ -202,6 +202,7 @@ describe('describeEvent', () => {
     expect(describeEvent({ action: 'mark', actor: 'ann', before: null, after: { difficult: false } })).toBe('ann took off the hard-to-make-out mark');
     expect(describeEvent({ action: 'move', actor: null, before: model, after: model })).toBe('a user no longer here moved the box');
     expect(describeEvent({ action: 'delete', actor: 'ann', before: model, after: null })).toBe('ann deleted the box');
+    expect(describeEvent({ action: 'restore', actor: 'ann', before: null, after: model })).toBe('ann brought the deleted box back');
   });
 });
 

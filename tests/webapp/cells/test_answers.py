@@ -240,3 +240,79 @@ def test_an_answer_uses_the_statistics_the_analysis_kept_and_reads_one_image(act
     drawn.refresh_from_db()
     assert sorted(set(reads)) == sorted(slide.images.values_list("pk", flat=True))
     assert drawn.predicted_class and drawn.heatmap
+
+
+def test_a_deleted_box_comes_back_as_it_was_with_its_history(api_as, classified_slide, active_classifier):
+    """Undo of a deletion: the same id, box, source, classes (and who gave one), mark and model answer;
+    the crop and heatmap, deleted with it, are computed again; the history says who brought it back."""
+    hematologist, annotator = api_as("hematologist", username="h-undo"), api_as("annotator", username="a-undo")
+    slide = classified_slide
+    cell = slide.cells.order_by("pk").first()
+    assert hematologist.patch(f"/api/cells/{cell.pk}/", {"reviewed_class": "monocyte"}, format="json").status_code == 200
+    assert annotator.patch(f"/api/cells/{cell.pk}/", {"difficult": True}, format="json").status_code == 200
+    shown = annotator.get(f"/api/cells/{cell.pk}/").json()
+    assert shown["heatmap_url"]
+    assert annotator.delete(f"/api/cells/{cell.pk}/").status_code == 204
+    assert not Cell.objects.filter(pk=cell.pk).exists()
+
+    r = annotator.post(f"/api/slides/{slide.pk}/cells/restore/", {"cell": cell.pk}, format="json")
+    assert r.status_code == 201, r.content
+    back = r.json()
+    for field in ("id", "image", "box", "source", "predicted_class", "probabilities", "confidence", "model_version",
+                  "reviewed_class", "reviewed_by", "reviewed_at", "difficult"):
+        assert back[field] == shown[field], field
+    assert back["heatmap_url"] is None and back["model_pending"] is True
+    restored = Cell.objects.get(pk=cell.pk)
+    assert restored.created_at == cell.created_at and restored.localizer_version_id == cell.localizer_version_id
+    (job,) = _answer_jobs(restored)
+    _run(job)
+    again = annotator.get(f"/api/cells/{cell.pk}/").json()
+    assert again["heatmap_url"] and again["reviewed_class"] == "monocyte" and again["model_pending"] is False
+    assert again["predicted_class"] == shown["predicted_class"]  # the same box, model and slide
+
+    events = hematologist.get(f"/api/slides/{slide.pk}/history/?cell={cell.pk}").json()["results"]
+    assert [e["action"] for e in events] == ["create", "reclassify", "mark", "delete", "restore", "answer"]
+    assert events[4]["actor"] == "a-undo" and events[4]["after"]["reviewed_class"] == "monocyte"
+
+    # once back, there is nothing to bring back; an unknown cell is a 404; a bad id a 400
+    r = annotator.post(f"/api/slides/{slide.pk}/cells/restore/", {"cell": cell.pk}, format="json")
+    assert r.status_code == 409 and "not deleted" in r.json()["message"]
+    r = annotator.post(f"/api/slides/{slide.pk}/cells/restore/", {"cell": 10**9}, format="json")
+    assert r.status_code == 404 and "has no cell" in r.json()["message"]
+    assert annotator.post(f"/api/slides/{slide.pk}/cells/restore/", {"cell": "x"}, format="json").status_code == 400
+    assert annotator.post(f"/api/slides/{slide.pk}/cells/restore/", {}, format="json").status_code == 400
+
+
+def test_only_a_deleter_brings_a_box_back_and_not_once_the_slide_is_signed_off(api_as, classified_slide):
+    annotator, viewer = api_as("annotator", username="a-undo2"), api_as("hematologist", username="h-undo2")
+    slide = classified_slide
+    cell = slide.cells.order_by("pk").first()
+    assert annotator.delete(f"/api/cells/{cell.pk}/").status_code == 204
+    url = f"/api/slides/{slide.pk}/cells/restore/"
+    assert viewer.post(url, {"cell": cell.pk}, format="json").status_code == 403
+    assert viewer.post(f"/api/slides/{slide.pk}/sign-off/").status_code == 200
+    r = annotator.post(url, {"cell": cell.pk}, format="json")
+    assert r.status_code == 409 and "signed off" in r.json()["message"]
+    assert not Cell.objects.filter(pk=cell.pk).exists()
+
+
+def test_a_box_deleted_before_its_image_was_kept_comes_back_on_a_one_image_slide(classified_slide, make_user):
+    """Deletions recorded before the image was kept with them (``before`` without ``kept``)."""
+    from webapp.cells.services import cell_delete, cell_restore
+
+    annotator = make_user("annotator", username="ann")
+    cell = classified_slide.cells.order_by("pk").first()
+    ref, box = cell.pk, cell.box
+    cell_delete(cell=cell, user=annotator)
+    event = CellEvent.objects.get(cell_ref=ref, action="delete")
+    event.before.pop("kept")
+    event.save()
+    back = cell_restore(slide=classified_slide, cell_id=ref, user=annotator)
+    assert back.pk == ref and back.box == box and back.image_id == cell.image_id
+    assert back.source == cell.source and back.predicted_class == cell.predicted_class
+    # deleted again, its id then taken by another box (SQLite reuses the last id): refused, nothing lost
+    cell_delete(cell=back, user=annotator)
+    Cell.objects.create(pk=ref, slide=classified_slide, image=cell.image, x0=1, y0=1, x1=20, y1=20,
+                        source=Cell.Source.PERSON)
+    with pytest.raises(ApplicationError, match="has been given to a box drawn since"):
+        cell_restore(slide=classified_slide, cell_id=ref, user=annotator)

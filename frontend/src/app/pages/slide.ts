@@ -262,7 +262,7 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
         ? {
             choices: mayReclassify ? classChoices(cells, cell) : [],
             choose: (label) => void change(async () => void (await api.reclassifyCell(cell.id, label))),
-            remove: mayDelete ? () => void change(async () => (await api.deleteCell(cell.id), null)) : null,
+            remove: mayDelete ? () => removeCell(cell.id) : null,
             mark: mayMove ? (difficult) => void change(async () => void (await api.markCell(cell.id, difficult))) : null,
           }
         : null;
@@ -302,6 +302,36 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
       }
     };
 
+    // boxes deleted on this page, the last last: Undo (Ctrl+Z) brings them back, as they were, one by one
+    const deleted: number[] = [];
+    const undoButton = h('button', { type: 'button', class: 'btn btn-small', id: 'undo-delete', title: 'Ctrl+Z' }, 'Undo delete');
+    const showUndo = (): void => {
+      undoButton.hidden = deleted.length === 0;
+      undoButton.textContent = deleted.length > 1 ? `Undo delete (${deleted.length})` : 'Undo delete';
+    };
+    showUndo();
+    const removeCell = (cellId: number): void =>
+      void change(async () => {
+        await api.deleteCell(cellId);
+        deleted.push(cellId);
+        showUndo();
+        return null;
+      });
+    const undoDelete = async (): Promise<void> => {
+      let back: number | null = null;
+      const restore = async (): Promise<number | undefined> => {
+        const cellId = deleted.pop();
+        showUndo();
+        if (cellId === undefined) return undefined;
+        back = (await api.restoreCell(slide.id, cellId)).id;
+        return back;
+      };
+      await change(restore);
+      const shown = cells.find((c) => c.id === back);
+      if (shown) selectCell(shown, false); // on its image, in view
+    };
+    undoButton.addEventListener('click', () => void undoDelete());
+
     let drawing = false;
     const drawButton = h('button', { type: 'button', class: 'btn btn-small', id: 'draw-box', 'aria-pressed': 'false' }, 'Draw boxes');
     const setDrawing = (on: boolean): void => {
@@ -318,14 +348,22 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
     };
     const nextButton = h('button', { type: 'button', class: 'btn btn-small', id: 'next-to-review', title: 'key N' }, 'Next to review');
     nextButton.addEventListener('click', reviewNext);
-    // keys: Esc stops drawing, 1-9 give the selected cell the class of that button, N picks the next cell to review
+    // keys: Esc stops drawing, 1-9 give the selected cell the class of that button, N picks the next cell to review,
+    // Delete deletes the selected box, Ctrl+Z brings the last deleted back
     document.addEventListener(
       'keydown',
       (evt) => {
-        if (!drawButton.isConnected && !nextButton.isConnected) return; // a page drawn since
+        if (!drawButton.isConnected && !nextButton.isConnected && !undoButton.isConnected) return; // a page drawn since
         const target = evt.target as HTMLElement | null;
-        if (evt.ctrlKey || evt.metaKey || evt.altKey || target?.closest('input, textarea, select')) return;
+        if (target?.closest('input, textarea, select')) return;
+        if ((evt.ctrlKey || evt.metaKey) && !evt.altKey && !evt.shiftKey && evt.key.toLowerCase() === 'z' && deleted.length) {
+          evt.preventDefault();
+          void undoDelete();
+          return;
+        }
+        if (evt.ctrlKey || evt.metaKey || evt.altKey) return;
         if (evt.key === 'Escape' && drawing) setDrawing(false);
+        else if ((evt.key === 'Delete' || evt.key === 'Backspace') && shownActions?.remove && selectedId !== null) shownActions.remove();
         else if (/^[1-9]$/.test(evt.key) && shownActions && selectedId !== null) {
           const label = shownActions.choices[Number(evt.key) - 1];
           if (label && cells.find((c) => c.id === selectedId)?.reviewed_class !== label) shownActions.choose(label);
@@ -422,6 +460,7 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
             tabs,
             h('span', { class: 'muted small' }, `Scroll to zoom, drag to pan, double-click to fit. ${editHint}`),
             mayDraw ? drawButton : '',
+            mayDelete ? undoButton : '',
             fitButton,
           ),
           viewerBox,
@@ -640,7 +679,7 @@ function boxActions(cell: Cell, actions: CellActions): HTMLElement {
     parts.push(h('label', { class: 'small', title: 'left out of localization scores' }, box, 'hard to make out'));
   }
   if (actions.remove) {
-    const button = h('button', { type: 'button', class: 'btn btn-small btn-danger', id: 'delete-cell', title: 'not a white cell, or a box twice; kept in the history' }, 'Delete this box');
+    const button = h('button', { type: 'button', class: 'btn btn-small btn-danger', id: 'delete-cell', title: 'not a white cell, or a box twice (key Delete); Undo or Ctrl+Z brings it back' }, 'Delete this box');
     button.addEventListener('click', actions.remove);
     parts.push(button);
   }
