@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--img-size", type=int)
     t.add_argument("--margin", type=float, help="crop rule: box margin on each side, fraction of its side")
     t.add_argument("--mixup", type=float)
+    t.add_argument("--fade", type=float, metavar="F",
+                   help="the cell's surroundings moved this fraction of the way to white in what the network sees, "
+                        "outside a circle about the cell (0 = off, 1 = white); kept in the checkpoint")
     t.add_argument("--consistency", type=float, metavar="WEIGHT",
                    help="two colour views of each cell, their predictions' Jensen-Shannon divergence added to the "
                         "loss with this weight (twice the images per step; 0 = off)")

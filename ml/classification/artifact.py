@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ml.boxes import Box
-from ml.classification.crop import CropRule, cell_crop, crop_rule_from_dict
+from ml.classification.crop import CropRule, cell_crop, context_weights, crop_rule_from_dict
 from ml.classification.morphometry import ShapeOpinion, features_of_crops
 from ml.classification.metrics import softmax
 from ml.classification.registry import create_classifier
@@ -191,6 +191,7 @@ class Classifier:
         self.version: str = ckpt["version"]
         self.metrics: dict = ckpt.get("metrics") or {}
         self.crop_rule: CropRule = crop_rule_from_dict(ckpt["crop"])
+        self._fade = context_weights(self.crop_rule)
         self.mean, self.std = tuple(ckpt["mean"]), tuple(ckpt["std"])
         self.stain_norm: str = ckpt.get("stain_norm", "none")
         self.temperature: float = float(ckpt.get("temperature", 1.0))
@@ -308,7 +309,7 @@ class Classifier:
 
     def tensor(self, crops: np.ndarray) -> torch.Tensor:
         """The crops as a normalized ``Nx3xHxW`` batch on the classifier's device."""
-        return to_tensor(crops, self.mean, self.std).to(self.device)
+        return to_tensor(crops, self.mean, self.std, fade=self._fade).to(self.device)
 
     def network_input(self, crops: np.ndarray) -> torch.Tensor:
         """:meth:`tensor` in the memory layout the network runs fastest on (channels last)."""

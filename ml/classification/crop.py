@@ -15,13 +15,36 @@ import numpy as np
 from ml.boxes import Box
 
 
+# Room left about the cell where the context fades (``CropRule.fade``): the circle's radius is half the
+# box's longer side times this, so a cell's membrane and a box a little tight keep their pixels.
+FADE_ROOM = 1.15
+
+
 @dataclass(frozen=True)
 class CropRule:
     margin: float = 0.2  # fraction of the box's longer side added on each side
     out_size: int = 64
+    # What the network sees of the cell's surroundings: outside a circle about the crop's centre (half the
+    # box's longer side, times FADE_ROOM), each pixel is moved this fraction of the way to white, over a
+    # soft edge (0: the crop as cut; 1: white). Another lab's red cells and background (their density,
+    # colour and stain) then count for less against the white cell itself.
+    fade: float = 0.0
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def context_weights(rule: CropRule) -> np.ndarray | None:
+    """``out_size x out_size`` weights of each pixel's distance from white in what the network sees
+    (``rule.fade``): 1 within the cell's circle, ``1 - fade`` beyond its soft edge; None without fading."""
+    if rule.fade <= 0:
+        return None
+    s = rule.out_size
+    radius = 0.5 * s / (1.0 + 2.0 * rule.margin) * FADE_ROOM
+    edge = max(1.0, 0.15 * radius)
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) + 0.5 - s / 2.0
+    kept = np.clip((radius + edge - np.hypot(xx, yy)) / edge, 0.0, 1.0)
+    return (1.0 - rule.fade * (1.0 - kept)).astype(np.float32)
 
 
 def crop_window(box: Box, margin: float) -> tuple[float, float, float]:
@@ -56,4 +79,5 @@ def cell_crop(image: np.ndarray, box: Box, margin: float = 0.2, out_size: int = 
 
 def crop_rule_from_dict(d: dict | None) -> CropRule:
     d = d or {}
-    return CropRule(margin=float(d.get("margin", 0.2)), out_size=int(d.get("out_size", 64)))
+    return CropRule(margin=float(d.get("margin", 0.2)), out_size=int(d.get("out_size", 64)),
+                    fade=float(d.get("fade", 0.0)))

@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ml.classification.artifact import save_checkpoint
-from ml.classification.crop import CropRule
+from ml.classification.crop import CropRule, context_weights
 from ml.classification.data import CellSet
 from ml.classification.metrics import classification_report, fit_temperature, softmax, ece
 from ml.classification.morphometry import ShapeOpinion, features_of_crops
@@ -45,6 +45,8 @@ class TrainConfig:
     weight_decay: float = 0.05
     img_size: int = 64
     margin: float = 0.2
+    # the cell's surroundings faded towards white in what the network sees (crop.CropRule.fade; 0: off)
+    fade: float = 0.0
     mixup: float = 0.0  # alpha of the Beta distribution; 0 disables
     # CutMix: alpha of the Beta distribution of the kept area; a rectangle of another crop of the batch
     # is pasted in and the loss weighted by area (0 disables; with mixup too, half the mixed batches each)
@@ -111,7 +113,8 @@ class TrainConfig:
                 raise ValueError(f"option {f.name} must be a finite number, got {value!r}")
         checks = [("epochs", self.epochs >= 1, "at least 1"), ("batch", self.batch >= 1, "at least 1"),
                   ("img_size", self.img_size >= 16, "at least 16"), ("lr", self.lr > 0, "positive"),
-                  ("margin", 0 <= self.margin <= 2, "between 0 and 2"), ("mixup", self.mixup >= 0, "0 or more"),
+                  ("margin", 0 <= self.margin <= 2, "between 0 and 2"),
+                  ("fade", 0 <= self.fade <= 1, "between 0 and 1"), ("mixup", self.mixup >= 0, "0 or more"),
                   ("cutmix", self.cutmix >= 0, "0 or more"),
                   ("consistency", self.consistency >= 0, "0 or more"),
                   ("tta", self.tta in (1, 2, 4, 8), "1, 2, 4 or 8"), ("ema", 0 <= self.ema < 1, "in [0, 1)"),
@@ -175,7 +178,8 @@ def seed_everything(seed: int) -> None:
 class AugmentedCrops(torch.utils.data.Dataset):
     def __init__(self, cells: CellSet, cfg: TrainConfig):
         self.cells, self.cfg = cells, cfg
-        self.rule = CropRule(cfg.margin, cfg.img_size)
+        self.rule = CropRule(cfg.margin, cfg.img_size, cfg.fade)
+        self.fade = context_weights(self.rule)
         self.aug = AugmentConfig(strength=cfg.augment, **cfg.augment_options)
 
     def __len__(self):
@@ -195,7 +199,7 @@ class AugmentedCrops(torch.utils.data.Dataset):
         """The batch's crops and labels; with ``consistency``, the first views of every cell, then the
         second views in the same order (twice the crops, the labels once)."""
         views = [self.views(int(i), rng) for i in idx]
-        x = to_tensor([v[k] for k in range(self.n_views) for v in views])
+        x = to_tensor([v[k] for k in range(self.n_views) for v in views], fade=self.fade)
         if self.cfg.random_conv > 0 and self.cfg.augment > 0:
             x = random_convolution(x, rng, self.cfg.random_conv)
         if self.cfg.amp_mix > 0 and self.cfg.augment > 0:
@@ -232,7 +236,8 @@ def eval_crops(cells: CellSet, cfg: TrainConfig) -> np.ndarray:
     return crops
 
 
-def predict_logits(model: nn.Module, crops: np.ndarray, batch: int = 256, tta: int = 1) -> np.ndarray:
+def predict_logits(model: nn.Module, crops: np.ndarray, batch: int = 256, tta: int = 1,
+                   fade: np.ndarray | None = None) -> np.ndarray:
     from ml.classification.artifact import dihedral_logits
 
     model.eval()
@@ -240,7 +245,7 @@ def predict_logits(model: nn.Module, crops: np.ndarray, batch: int = 256, tta: i
     out = []
     with torch.inference_mode():
         for i in range(0, len(crops), batch):
-            x = to_tensor(crops[i:i + batch]).to(device).contiguous(memory_format=torch.channels_last)
+            x = to_tensor(crops[i:i + batch], fade=fade).to(device).contiguous(memory_format=torch.channels_last)
             out.append(dihedral_logits(model, x, tta).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
@@ -304,7 +309,8 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
     steps_per_epoch = max(1, len(train) // cfg.batch)
     total_steps = steps_per_epoch * cfg.epochs
     warmup = 0.03  # fraction of the schedule spent warming up
-    rule = CropRule(cfg.margin, cfg.img_size)
+    rule = CropRule(cfg.margin, cfg.img_size, cfg.fade)
+    fade = context_weights(rule)
     log, best, step = [], -1.0, 0
     t_loop = time.time()
     last_report = -1.0
@@ -386,13 +392,13 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
                  "train_loss": float(np.mean(losses)), "train_accuracy": tr["accuracy"], "train_macro_f1": tr["macro_f1"]}
         score = tr["macro_f1"]
         if val_crops is not None:
-            vl = predict_logits(served, val_crops)
+            vl = predict_logits(served, val_crops, fade=fade)
             vr = classification_report(val.labels, vl.argmax(1), classes)
             entry.update(val_loss=float(F.cross_entropy(torch.from_numpy(vl), torch.from_numpy(val.labels))),
                          val_accuracy=vr["accuracy"], val_macro_f1=vr["macro_f1"])
             score = vr["macro_f1"]
             if averaged is not None:
-                raw = classification_report(val.labels, predict_logits(model, val_crops).argmax(1), classes)
+                raw = classification_report(val.labels, predict_logits(model, val_crops, fade=fade).argmax(1), classes)
                 entry.update(val_accuracy_raw=raw["accuracy"], val_macro_f1_raw=raw["macro_f1"])
         log.append(entry)
         (out_dir / "log.json").write_text(json.dumps(log, indent=1))
@@ -430,7 +436,7 @@ def _fit(cfg, train, val, out_dir, progress, extra_metrics, t_start) -> Path:
             val_features = features_of_crops(val_crops, cfg.margin)
         for name in finals:
             clf = load_classifier(out_dir / name, device=device)
-            vl = predict_logits(clf.model, val_crops, tta=cfg.tta)
+            vl = predict_logits(clf.model, val_crops, tta=cfg.tta, fade=fade)
             t = fit_temperature(vl, val.labels)
             extra, state = {}, None
             if shape is not None:  # the network's answer at temperature t, plus the shape model's

@@ -177,10 +177,14 @@ def amplitude_mix(x: torch.Tensor, rng: np.random.Generator, p: float, eta: floa
     return out
 
 
-def to_tensor(crops: np.ndarray | list[np.ndarray], mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
-    """``NxHxWx3`` uint8 crops to a normalized float ``Nx3xHxW`` tensor."""
+def to_tensor(crops: np.ndarray | list[np.ndarray], mean=IMAGENET_MEAN, std=IMAGENET_STD,
+              fade: np.ndarray | None = None) -> torch.Tensor:
+    """``NxHxWx3`` uint8 crops to a normalized float ``Nx3xHxW`` tensor; ``fade``: the crop rule's
+    context weights (``crop.context_weights``), each pixel's distance from white multiplied by its weight."""
     arr = np.ascontiguousarray(np.stack(crops) if isinstance(crops, list) else crops)
     t = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
+    if fade is not None:
+        t = 1.0 - (1.0 - t) * torch.from_numpy(fade)
     m = torch.tensor(mean).view(1, 3, 1, 1)
     s = torch.tensor(std).view(1, 3, 1, 1)
     return (t - m) / s

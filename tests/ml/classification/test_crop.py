@@ -99,3 +99,21 @@ def test_a_class_folders_box_file_is_read_and_its_mistakes_named(tmp_path):
     (tmp_path / "boxes.csv").write_text("image,x0,y0,x1,y1\nneutrophil/a.png,10,2,5,4\n")
     with pytest.raises(ValueError, match=r"boxes.csv:2: the box of neutrophil/a.png is empty"):
         read_box_file(tmp_path)
+
+
+def test_faded_context_whitens_the_surroundings_and_keeps_the_cell():
+    import torch
+
+    from ml.classification.crop import CropRule, context_weights
+    from ml.classification.transforms import to_tensor
+
+    assert context_weights(CropRule(0.2, 64)) is None
+    w = context_weights(CropRule(0.2, 64, fade=0.75))
+    assert w.shape == (64, 64) and w[32, 32] == 1.0 and w[0, 0] == pytest.approx(0.25)
+    # the cell's circle (half the box's longer side, 64 / 1.4 / 2 = 22.9 px, and a little room) is kept
+    assert (w[32, 32 - 22:32 + 23] == 1.0).all() and w[32, 0] == pytest.approx(0.25)
+    crops = np.zeros((2, 64, 64, 3), np.uint8)  # black: every pixel as far from white as it gets
+    plain = to_tensor(crops, mean=(0, 0, 0), std=(1, 1, 1))
+    faded = to_tensor(crops, mean=(0, 0, 0), std=(1, 1, 1), fade=w)
+    assert torch.equal(plain, torch.zeros_like(plain))
+    assert faded[0, 0, 32, 32] == 0.0 and faded[1, 2, 0, 0] == pytest.approx(0.75)

@@ -328,3 +328,25 @@ def test_the_default_recipe_keeps_each_class_f1_its_robustness_and_its_figures(c
     for name in ("confusion.png", "reliability.png", "curves.png", "robustness.png"):
         assert name in RUN_FIGURES and (classifier_run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     assert not (classifier_run / "confusion_other_lab.png").exists()  # generated cells: no other lab to score
+
+
+def test_a_model_trained_with_its_context_faded_keeps_the_fade_and_serves_it(small_cells, tmp_path, smear):
+    """The fade is part of the crop rule: trained with it, saved with it, answered with it."""
+    from ml.boxes import Box
+
+    cells, _ = small_cells
+    tr, va, _ = fixed_split(cells.names, cells.labels, val=0.2, test=0.0)
+    cfg = TrainConfig(backbone="cbam_cnn_small", epochs=1, batch=32, img_size=32, augment=0.3, fade=0.8)
+    run = fit(cfg, cells.subset(tr), cells.subset(va), tmp_path / "run")
+    clf = load_classifier(run)
+    assert clf.crop_rule.fade == 0.8
+    crops = clf.crops(smear, [Box(58, 68, 102, 112)])
+    x = clf.tensor(crops)
+    white = (1.0 - torch.tensor(clf.mean)) / torch.tensor(clf.std)
+    corner, seen = crops[0, 0, 0] / 255.0, x[0, :, 0, 0]
+    assert torch.allclose(seen, (1.0 - 0.2 * (1.0 - torch.tensor(corner, dtype=torch.float32)) - torch.tensor(clf.mean))
+                          / torch.tensor(clf.std), atol=1e-5)
+    assert not torch.allclose(seen, white)
+    assert len(load_classifier(run).classify(smear, [Box(58, 68, 102, 112)])) == 1
+    with pytest.raises(ValueError, match="fade must be between 0 and 1"):
+        TrainConfig(fade=1.5)
