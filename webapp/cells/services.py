@@ -308,7 +308,10 @@ def cell_restore(*, slide: Slide, cell_id: int, user: User) -> Cell:
     if last is None:
         raise ApplicationError(f"Slide {slide.pk} has no cell {cell_id}, deleted or not.", status_code=404)
     if last.action != CellEvent.Action.DELETE:
-        raise ApplicationError(f"Cell {cell_id} is not deleted: there is nothing to bring back.", status_code=409)
+        if Cell.objects.filter(pk=cell_id, slide=slide).exists():
+            raise ApplicationError(f"Cell {cell_id} is not deleted: there is nothing to bring back.", status_code=409)
+        raise ApplicationError(f"Cell {cell_id} went when the slide was analysed again, not by a deletion: there is "
+                               "nothing to bring back.", status_code=409)
     before = last.before or {}
     kept = before.get("kept") or {}
     images = list(slide.images.all())

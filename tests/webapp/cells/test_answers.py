@@ -316,3 +316,14 @@ def test_a_box_deleted_before_its_image_was_kept_comes_back_on_a_one_image_slide
                         source=Cell.Source.PERSON)
     with pytest.raises(ApplicationError, match="has been given to a box drawn since"):
         cell_restore(slide=classified_slide, cell_id=ref, user=annotator)
+
+
+def test_a_cell_replaced_by_analysing_again_is_not_brought_back(analyzed_slide, make_user):
+    from webapp.cells.services import cell_restore
+    from webapp.slides.services import slide_analyze_request
+
+    ref = analyzed_slide.cells.order_by("pk").first().pk
+    _run(slide_analyze_request(slide=analyzed_slide, user=None))
+    assert not Cell.objects.filter(pk=ref).exists()  # the model's cells were replaced by the new analysis's
+    with pytest.raises(ApplicationError, match="went when the slide was analysed again"):
+        cell_restore(slide=analyzed_slide, cell_id=ref, user=make_user("annotator", username="ann"))
