@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--fade", type=float, metavar="F",
                    help="the cell's surroundings moved this fraction of the way to white in what the network sees, "
                         "outside a circle about the cell (0 = off, 1 = white); kept in the checkpoint")
+    t.add_argument("--fade-p", type=float, metavar="P",
+                   help="probability per training crop of its surroundings faded by a fraction drawn in [--fade, 1] "
+                        "(0 = off); what is served keeps --fade")
     t.add_argument("--consistency", type=float, metavar="WEIGHT",
                    help="two colour views of each cell, their predictions' Jensen-Shannon divergence added to the "
                         "loss with this weight (twice the images per step; 0 = off)")

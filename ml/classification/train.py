@@ -47,6 +47,9 @@ class TrainConfig:
     margin: float = 0.2
     # the cell's surroundings faded towards white in what the network sees (crop.CropRule.fade; 0: off)
     fade: float = 0.0
+    # probability per training crop of its surroundings faded by a fraction drawn in [fade, 1] (0: off);
+    # what is served keeps ``fade``
+    fade_p: float = 0.0
     mixup: float = 0.0  # alpha of the Beta distribution; 0 disables
     # CutMix: alpha of the Beta distribution of the kept area; a rectangle of another crop of the batch
     # is pasted in and the loss weighted by area (0 disables; with mixup too, half the mixed batches each)
@@ -114,7 +117,8 @@ class TrainConfig:
         checks = [("epochs", self.epochs >= 1, "at least 1"), ("batch", self.batch >= 1, "at least 1"),
                   ("img_size", self.img_size >= 16, "at least 16"), ("lr", self.lr > 0, "positive"),
                   ("margin", 0 <= self.margin <= 2, "between 0 and 2"),
-                  ("fade", 0 <= self.fade <= 1, "between 0 and 1"), ("mixup", self.mixup >= 0, "0 or more"),
+                  ("fade", 0 <= self.fade <= 1, "between 0 and 1"),
+                  ("fade_p", 0 <= self.fade_p <= 1, "a probability"), ("mixup", self.mixup >= 0, "0 or more"),
                   ("cutmix", self.cutmix >= 0, "0 or more"),
                   ("consistency", self.consistency >= 0, "0 or more"),
                   ("tta", self.tta in (1, 2, 4, 8), "1, 2, 4 or 8"), ("ema", 0 <= self.ema < 1, "in [0, 1)"),
@@ -195,11 +199,23 @@ class AugmentedCrops(torch.utils.data.Dataset):
         crop = geometric_crop(self.cells.images[i], self.cells.box(i), self.rule, rng, self.aug)
         return [normalize(photometric(crop, rng, self.aug), self.cfg.stain_norm) for _ in range(self.n_views)]
 
+    def faded(self, n: int, rng: np.random.Generator) -> np.ndarray | None:
+        """The context weights of a batch of ``n`` crops: the crop rule's, and with ``fade_p`` each crop's
+        surroundings, with that probability, faded by a fraction drawn in [fade, 1] (``Nx1xHxW``)."""
+        if self.cfg.fade_p <= 0 or self.cfg.augment <= 0:
+            return self.fade
+        plain = self.fade if self.fade is not None else np.ones((self.rule.out_size,) * 2, np.float32)
+        out = np.repeat(plain[None, None], n, axis=0)
+        for j in np.flatnonzero(rng.random(n) < self.cfg.fade_p):
+            drawn = CropRule(self.rule.margin, self.rule.out_size, float(rng.uniform(self.cfg.fade, 1.0)))
+            out[j, 0] = context_weights(drawn) if drawn.fade > 0 else plain
+        return out
+
     def batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch's crops and labels; with ``consistency``, the first views of every cell, then the
         second views in the same order (twice the crops, the labels once)."""
         views = [self.views(int(i), rng) for i in idx]
-        x = to_tensor([v[k] for k in range(self.n_views) for v in views], fade=self.fade)
+        x = to_tensor([v[k] for k in range(self.n_views) for v in views], fade=self.faded(len(idx) * self.n_views, rng))
         if self.cfg.random_conv > 0 and self.cfg.augment > 0:
             x = random_convolution(x, rng, self.cfg.random_conv)
         if self.cfg.amp_mix > 0 and self.cfg.augment > 0:

@@ -180,7 +180,8 @@ def amplitude_mix(x: torch.Tensor, rng: np.random.Generator, p: float, eta: floa
 def to_tensor(crops: np.ndarray | list[np.ndarray], mean=IMAGENET_MEAN, std=IMAGENET_STD,
               fade: np.ndarray | None = None) -> torch.Tensor:
     """``NxHxWx3`` uint8 crops to a normalized float ``Nx3xHxW`` tensor; ``fade``: the crop rule's
-    context weights (``crop.context_weights``), each pixel's distance from white multiplied by its weight."""
+    context weights (``crop.context_weights``, ``HxW``, or ``Nx1xHxW`` one per crop), each pixel's distance
+    from white multiplied by its weight."""
     arr = np.ascontiguousarray(np.stack(crops) if isinstance(crops, list) else crops)
     t = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
     if fade is not None:
