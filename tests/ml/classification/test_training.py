@@ -350,3 +350,24 @@ def test_a_model_trained_with_its_context_faded_keeps_the_fade_and_serves_it(sma
     assert len(load_classifier(run).classify(smear, [Box(58, 68, 102, 112)])) == 1
     with pytest.raises(ValueError, match="fade must be between 0 and 1"):
         TrainConfig(fade=1.5)
+
+
+def test_faded_surroundings_in_training_only_are_drawn_per_crop_and_not_served(small_cells):
+    """``fade_p``: each training crop's surroundings faded by its own fraction in [fade, 1], with that
+    probability; the batches of a run without it are as before."""
+    from ml.classification.train import AugmentedCrops
+
+    cells, _ = small_cells
+    plain = AugmentedCrops(cells, TrainConfig(img_size=32))
+    assert plain.faded(8, np.random.default_rng(0)) is None
+    always = AugmentedCrops(cells, TrainConfig(img_size=32, fade=0.25, fade_p=1.0))
+    w = always.faded(200, np.random.default_rng(0))
+    corners = w[:, 0, 0, 0]
+    assert w.shape == (200, 1, 32, 32) and (w[:, 0, 16, 16] == 1.0).all()
+    assert corners.max() <= 0.75 + 1e-6 and corners.min() < 0.05 and corners.std() > 0.1  # 1 - fraction in [0.25, 1]
+    half = AugmentedCrops(cells, TrainConfig(img_size=32, fade_p=0.5)).faded(200, np.random.default_rng(0))
+    assert 60 < (half[:, 0, 0, 0] < 1.0).sum() < 140
+    x, _ = always.batch(np.arange(4), np.random.default_rng(1))
+    assert x.shape == (4, 3, 32, 32)
+    with pytest.raises(ValueError, match="fade_p must be a probability"):
+        TrainConfig(fade_p=2.0)
