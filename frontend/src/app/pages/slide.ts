@@ -375,7 +375,10 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
     );
 
     const fitButton = h('button', { type: 'button', class: 'btn btn-small' }, 'Fit');
-    const editHint = mayMove ? 'Drag the selected box to move it, its handles to resize it.' : '';
+    const editHint = [
+      mayMove ? 'Drag the selected box to move it, its handles to resize it.' : '',
+      mayDelete ? 'Delete removes it, Ctrl+Z brings it back.' : '',
+    ].filter(Boolean).join(' ');
     fitButton.addEventListener('click', () => viewer?.fit());
 
     let legendEl = legend(cells);
@@ -384,7 +387,9 @@ export function slidePage(root: HTMLElement, ctx: RouteContext): () => void {
     const fillCellsCard = (): void => {
       cellsCard.replaceChildren(
         h('h2', {}, `Cells (${cells.length})`),
-        cells.length ? cellTableEl : h('p', { class: 'muted' }, 'No white blood cells were found.'),
+        cells.length
+          ? cellTableEl
+          : h('p', { class: 'muted' }, deleted.length ? 'No white blood cells: their boxes were deleted.' : 'No white blood cells were found.'),
       );
     };
     fillCellsCard();
