@@ -65,6 +65,28 @@ def cells_for_export(*, slides: QuerySet[Slide], which: str) -> QuerySet[Cell]:
     return cells.select_related("image").order_by("image_id", "pk")
 
 
+def _cells_by_image(slides: QuerySet[Slide]) -> dict[int, list[Cell]]:
+    """Every cell of the slides, by its image's id."""
+    by_image: dict[int, list[Cell]] = defaultdict(list)
+    for cell in cells_for_export(slides=slides, which="all"):
+        by_image[cell.image_id].append(cell)
+    return by_image
+
+
+def _images_of(slides: QuerySet[Slide]) -> QuerySet[SlideImage]:
+    return SlideImage.objects.filter(slide__in=slides).select_related("slide").order_by("slide_id", "position", "pk")
+
+
+def _annotation(image: SlideImage, cells: list[Cell], *, with_classes: bool = False):
+    """The image's boxes as a box file holds them, under its export name: each labelled ``WBC`` or, with
+    ``with_classes``, its cell's class; a cell marked difficult so."""
+    from ml.boxes import Box
+    from ml.localization.formats import Annotation
+
+    boxes = [Box(*c.box, label=c.effective_class if with_classes else WBC, difficult=c.difficult) for c in cells]
+    return Annotation(_image_name(image), image.width, image.height, boxes)
+
+
 def boxes_export(*, slides: QuerySet[Slide], fmt: str, with_classes: bool = False, signed_off: bool = False):
     """A zip of the slides' images and their cells' boxes in ``fmt`` (voc, coco or yolo), labelled
     ``WBC`` or, with ``with_classes``, with each cell's class (reviewed over predicted). Slides not
@@ -72,8 +94,7 @@ def boxes_export(*, slides: QuerySet[Slide], fmt: str, with_classes: bool = Fals
     with ``signed_off``, every slide not signed off too. Every image of the slides kept goes in, also
     one without a cell (a field with none is a lesson too). A cell marked difficult is so in VOC's
     ``<difficult>`` (COCO and YOLO have no such flag). Returns an open temporary file, at its start."""
-    from ml.boxes import Box
-    from ml.localization.formats import Annotation, write_coco, write_voc, write_yolo
+    from ml.localization.formats import write_coco, write_voc, write_yolo
 
     if fmt not in BOX_FORMATS:
         raise ApplicationError(f"format must be one of {', '.join(BOX_FORMATS)}, not {fmt!r}.")
@@ -82,18 +103,12 @@ def boxes_export(*, slides: QuerySet[Slide], fmt: str, with_classes: bool = Fals
         slides = slides.filter(signed_off_at__isnull=False)
     if not slides.exists():
         raise ApplicationError("No slide to export: none of these is analyzed" + (" and signed off." if signed_off else "."))
-    by_image: dict[int, list[Cell]] = {}
-    for cell in cells_for_export(slides=slides, which="all"):
-        by_image.setdefault(cell.image_id, []).append(cell)
-    images = list(SlideImage.objects.filter(slide__in=slides).select_related("slide").order_by("slide_id", "position", "pk"))
+    by_image = _cells_by_image(slides)
+    images = list(_images_of(slides))
     if with_classes and any(not c.effective_class or c.unidentified for cells in by_image.values() for c in cells):
         raise ApplicationError("Some of these cells have no class yet, or one the model is unsure of; export them "
                                "without classes, or give them one.")
-    anns = []
-    for image in images:
-        boxes = [Box(*c.box, label=c.effective_class if with_classes else WBC, difficult=c.difficult)
-                 for c in by_image.get(image.pk, [])]
-        anns.append(Annotation(_image_name(image), image.width, image.height, boxes))
+    anns = [_annotation(image, by_image.get(image.pk, []), with_classes=with_classes) for image in images]
     labels = sorted({b.label for a in anns for b in a.boxes}) or [WBC]
     buf, zf = _spooled_zip()
     with zf, tempfile.TemporaryDirectory() as tmp:
@@ -122,24 +137,19 @@ def boxes_write(*, slides: QuerySet[Slide], folder: Path, max_side: int | None =
     ``Annotations/``) for a training run, as :func:`boxes_export` exports them; ``max_side``: images with a
     longer side are left out (a scan is no field to train a detector on whole). Returns how many images
     it holds."""
-    from ml.boxes import Box
-    from ml.localization.formats import Annotation, write_voc
+    from ml.localization.formats import write_voc
 
-    by_image: dict[int, list[Cell]] = defaultdict(list)
-    for cell in cells_for_export(slides=slides, which="all"):
-        by_image[cell.image_id].append(cell)
-    images = SlideImage.objects.filter(slide__in=slides).order_by("slide_id", "position", "pk")
+    by_image = _cells_by_image(slides)
     (folder / "JPEGImages").mkdir(parents=True, exist_ok=True)
     (folder / "Annotations").mkdir(parents=True, exist_ok=True)
     n = 0
-    for image in images:
+    for image in _images_of(slides):
         if max_side is not None and max(image.width, image.height) > max_side:
             continue
-        name = _image_name(image)
-        with image.file.open("rb") as src, open(folder / "JPEGImages" / name, "wb") as dst:
+        ann = _annotation(image, by_image.get(image.pk, []))
+        with image.file.open("rb") as src, open(folder / "JPEGImages" / ann.image, "wb") as dst:
             shutil.copyfileobj(src, dst)
-        boxes = [Box(*c.box, label=WBC, difficult=c.difficult) for c in by_image.get(image.pk, [])]
-        write_voc(Annotation(name, image.width, image.height, boxes), folder / "Annotations" / f"{Path(name).stem}.xml")
+        write_voc(ann, folder / "Annotations" / f"{Path(ann.image).stem}.xml")
         n += 1
     return n
 
