@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--fade-p", type=float, metavar="P",
                    help="probability per training crop of its surroundings faded by a fraction drawn in [--fade, 1] "
                         "(0 = off); what is served keeps --fade")
+    t.add_argument("--context-swap", type=float, metavar="P",
+                   help="probability per training crop of its cell's surroundings taken from another crop of the "
+                        "batch (what lies about a cell no longer tells its class; 0 = off)")
     t.add_argument("--consistency", type=float, metavar="WEIGHT",
                    help="two colour views of each cell, their predictions' Jensen-Shannon divergence added to the "
                         "loss with this weight (twice the images per step; 0 = off)")

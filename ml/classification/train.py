@@ -22,14 +22,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ml.classification.artifact import save_checkpoint
-from ml.classification.crop import CropRule, context_weights
+from ml.classification.crop import FADE_ROOM, CropRule, context_weights
 from ml.classification.data import CellSet
 from ml.classification.metrics import classification_report, fit_temperature, softmax, ece
 from ml.classification.morphometry import ShapeOpinion, features_of_crops
 from ml.classification.registry import create_classifier
 from ml.classification.stain import normalize
-from ml.classification.transforms import (AugmentConfig, amplitude_mix, geometric_crop, photometric,
-                                         random_convolution, to_tensor)
+from ml.classification.transforms import (AugmentConfig, amplitude_mix, geometric_crop_placed, photometric,
+                                         random_convolution, swap_surroundings, to_tensor)
 from ml.device import free_cores, resolve_device
 from ml.prefetch import prefetched
 
@@ -50,6 +50,9 @@ class TrainConfig:
     # probability per training crop of its surroundings faded by a fraction drawn in [fade, 1] (0: off);
     # what is served keeps ``fade``
     fade_p: float = 0.0
+    # probability per training crop of its surroundings (beyond the cell's circle, crop.FADE_ROOM) taken
+    # from another crop of the batch, before colour augmentation (transforms.swap_surroundings; 0: off)
+    context_swap: float = 0.0
     mixup: float = 0.0  # alpha of the Beta distribution; 0 disables
     # CutMix: alpha of the Beta distribution of the kept area; a rectangle of another crop of the batch
     # is pasted in and the loss weighted by area (0 disables; with mixup too, half the mixed batches each)
@@ -118,7 +121,8 @@ class TrainConfig:
                   ("img_size", self.img_size >= 16, "at least 16"), ("lr", self.lr > 0, "positive"),
                   ("margin", 0 <= self.margin <= 2, "between 0 and 2"),
                   ("fade", 0 <= self.fade <= 1, "between 0 and 1"),
-                  ("fade_p", 0 <= self.fade_p <= 1, "a probability"), ("mixup", self.mixup >= 0, "0 or more"),
+                  ("fade_p", 0 <= self.fade_p <= 1, "a probability"),
+                  ("context_swap", 0 <= self.context_swap <= 1, "a probability"), ("mixup", self.mixup >= 0, "0 or more"),
                   ("cutmix", self.cutmix >= 0, "0 or more"),
                   ("consistency", self.consistency >= 0, "0 or more"),
                   ("tta", self.tta in (1, 2, 4, 8), "1, 2, 4 or 8"), ("ema", 0 <= self.ema < 1, "in [0, 1)"),
@@ -193,11 +197,22 @@ class AugmentedCrops(torch.utils.data.Dataset):
     def n_views(self) -> int:
         return 2 if self.cfg.consistency > 0 else 1
 
-    def views(self, i: int, rng: np.random.Generator) -> list[np.ndarray]:
-        """One cut of cell ``i`` and its photometric views: two with ``consistency``, each coloured on its
+    def views(self, crop: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+        """A cell's photometric views of its cut ``crop``: two with ``consistency``, each coloured on its
         own, else one."""
-        crop = geometric_crop(self.cells.images[i], self.cells.box(i), self.rule, rng, self.aug)
         return [normalize(photometric(crop, rng, self.aug), self.cfg.stain_norm) for _ in range(self.n_views)]
+
+    def cut(self, i: int, rng: np.random.Generator) -> tuple[np.ndarray, tuple[float, float, float]]:
+        return geometric_crop_placed(self.cells.images[i], self.cells.box(i), self.rule, rng, self.aug)
+
+    def all_views(self, idx: np.ndarray, rng: np.random.Generator) -> list[list[np.ndarray]]:
+        """Each cell's views. With ``context_swap``, the batch's cells are all cut first and some given
+        another's surroundings; without, each is cut and coloured in turn (the draws of earlier runs)."""
+        if self.cfg.context_swap <= 0 or self.cfg.augment <= 0:
+            return [self.views(self.cut(int(i), rng)[0], rng) for i in idx]
+        cut = [self.cut(int(i), rng) for i in idx]
+        crops = swap_surroundings([c for c, _ in cut], [p for _, p in cut], rng, self.cfg.context_swap, FADE_ROOM)
+        return [self.views(crop, rng) for crop in crops]
 
     def faded(self, n: int, rng: np.random.Generator) -> np.ndarray | None:
         """The context weights of a batch of ``n`` crops: the crop rule's, and with ``fade_p`` each crop's
@@ -214,7 +229,7 @@ class AugmentedCrops(torch.utils.data.Dataset):
     def batch(self, idx: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch's crops and labels; with ``consistency``, the first views of every cell, then the
         second views in the same order (twice the crops, the labels once)."""
-        views = [self.views(int(i), rng) for i in idx]
+        views = self.all_views(idx, rng)
         x = to_tensor([v[k] for k in range(self.n_views) for v in views], fade=self.faded(len(idx) * self.n_views, rng))
         if self.cfg.random_conv > 0 and self.cfg.augment > 0:
             x = random_convolution(x, rng, self.cfg.random_conv)

@@ -51,7 +51,15 @@ class AugmentConfig:
 def geometric_crop(image: np.ndarray, box: Box, rule: CropRule, rng: np.random.Generator,
                    cfg: AugmentConfig) -> np.ndarray:
     """The crop rule applied to a jittered box, with a random rotation and flip, in one warp."""
+    return geometric_crop_placed(image, box, rule, rng, cfg)[0]
+
+
+def geometric_crop_placed(image: np.ndarray, box: Box, rule: CropRule, rng: np.random.Generator,
+                          cfg: AugmentConfig) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """:func:`geometric_crop` (the same draws), and where the cell landed in it: ``(x, y, r)``, the box's
+    centre in the crop's pixels and half its longer side at the crop's scale."""
     cx, cy, side = crop_window(box, rule.margin)
+    bx, by = cx, cy
     side *= float(np.exp(rng.uniform(np.log(cfg.scale[0]), np.log(cfg.scale[1]))))
     cx += rng.uniform(-cfg.shift, cfg.shift) * side
     cy += rng.uniform(-cfg.shift, cfg.shift) * side
@@ -63,7 +71,38 @@ def geometric_crop(image: np.ndarray, box: Box, rule: CropRule, rng: np.random.G
     if rng.random() < 0.5:
         m[0] = -m[0]
         m[0, 2] += s
-    return cv2.warpAffine(image, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+    x, y = m @ np.array([bx, by, 1.0])
+    placed = (float(x), float(y), 0.5 * max(box.width, box.height, 1.0) * scale)
+    return cv2.warpAffine(image, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101), placed
+
+
+def outside_cell(size: int, placed: tuple[float, float, float], room: float) -> np.ndarray:
+    """``size x size`` weights, 0 within the circle of radius ``room`` times ``r`` about ``(x, y)`` (a placed
+    cell, :func:`geometric_crop_placed`) and 1 beyond its soft edge: the cell's surroundings."""
+    x, y, r = placed
+    radius = room * r
+    edge = max(1.0, 0.15 * radius)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    return np.clip((np.hypot(xx - x, yy - y) - radius) / edge, 0.0, 1.0)
+
+
+def swap_surroundings(crops: list[np.ndarray], placed: list[tuple[float, float, float]], rng: np.random.Generator,
+                      p: float, room: float) -> list[np.ndarray]:
+    """Each crop, with probability ``p``, given the surroundings of another crop of the batch: the pixels
+    beyond its cell's circle (``room`` times half the box's longer side) and beyond the other's cell's
+    circle too (no part of another white cell is pasted in) are the other crop's. The white cell stays;
+    what lies about it no longer tells its class."""
+    n = len(crops)
+    out = list(crops)
+    if n < 2 or p <= 0:
+        return out
+    for j in np.flatnonzero(rng.random(n) < p):
+        k = int(rng.integers(n - 1))
+        k += k >= j
+        size = crops[j].shape[0]
+        w = (outside_cell(size, placed[j], room) * outside_cell(size, placed[k], room))[..., None]
+        out[j] = np.rint(crops[j] * (1.0 - w) + crops[k] * w).astype(np.uint8)
+    return out
 
 
 def _optical_density(crop: np.ndarray) -> np.ndarray:

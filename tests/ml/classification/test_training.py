@@ -371,3 +371,53 @@ def test_faded_surroundings_in_training_only_are_drawn_per_crop_and_not_served(s
     assert x.shape == (4, 3, 32, 32)
     with pytest.raises(ValueError, match="fade_p must be a probability"):
         TrainConfig(fade_p=2.0)
+
+
+def test_swapped_surroundings_keep_the_cell_and_take_the_partners_ring():
+    """``context_swap``: beyond the cell's circle (and the partner's), a crop's pixels are its partner's;
+    within, its own; a batch without it is cut and coloured as before."""
+    from ml.classification.transforms import outside_cell, swap_surroundings
+
+    a, b = np.full((32, 32, 3), 40, np.uint8), np.full((32, 32, 3), 200, np.uint8)
+    placed = [(16.0, 16.0, 6.0), (16.0, 16.0, 6.0)]
+    out = swap_surroundings([a, b], placed, np.random.default_rng(0), 1.0, 1.15)
+    assert (out[0][16, 16] == 40).all() and (out[0][0, 0] == 200).all()
+    assert (out[1][16, 16] == 200).all() and (out[1][31, 31] == 40).all()
+    # the partner's cell, off centre and larger, is not pasted: its circle keeps the crop's own pixels
+    off = swap_surroundings([a, b], [(16.0, 16.0, 4.0), (26.0, 16.0, 5.0)], np.random.default_rng(0), 1.0, 1.15)
+    assert (off[0][16, 27] == 40).all() and (off[0][2, 2] == 200).all()
+    assert outside_cell(32, (16.0, 16.0, 6.0), 1.15)[16, 16] == 0.0
+    assert swap_surroundings([a], placed[:1], np.random.default_rng(0), 1.0, 1.15)[0] is a
+    with pytest.raises(ValueError, match="context_swap must be a probability"):
+        TrainConfig(context_swap=1.5)
+
+
+def test_the_cell_is_placed_where_the_jittered_crop_puts_its_box(small_cells):
+    from ml.classification.crop import CropRule
+    from ml.classification.transforms import AugmentConfig, geometric_crop, geometric_crop_placed
+
+    cells, _ = small_cells
+    rule, cfg = CropRule(0.2, 32), AugmentConfig()
+    crop, (x, y, r) = geometric_crop_placed(cells.images[0], cells.box(0), rule, np.random.default_rng(3), cfg)
+    assert (crop == geometric_crop(cells.images[0], cells.box(0), rule, np.random.default_rng(3), cfg)).all()
+    assert abs(x - 16) <= 0.08 * 32 * 1.25 + 1 and abs(y - 16) <= 0.08 * 32 * 1.25 + 1
+    assert 0.5 * 32 / 1.4 / 1.25 - 0.5 <= r <= 0.5 * 32 / 1.4 / 0.8 + 0.5
+
+
+def test_a_batch_without_swapped_surroundings_is_drawn_as_before_and_with_them_differs(small_cells):
+    """Without ``context_swap`` each cell is cut and coloured in turn, the draws of earlier runs."""
+    from ml.classification.stain import normalize
+    from ml.classification.train import AugmentedCrops
+    from ml.classification.transforms import geometric_crop, photometric, to_tensor
+
+    cells, _ = small_cells
+    idx = np.arange(6)
+    plain = AugmentedCrops(cells, TrainConfig(img_size=32, stain_norm="background"))
+    rng = np.random.default_rng(1)
+    by_hand = [normalize(photometric(geometric_crop(cells.images[i], cells.box(i), plain.rule, rng, plain.aug), rng,
+                                     plain.aug), "background") for i in idx]
+    x0, y0 = plain.batch(idx, np.random.default_rng(1))
+    assert torch.equal(x0, to_tensor(by_hand))
+    swapped = AugmentedCrops(cells, TrainConfig(img_size=32, stain_norm="background", context_swap=1.0))
+    x1, y1 = swapped.batch(idx, np.random.default_rng(1))
+    assert x1.shape == x0.shape and torch.equal(y0, y1) and not torch.equal(x0, x1)
