@@ -360,6 +360,7 @@ def test_an_annotator_adds_boxes_from_a_file_and_downloads_the_training_data(ana
         href = page.get_attribute("#training-data a:text('Pascal VOC')", "href")
         r = page.request.get(live_server.url + href)
         assert r.status == 200 and r.headers["content-type"] == "application/zip"
+        assert int(r.headers["content-length"]) == len(r.body())  # streamed, its size told first
         names = zipfile.ZipFile(io.BytesIO(r.body())).namelist()
         assert any(n.startswith("Annotations/") for n in names) and any(n.startswith("JPEGImages/") for n in names)
         r = page.request.get(live_server.url + page.get_attribute("#training-data a:text(\"the model's classes\")", "href"))

@@ -1,13 +1,15 @@
 from collections.abc import Mapping
 
-from django.http import FileResponse
+from django.http import FileResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
+from django.utils.http import content_disposition_header
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
+from zipstream import ZipStream
 
 from webapp.cells.interchange import BOX_FORMATS, WHICH, boxes_export, boxes_import, crops_export
 from webapp.cells.models import Cell
@@ -282,8 +284,13 @@ def _export_slides(request):
     return Slide.objects.filter(pk__in=slides.values("pk"))
 
 
-def _zip_response(buf, filename: str) -> FileResponse:
-    return FileResponse(buf, as_attachment=True, filename=filename, content_type="application/zip")
+def _zip_response(zs: ZipStream, filename: str) -> StreamingHttpResponse:
+    """The zip sent as it is made: the download starts at once, and shows its progress where its size is known."""
+    response = StreamingHttpResponse(zs, content_type="application/zip")
+    response["Content-Disposition"] = content_disposition_header(True, filename)
+    if zs.sized:
+        response["Content-Length"] = str(len(zs))
+    return response
 
 
 _EXPORT_PARAMS = [

@@ -12,14 +12,15 @@ import io
 import re
 import shutil
 import tempfile
-import zipfile
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from zipfile import ZIP_DEFLATED, ZIP_STORED
 
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Q, QuerySet
+from zipstream import ZipStream
 
 from webapp.cells.models import Cell
 from webapp.common.exceptions import ApplicationError
@@ -40,18 +41,20 @@ def _image_name(image: SlideImage) -> str:
 _EXPORTED_NAME = re.compile(r"^slide(\d+)_image(\d+)_(.+)$")  # slide id, image id, uploaded name's stem
 
 
-def _spooled_zip() -> tuple[tempfile.SpooledTemporaryFile, zipfile.ZipFile]:
-    buf = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)
-    return buf, zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED)
+IMAGE_CHUNK = 1 << 20
 
 
-def _write_image(zf: zipfile.ZipFile, image: SlideImage, arcname: str) -> None:
-    info = zipfile.ZipInfo(arcname, date_time=image.slide.uploaded_at.timetuple()[:6])
-    # JPEG and PNG are compressed already; BMP and TIFF mostly are not
-    info.compress_type = zipfile.ZIP_STORED if image.format in ("JPEG", "PNG") else zipfile.ZIP_DEFLATED
-    with image.file.open("rb") as src, zf.open(info, "w", force_zip64=True) as dst:
-        for chunk in iter(lambda: src.read(1 << 20), b""):
-            dst.write(chunk)
+def _image_bytes(image: SlideImage) -> Iterator[bytes]:
+    """The stored image file's bytes, a chunk at a time (read when the zip reaches it)."""
+    with image.file.open("rb") as src:
+        yield from iter(lambda: src.read(IMAGE_CHUNK), b"")
+
+
+def _zip_stream(*, sized: bool) -> ZipStream:
+    """A zip written as it is sent, its files stored as they are (crops and most images are compressed
+    already); with ``sized`` (no file compressed on the way), every file's size is known before it is
+    read, and so the zip's (a download shows how far it has come)."""
+    return ZipStream(compress_type=ZIP_STORED, sized=sized)
 
 
 def cells_for_export(*, slides: QuerySet[Slide], which: str) -> QuerySet[Cell]:
@@ -93,7 +96,9 @@ def boxes_export(*, slides: QuerySet[Slide], fmt: str, with_classes: bool = Fals
     analyzed and without cells are left out (their images would teach that they hold no white cell);
     with ``signed_off``, every slide not signed off too. Every image of the slides kept goes in, also
     one without a cell (a field with none is a lesson too). A cell marked difficult is so in VOC's
-    ``<difficult>`` (COCO and YOLO have no such flag). Returns an open temporary file, at its start."""
+    ``<difficult>`` (COCO and YOLO have no such flag). Returns the zip as a stream of known size:
+    everything is checked and the box files written before its first byte; the images are read as
+    it is sent."""
     from ml.localization.formats import write_coco, write_voc, write_yolo
 
     if fmt not in BOX_FORMATS:
@@ -110,26 +115,31 @@ def boxes_export(*, slides: QuerySet[Slide], fmt: str, with_classes: bool = Fals
                                "without classes, or give them one.")
     anns = [_annotation(image, by_image.get(image.pk, []), with_classes=with_classes) for image in images]
     labels = sorted({b.label for a in anns for b in a.boxes}) or [WBC]
-    buf, zf = _spooled_zip()
-    with zf, tempfile.TemporaryDirectory() as tmp:
+    folder = {"voc": "JPEGImages", "coco": "images", "yolo": "images"}[fmt]
+    # JPEG and PNG are compressed already and go in as they are, and the zip's size is then known before
+    # it is sent; BMP and TIFF mostly are not, and are compressed on the way
+    raw = [image.format not in ("JPEG", "PNG") for image in images]
+    zs = _zip_stream(sized=not any(raw))
+    with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        folder = {"voc": "JPEGImages", "coco": "images", "yolo": "images"}[fmt]
-        for image, ann in zip(images, anns):
-            _write_image(zf, image, f"{folder}/{ann.image}")
+
+        def written(write, name: str, *args, **kwargs) -> bytes:
+            write(*args, tmp / name, **kwargs)
+            return (tmp / name).read_bytes()
+
+        for image, ann, deflate in zip(images, anns, raw):
+            zs.add(_image_bytes(image), f"{folder}/{ann.image}", size=image.file.size,
+                   compress_type=ZIP_DEFLATED if deflate else ZIP_STORED)
             stem = Path(ann.image).stem
             if fmt == "voc":
-                write_voc(ann, tmp / f"{stem}.xml")
-                zf.write(tmp / f"{stem}.xml", f"Annotations/{stem}.xml")
+                zs.add(written(write_voc, "a.xml", ann), f"Annotations/{stem}.xml")
             elif fmt == "yolo":
-                write_yolo(ann, tmp / f"{stem}.txt", labels=labels)
-                zf.write(tmp / f"{stem}.txt", f"labels/{stem}.txt")
+                zs.add(written(write_yolo, "a.txt", ann, labels=labels), f"labels/{stem}.txt")
         if fmt == "coco":
-            write_coco(anns, tmp / "annotations.json", labels=labels)
-            zf.write(tmp / "annotations.json", "annotations.json")
+            zs.add(written(write_coco, "annotations.json", anns, labels=labels), "annotations.json")
         elif fmt == "yolo":
-            zf.writestr("classes.txt", "".join(f"{label}\n" for label in labels))
-    buf.seek(0)
-    return buf
+            zs.add("".join(f"{label}\n" for label in labels), "classes.txt")
+    return zs
 
 
 def boxes_write(*, slides: QuerySet[Slide], folder: Path, max_side: int | None = None) -> int:
@@ -154,31 +164,48 @@ def boxes_write(*, slides: QuerySet[Slide], folder: Path, max_side: int | None =
     return n
 
 
-def _crop_files(cells: list[Cell]):
-    """Each cell as a crop file of a class-per-folder set: ``(name, bytes)`` (``<class>/slide<S>_cell<C>.jpg``,
-    or ``.png`` from a lossless image), then ``(BOX_FILE, text)``, the box of each in its crop's pixels."""
-    from PIL import Image
+class _Crops:
+    """The cells' crop files of a class-per-folder set, made one at a time (as a zip reaches them): each
+    image is decoded once, as cells come ordered by image; the box of each crop in its pixels is kept
+    for ``boxes.csv``."""
 
-    from ml.boxes import Box
-    from ml.classification.data import BOX_FILE, box_file_text, export_crop
-    from webapp.slides.services import slide_image_read
+    def __init__(self):
+        self.boxes = {}
+        self._image_id, self._array = None, None
 
-    boxes = {}
-    image_id, array = None, None
-    for cell in cells:
-        if cell.image_id != image_id:  # cells come ordered by image: each is read once
-            image_id, array = cell.image_id, slide_image_read(image=cell.image)
-        # a JPEG image's cells as JPEG (at 95, next to nothing lost again), a lossless one's as PNG
-        jpeg = cell.image.format == "JPEG"
-        name = f"{cell.effective_class}/slide{cell.slide_id}_cell{cell.pk}.{'jpg' if jpeg else 'png'}"
-        crop, boxes[name] = export_crop(array, Box(*cell.box).clip(cell.image.width, cell.image.height))
+    @staticmethod
+    def name(cell: Cell) -> str:
+        """``<class>/slide<S>_cell<C>.jpg``, or ``.png`` from a lossless image."""
+        return f"{cell.effective_class}/slide{cell.slide_id}_cell{cell.pk}.{'jpg' if cell.image.format == 'JPEG' else 'png'}"
+
+    def data(self, cell: Cell) -> bytes:
+        from PIL import Image
+
+        from ml.boxes import Box
+        from ml.classification.data import export_crop
+        from webapp.slides.services import slide_image_read
+
+        if cell.image_id != self._image_id:
+            self._image_id, self._array = cell.image_id, slide_image_read(image=cell.image)
+        name = self.name(cell)
+        crop, self.boxes[name] = export_crop(self._array, Box(*cell.box).clip(cell.image.width, cell.image.height))
         out = io.BytesIO()
-        if jpeg:
+        # a JPEG image's cells as JPEG (at 95, next to nothing lost again), a lossless one's as PNG
+        if name.endswith(".jpg"):
             Image.fromarray(crop).save(out, format="JPEG", quality=95)
         else:
             Image.fromarray(crop).save(out, format="PNG", compress_level=1)
-        yield name, out.getvalue()
-    yield BOX_FILE, box_file_text(boxes).encode()
+        return out.getvalue()
+
+    def box_file(self) -> bytes:
+        """``boxes.csv`` of the crops made so far."""
+        from ml.classification.data import box_file_text
+
+        return box_file_text(self.boxes).encode()
+
+
+def _later(make: Callable[[], bytes]) -> Iterator[bytes]:
+    yield make()
 
 
 def _labelled(*, slides: QuerySet[Slide], which: str) -> list[Cell]:
@@ -189,28 +216,35 @@ def _labelled(*, slides: QuerySet[Slide], which: str) -> list[Cell]:
 def crops_export(*, slides: QuerySet[Slide], which: str = "confirmed"):
     """A zip of the slides' cells that have a class, as a class-per-folder set of crops
     (``<class>/slide<S>_cell<C>.jpg``, or ``.png`` from a lossless image) with ``boxes.csv``, the box of each in its crop's pixels.
-    Returns an open temporary file, at its start."""
+    Returns the zip as a stream: the cells are chosen and checked before its first byte; each crop is
+    cut as it is sent."""
+    from ml.classification.data import BOX_FILE
+
     cells = _labelled(slides=slides, which=which)
     if not cells:
         hint = " (pass which=all to export the model's answers too)" if which == "confirmed" else ""
         raise ApplicationError(f"These slides have no cell with a class to export{hint}.")
-    buf, zf = _spooled_zip()
-    with zf:
-        for name, data in _crop_files(cells):
-            zf.writestr(name, data, compress_type=zipfile.ZIP_STORED if name.endswith((".jpg", ".png")) else zipfile.ZIP_DEFLATED)
-    buf.seek(0)
-    return buf
+    crops = _Crops()
+    zs = _zip_stream(sized=False)
+    for cell in cells:
+        zs.add(_later(lambda cell=cell: crops.data(cell)), crops.name(cell))
+    zs.add(_later(crops.box_file), BOX_FILE)
+    return zs
 
 
 def crops_write(*, slides: QuerySet[Slide], folder: Path, which: str = "confirmed") -> int:
     """The same set as :func:`crops_export`, written into ``folder`` (for a training run); returns how many
     cells it holds (0: none, and nothing written)."""
+    from ml.classification.data import BOX_FILE
+
     cells = _labelled(slides=slides, which=which)
     if cells:
-        for name, data in _crop_files(cells):
-            path = Path(folder) / name
+        crops = _Crops()
+        for cell in cells:
+            path = Path(folder) / crops.name(cell)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+            path.write_bytes(crops.data(cell))
+        (Path(folder) / BOX_FILE).write_bytes(crops.box_file())
     return len(cells)
 
 

@@ -18,7 +18,11 @@ def _unzip(response, folder):
     assert response.status_code == 200, getattr(response, "content", b"")[:300]
     assert response["Content-Type"] == "application/zip"
     data = b"".join(response.streaming_content)
-    zipfile.ZipFile(io.BytesIO(data)).extractall(folder)
+    if response.has_header("Content-Length"):  # told before the first byte: it must be the zip's
+        assert int(response["Content-Length"]) == len(data)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert zf.testzip() is None  # every file's CRC checks
+        zf.extractall(folder)
     return folder
 
 
@@ -26,6 +30,9 @@ def _unzip(response, folder):
 def test_a_slides_boxes_go_out_as_a_dataset_the_localizer_trains_on(api_as, analyzed_slide, tmp_path, fmt):
     client = api_as("hematologist", username="h1")
     r = client.get(f"/api/exports/boxes/?format={fmt}&slide={analyzed_slide.pk}")
+    # sent as it is made, its size told first (a browser shows the download's progress)
+    assert r.streaming and int(r["Content-Length"]) > analyzed_slide.images.get().file.size
+    assert r["Content-Disposition"] == f'attachment; filename="leukolab-boxes-{fmt}.zip"'
     samples = load_dataset(_unzip(r, tmp_path / fmt))  # what `python -m ml.localization train --data` reads
     image = analyzed_slide.images.get()
     (sample,) = samples
@@ -379,3 +386,29 @@ def test_a_cell_marked_difficult_keeps_the_mark_through_voc_and_its_history(api_
     assert r.status_code == 409 and "signed off" in r.json()["message"]
     cell.refresh_from_db()
     assert cell.difficult
+
+
+def test_an_uncompressed_tiff_goes_out_compressed_and_byte_for_byte(api_as, patient, tmp_path):
+    """A TIFF field is deflated on the way (a JPEG or PNG goes in as it is), so that zip's size is not
+    told before it is sent; what comes out unzipped is the stored file."""
+    from PIL import Image
+
+    from webapp.jobs.models import Job
+    from webapp.jobs.services import job_execute
+    from webapp.slides.services import slide_upload
+
+    _, data, _ = smear_field(0)
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(data)).convert("RGB").save(buf, format="TIFF")
+    slide, _ = slide_upload(user=patient.created_by, patient=patient, files=[SimpleUploadedFile("field.tif", buf.getvalue())])
+    assert job_execute(job_id=Job.objects.get(key=f"analyze:slide:{slide.pk}").pk).status == Job.Status.SUCCEEDED
+    client = api_as("hematologist", username="h1")
+    r = client.get(f"/api/exports/boxes/?format=voc&slide={slide.pk}")
+    assert r.status_code == 200 and not r.has_header("Content-Length")
+    data = b"".join(r.streaming_content)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        (info,) = [i for i in zf.infolist() if i.filename.startswith("JPEGImages/")]
+        assert info.compress_type == zipfile.ZIP_DEFLATED and info.compress_size < 0.8 * info.file_size
+        assert zf.read(info) == slide.images.get().file.open("rb").read()
+    (sample,) = load_dataset(_unzip(client.get(f"/api/exports/boxes/?format=voc&slide={slide.pk}"), tmp_path / "voc"))
+    assert len(sample.annotation.boxes) == slide.cells.count()
