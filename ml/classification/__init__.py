@@ -97,12 +97,13 @@ def score_run(run: Path, test_cells, *, other_lab: bool = True, device: str | No
     clf = load_classifier(run, device=device)
     test = evaluate_cells(clf, test_cells)
     scores = {"test": {**_brief(test), "f1": _f1(test)}}
-    tecom, tecom_report = datasets_root() / "tecom", None
+    tecom, tecom_report, analyzed = datasets_root() / "tecom", None, None
     if other_lab and tecom.is_dir() and set(TECOM_CLASSES) <= set(clf.classes):
         report(0.2, "scoring another lab's cells")
         tecom_report = evaluate_tecom(clf, tecom)
         scores["tecom"] = {**_brief(tecom_report), "f1": _f1(tecom_report)}
-        scores["tecom_analyze"] = _brief(evaluate_tecom_as_analyzed(clf, tecom))
+        analyzed = evaluate_tecom_as_analyzed(clf, tecom)
+        scores["tecom_analyze"] = {**_brief(analyzed), "f1": _f1(analyzed)}
     report(0.4, "measuring accuracy under corruptions")
     some = np.sort(np.concatenate([np.flatnonzero(test_cells.labels == k)[:ROBUSTNESS_PER_CLASS]
                                    for k in np.unique(test_cells.labels)]))
@@ -110,7 +111,7 @@ def score_run(run: Path, test_cells, *, other_lab: bool = True, device: str | No
     scores["robustness_n"] = len(some)
     _update_metrics(run, scores)
     report(0.9, "drawing the figures")
-    write_run_figures(run, test, robustness=scores["robustness"], other_lab=tecom_report)
+    write_run_figures(run, test, robustness=scores["robustness"], other_lab=tecom_report, other_lab_analyzed=analyzed)
     return test
 
 

@@ -267,15 +267,18 @@ def plot_curves(log_path: Path, path: Path) -> bool:
 # the figures a training run keeps beside its checkpoints (the model registry shows them)
 RUN_FIGURES = {"confusion.png": "Confusion matrix, held-out cells",
                "confusion_other_lab.png": "Confusion matrix, another lab's cells (expert boxes)",
+               "confusion_other_lab_analyzed.png": "Confusion matrix, another lab's cells as slides are answered "
+                                                   "(cells found by the localizer, blood prior, the sample's statistics)",
                "curves.png": "Training curves",
                "reliability.png": "Reliability, held-out cells",
                "robustness.png": "Accuracy under corruptions, held-out cells"}
 
 
 def write_run_figures(run_dir: Path, test: dict, *, robustness: dict | None = None,
-                      other_lab: dict | None = None) -> list[Path]:
+                      other_lab: dict | None = None, other_lab_analyzed: dict | None = None) -> list[Path]:
     """The run's figures (:data:`RUN_FIGURES`) in ``run_dir``: from the held-out report ``test``, the
-    ``log.json`` of training, a :func:`robustness_of` table and a report on another lab's cells."""
+    ``log.json`` of training, a :func:`robustness_of` table and reports on another lab's cells, with
+    expert boxes (``other_lab``) and as ``ml.analyze`` answers (``other_lab_analyzed``)."""
     from ml.classification.robustness import plot_table
 
     run_dir = Path(run_dir)
@@ -287,7 +290,8 @@ def write_run_figures(run_dir: Path, test: dict, *, robustness: dict | None = No
     if robustness is not None:
         plot_table(robustness, run_dir / "robustness.png")
         written.append(run_dir / "robustness.png")
-    if other_lab is not None:
-        plot_confusion(other_lab, run_dir / "confusion_other_lab.png")
-        written.append(run_dir / "confusion_other_lab.png")
+    for report, name in ((other_lab, "confusion_other_lab.png"), (other_lab_analyzed, "confusion_other_lab_analyzed.png")):
+        if report is not None:
+            plot_confusion(report, run_dir / name)
+            written.append(run_dir / name)
     return written

@@ -186,6 +186,7 @@ const MODEL_FIGURES: Record<ModelVersion['kind'], FigureSpec[]> = {
     { each: 'Held-out F1', path: 'test.f1', read: fraction },
     ['Another lab, as analyses answer: accuracy', 'tecom_analyze.accuracy', fraction],
     ['Another lab, as analyses answer: macro-F1', 'tecom_analyze.macro_f1', fraction],
+    { each: 'Another lab, as analyses answer, F1', path: 'tecom_analyze.f1', read: fraction },
     ['Another lab, expert boxes: accuracy', 'tecom.accuracy', fraction],
     ['Another lab, expert boxes: macro-F1', 'tecom.macro_f1', fraction],
     { each: 'Another lab, expert boxes, F1', path: 'tecom.f1', read: fraction },

@@ -154,12 +154,13 @@ describe('modelRows, per class and under corruptions', () => {
   it('gives one row per class any version scored, and the mean and lowest corrupted accuracy', () => {
     const rows = modelRows('classifier', [
       { metrics: { test: { f1: { basophil: 0.9, neutrophil: 0.95 } }, robustness: { clean: 0.9, blur: [0.8, 0.6, 0.4], jpeg: [0.9, 0.9, 0.9] } } },
-      { metrics: { test: { f1: { neutrophil: 0.5, platelet: 1 } }, tecom: { f1: { basophil: 0 } } } },
+      { metrics: { test: { f1: { neutrophil: 0.5, platelet: 1 } }, tecom: { f1: { basophil: 0 } }, tecom_analyze: { f1: { monocyte: 0.61 } } } },
     ]);
     expect(rows).toEqual([
       { label: 'Held-out F1: basophil', values: ['0.900', '–'] },
       { label: 'Held-out F1: neutrophil', values: ['0.950', '0.500'] },
       { label: 'Held-out F1: platelet', values: ['–', '1.000'] },
+      { label: 'Another lab, as analyses answer, F1: monocyte', values: ['–', '0.610'] },
       { label: 'Another lab, expert boxes, F1: basophil', values: ['–', '0.000'] },
       { label: 'Held-out accuracy, no corruption', values: ['0.900', '–'] },
       { label: 'Held-out accuracy under corruptions: mean', values: ['0.750', '–'] },

@@ -67,3 +67,29 @@ def test_boxes_scaled_about_their_centres_frame_the_cells_differently(saved_clas
     assert wider["confusion_matrix"] != plain["confusion_matrix"] or wider["ece"] != plain["ece"]
     with pytest.raises(ValueError, match="box_scale"):
         evaluate_tecom(clf, second_lab, box_scale=0)
+
+
+def test_a_run_scored_on_another_lab_keeps_its_confusions_as_trained_and_as_analyzed(saved_classifier, second_lab,
+                                                                                      small_cells, tmp_path, monkeypatch):
+    """What the model registry shows of the other lab: scores and each class's F1 with expert boxes and as
+    slides are answered, and a confusion matrix of each."""
+    import shutil
+
+    from ml.classification import score_run
+    from ml.classification.evaluate import RUN_FIGURES
+
+    run = tmp_path / "run"
+    shutil.copytree(saved_classifier, run)
+    shutil.copy(run / "best.pt", run / "last.pt")  # a trained run keeps both
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "datasets" / "tecom").symlink_to(second_lab)
+    monkeypatch.setenv("LEUKOLAB_DATASETS", str(tmp_path / "datasets"))
+    cells, _ = small_cells
+    score_run(run, cells.subset(np.arange(0, len(cells), 9)))
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("tecom", "tecom_analyze"):
+        assert metrics[key]["n"] == 10 and set(metrics[key]["f1"]) <= {"neutrophil", "lymphocyte", "monocyte",
+                                                                        "eosinophil", "basophil"}
+    assert metrics["tecom_analyze"]["prior"] == "blood" and metrics["tecom_analyze"]["boxes"] == "localizer"
+    for name in ("confusion_other_lab.png", "confusion_other_lab_analyzed.png"):
+        assert name in RUN_FIGURES and (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
