@@ -34,17 +34,25 @@ class CropRule:
         return asdict(self)
 
 
+def surroundings(size: int, placed: tuple[float, float, float], room: float = FADE_ROOM) -> np.ndarray:
+    """``size x size`` weights of a cell's surroundings in a crop: 0 within the circle of radius ``room``
+    times ``r`` about ``(x, y)`` (``placed``: the box's centre in the crop's pixels and half its longer
+    side at the crop's scale), 1 beyond the circle's soft edge."""
+    x, y, r = placed
+    radius = room * r
+    edge = max(1.0, 0.15 * radius)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    return np.clip((np.hypot(xx - x, yy - y) - radius) / edge, 0.0, 1.0)
+
+
 def context_weights(rule: CropRule) -> np.ndarray | None:
     """``out_size x out_size`` weights of each pixel's distance from white in what the network sees
     (``rule.fade``): 1 within the cell's circle, ``1 - fade`` beyond its soft edge; None without fading."""
     if rule.fade <= 0:
         return None
     s = rule.out_size
-    radius = 0.5 * s / (1.0 + 2.0 * rule.margin) * FADE_ROOM
-    edge = max(1.0, 0.15 * radius)
-    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) + 0.5 - s / 2.0
-    kept = np.clip((radius + edge - np.hypot(xx, yy)) / edge, 0.0, 1.0)
-    return (1.0 - rule.fade * (1.0 - kept)).astype(np.float32)
+    around = surroundings(s, (s / 2.0, s / 2.0, 0.5 * s / (1.0 + 2.0 * rule.margin)))
+    return (1.0 - rule.fade * around).astype(np.float32)
 
 
 def crop_window(box: Box, margin: float) -> tuple[float, float, float]:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ml.boxes import Box
-from ml.classification.crop import CropRule, crop_window
+from ml.classification.crop import CropRule, crop_window, surroundings
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -76,16 +76,6 @@ def geometric_crop_placed(image: np.ndarray, box: Box, rule: CropRule, rng: np.r
     return cv2.warpAffine(image, m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101), placed
 
 
-def outside_cell(size: int, placed: tuple[float, float, float], room: float) -> np.ndarray:
-    """``size x size`` weights, 0 within the circle of radius ``room`` times ``r`` about ``(x, y)`` (a placed
-    cell, :func:`geometric_crop_placed`) and 1 beyond its soft edge: the cell's surroundings."""
-    x, y, r = placed
-    radius = room * r
-    edge = max(1.0, 0.15 * radius)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
-    return np.clip((np.hypot(xx - x, yy - y) - radius) / edge, 0.0, 1.0)
-
-
 def swap_surroundings(crops: list[np.ndarray], placed: list[tuple[float, float, float]], rng: np.random.Generator,
                       p: float, room: float) -> list[np.ndarray]:
     """Each crop, with probability ``p``, given the surroundings of another crop of the batch: the pixels
@@ -100,7 +90,7 @@ def swap_surroundings(crops: list[np.ndarray], placed: list[tuple[float, float, 
         k = int(rng.integers(n - 1))
         k += k >= j
         size = crops[j].shape[0]
-        w = (outside_cell(size, placed[j], room) * outside_cell(size, placed[k], room))[..., None]
+        w = (surroundings(size, placed[j], room) * surroundings(size, placed[k], room))[..., None]
         out[j] = np.rint(crops[j] * (1.0 - w) + crops[k] * w).astype(np.uint8)
     return out
 

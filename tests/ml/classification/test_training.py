@@ -376,7 +376,8 @@ def test_faded_surroundings_in_training_only_are_drawn_per_crop_and_not_served(s
 def test_swapped_surroundings_keep_the_cell_and_take_the_partners_ring():
     """``context_swap``: beyond the cell's circle (and the partner's), a crop's pixels are its partner's;
     within, its own; a batch without it is cut and coloured as before."""
-    from ml.classification.transforms import outside_cell, swap_surroundings
+    from ml.classification.crop import surroundings
+    from ml.classification.transforms import swap_surroundings
 
     a, b = np.full((32, 32, 3), 40, np.uint8), np.full((32, 32, 3), 200, np.uint8)
     placed = [(16.0, 16.0, 6.0), (16.0, 16.0, 6.0)]
@@ -386,7 +387,7 @@ def test_swapped_surroundings_keep_the_cell_and_take_the_partners_ring():
     # the partner's cell, off centre and larger, is not pasted: its circle keeps the crop's own pixels
     off = swap_surroundings([a, b], [(16.0, 16.0, 4.0), (26.0, 16.0, 5.0)], np.random.default_rng(0), 1.0, 1.15)
     assert (off[0][16, 27] == 40).all() and (off[0][2, 2] == 200).all()
-    assert outside_cell(32, (16.0, 16.0, 6.0), 1.15)[16, 16] == 0.0
+    assert surroundings(32, (16.0, 16.0, 6.0), 1.15)[16, 16] == 0.0
     assert swap_surroundings([a], placed[:1], np.random.default_rng(0), 1.0, 1.15)[0] is a
     with pytest.raises(ValueError, match="context_swap must be a probability"):
         TrainConfig(context_swap=1.5)
