@@ -50,6 +50,22 @@ def _image_bytes(image: SlideImage) -> Iterator[bytes]:
         yield from iter(lambda: src.read(IMAGE_CHUNK), b"")
 
 
+def _stored_sizes(images: Iterable[SlideImage]) -> dict[int, int]:
+    """Each image's stored file size, by id; an image whose file is gone from storage is an
+    ApplicationError naming it (asked before a zip's first byte: a zip cut short would pass for a whole one)."""
+    sizes, missing = {}, []
+    for image in images:
+        try:
+            sizes[image.pk] = image.file.size
+        except (FileNotFoundError, OSError):
+            missing.append(f"{image.filename} (slide {image.slide_id})")
+    if missing:
+        raise ApplicationError(f"The stored file of {len(missing)} image{'s' if len(missing) > 1 else ''} is missing, "
+                               f"so the export cannot be made: {', '.join(missing[:5])}"
+                               f"{' and more' if len(missing) > 5 else ''}.", status_code=409)
+    return sizes
+
+
 def _zip_stream(*, sized: bool) -> ZipStream:
     """A zip written as it is sent, its files stored as they are (crops and most images are compressed
     already); with ``sized`` (no file compressed on the way), every file's size is known before it is
@@ -119,6 +135,7 @@ def boxes_export(*, slides: QuerySet[Slide], fmt: str, with_classes: bool = Fals
     # JPEG and PNG are compressed already and go in as they are, and the zip's size is then known before
     # it is sent; BMP and TIFF mostly are not, and are compressed on the way
     raw = [image.format not in ("JPEG", "PNG") for image in images]
+    sizes = _stored_sizes(images)
     zs = _zip_stream(sized=not any(raw))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -128,7 +145,7 @@ def boxes_export(*, slides: QuerySet[Slide], fmt: str, with_classes: bool = Fals
             return (tmp / name).read_bytes()
 
         for image, ann, deflate in zip(images, anns, raw):
-            zs.add(_image_bytes(image), f"{folder}/{ann.image}", size=image.file.size,
+            zs.add(_image_bytes(image), f"{folder}/{ann.image}", size=sizes[image.pk],
                    compress_type=ZIP_DEFLATED if deflate else ZIP_STORED)
             stem = Path(ann.image).stem
             if fmt == "voc":
@@ -224,6 +241,7 @@ def crops_export(*, slides: QuerySet[Slide], which: str = "confirmed"):
     if not cells:
         hint = " (pass which=all to export the model's answers too)" if which == "confirmed" else ""
         raise ApplicationError(f"These slides have no cell with a class to export{hint}.")
+    _stored_sizes({c.image_id: c.image for c in cells}.values())
     crops = _Crops()
     zs = _zip_stream(sized=False)
     for cell in cells:

@@ -412,3 +412,18 @@ def test_an_uncompressed_tiff_goes_out_compressed_and_byte_for_byte(api_as, pati
         assert zf.read(info) == slide.images.get().file.open("rb").read()
     (sample,) = load_dataset(_unzip(client.get(f"/api/exports/boxes/?format=voc&slide={slide.pk}"), tmp_path / "voc"))
     assert len(sample.annotation.boxes) == slide.cells.count()
+
+
+def test_an_export_whose_image_file_is_gone_is_refused_before_its_first_byte(api_as, analyzed_slide):
+    """A zip is sent as it is made: an image missing from storage is found first and named (409), not
+    met halfway through a download that would look whole."""
+    from django.core.files.storage import default_storage
+
+    image = analyzed_slide.images.get()
+    Cell.objects.filter(slide=analyzed_slide).update(reviewed_class="neutrophil")
+    default_storage.delete(image.file.name)
+    client = api_as("hematologist", username="h1")
+    for url in (f"/api/exports/boxes/?format=voc&slide={analyzed_slide.pk}", f"/api/exports/cells/?slide={analyzed_slide.pk}"):
+        r = client.get(url)
+        assert r.status_code == 409 and not r.streaming, url
+        assert f"{image.filename} (slide {analyzed_slide.pk})" in r.json()["message"] and "missing" in r.json()["message"]
