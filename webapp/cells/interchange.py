@@ -57,7 +57,7 @@ def _stored_sizes(images: Iterable[SlideImage]) -> dict[int, int]:
     for image in images:
         try:
             sizes[image.pk] = image.file.size
-        except (FileNotFoundError, OSError):
+        except OSError:  # FileNotFoundError, on the file system and S3 alike
             missing.append(f"{image.filename} (slide {image.slide_id})")
     if missing:
         raise ApplicationError(f"The stored file of {len(missing)} image{'s' if len(missing) > 1 else ''} is missing, "
